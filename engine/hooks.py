@@ -1,0 +1,40 @@
+"""The one hooking surface: forward hooks on modules named by path, removed on exit, always."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
+
+import torch
+
+from engine.errors import UserError
+
+Hook = Callable[[torch.nn.Module, tuple, object], object]
+
+
+def get_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    """Return ``model``'s submodule at dotted ``path``; UserError naming the path if absent."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError as exc:
+        raise UserError(
+            f"module '{path}' not found in {type(model).__name__}; the catalog does not match this "
+            "model: rebuild it with build_catalog(model)"
+        ) from exc
+
+
+@contextmanager
+def hooked(model: torch.nn.Module, hooks: Mapping[str, Hook]) -> Iterator[None]:
+    """Register ``hooks`` (module path -> forward hook) for the duration of the block.
+
+    A hook has torch's signature ``hook(module, inputs, output)``; returning a value replaces
+    the module's output. Every handle is removed on exit, including when the block raises or a
+    path is missing halfway through registration.
+    """
+    handles = []
+    try:
+        for path, fn in hooks.items():
+            handles.append(get_module(model, path).register_forward_hook(fn))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
