@@ -1,0 +1,688 @@
+"""The paper's claims as pure checks on an analysis dict (the ``analysis.json`` artifact).
+
+Two ways to judge one claim:
+
+- ``check(claim_id, analysis, registry_entry) -> Verdict``: the PAPER's bounds (profile
+  ``paper``). Ordering claims compare bootstrap CIs (``lower(A) > upper(B)``), level claims
+  compare within the registry's tolerance, qualitative claims follow the operational
+  definition written in ``fixtures/claims_registry.json``.
+- ``measurements(claim_id, analysis) -> dict`` plus ``compare_baseline``: the numbers a
+  claim looks at, compared with recorded regression baselines (profile ``tiny``).
+
+Units follow the registry: overlap and Spearman figures are fractions, control rates and
+fastText probabilities are percent; steps are the strings ``"1"``, ``"6"``, ``"11"``.
+A malformed or incomplete artifact gives a failing Verdict whose detail names the missing
+key (``check`` never raises for missing data; ``measurements`` raises ``KeyError``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REGISTRY_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "claims_registry.json"
+CLAIM_IDS = ("R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9",
+             "S1", "S2", "S3", "S4", "S5", "S6", "T1", "T3", "T4")
+#: Baseline comparison defaults (see the registry's "baseline_rule" for the why).
+RTOL = 1e-6
+ATOL = 1e-9
+SIG_DIGITS = 6
+
+
+@dataclass
+class Verdict:
+    claim_id: str
+    measured: dict
+    ci: dict | None
+    paper: dict
+    tolerance: Any
+    passed: bool
+    detail: str
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def load_registry(path: str | Path = REGISTRY_PATH) -> dict:
+    """The claims registry: ``{"claims": {id: entry}, ...}``."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class _Judge:
+    """Collects named conditions; a claim passes when all hold."""
+
+    def __init__(self):
+        self.failures: list[str] = []
+        self.held: list[str] = []
+
+    def require(self, ok: bool, text: str) -> None:
+        (self.held if ok else self.failures).append(text)
+
+
+def _f(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _steps(analysis: dict) -> list[str]:
+    return sorted(analysis["overlap"], key=int)
+
+
+def _ci(entry: dict, key: str) -> tuple[float, float]:
+    lo, hi = entry[key]
+    return float(lo), float(hi)
+
+
+def _greater_ci(a_ci, b_ci) -> bool:
+    """'A > B' on confidence intervals: the lower bound of A exceeds the upper bound of B."""
+    return a_ci[0] > b_ci[1]
+
+
+def _rows(analysis: dict, intervention: str = "median") -> list[dict]:
+    return [r for r in analysis["steering"]["rows"] if r.get("intervention", "median") == intervention]
+
+
+def _row(analysis: dict, src: str, tgt: str, task: str, step: int | str) -> dict:
+    for r in _rows(analysis):
+        if r["src"] == src and r["tgt"] == tgt and r["task"] == task and int(r["step"]) == int(step):
+            return r
+    raise KeyError(f"steering row src={src} tgt={tgt} task={task} step={step} intervention=median")
+
+
+def _pairs(analysis: dict) -> list[tuple[str, str]]:
+    seen = []
+    for r in _rows(analysis):
+        key = (r["src"], r["tgt"])
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def _share(matrix, langs, a, b) -> float:
+    O = np.asarray(matrix, dtype=float)
+    i, j = langs.index(a), langs.index(b)
+    total = O.sum()
+    return float((O[i, j] + O[j, i]) / total) if total > 0 else float("nan")
+
+
+def _enrichment(dist: dict, match: Callable[[str], bool]) -> float:
+    counts, sizes = dist["by_component"], dist["component_sizes"]
+    n_count = sum(counts.values())
+    n_size = sum(sizes.values())
+    c = sum(v for k, v in counts.items() if match(k))
+    s = sum(v for k, v in sizes.items() if match(k))
+    if n_count == 0 or s == 0:
+        return float("nan")
+    return (c / n_count) / (s / n_size)
+
+
+def _is_pointwise(name: str) -> bool:
+    return "pointwise_conv" in name
+
+
+def _is_speech_attention(name: str) -> bool:
+    return name.split(".")[-1] in ("linear_q", "linear_k", "linear_v", "linear_out") and "self_attn" in name
+
+
+def _component_share(dist: dict, names) -> float:
+    counts = dist["by_component"]
+    total = sum(counts.values())
+    return float(sum(counts.get(n, 0) for n in names) / total) if total else float("nan")
+
+
+# ----------------------------------------------------------------------------- measurements
+
+def _m_R1(a):
+    out = {}
+    for t in _steps(a):
+        o = a["overlap"][t]
+        out[f"diagonal_ratio.{t}"] = _f(o["diagonal_ratio"])
+        lo, hi = _ci(o, "diagonal_ratio_ci")
+        out[f"diagonal_ratio_ci_lo.{t}"], out[f"diagonal_ratio_ci_hi.{t}"] = lo, hi
+    return out
+
+
+def _m_R2(a):
+    out = {}
+    for t in _steps(a):
+        out[f"perm_p.{t}"] = _f(a["overlap"][t]["perm_p"])
+        out[f"perm_stat.{t}"] = _f(a["overlap"][t]["perm_stat"])
+    return out
+
+
+def _m_R3(a):
+    out = {}
+    for t in _steps(a):
+        o = a["overlap"][t]
+        out[f"total.{t}"] = _f(o["total"])
+        out[f"total_ci_lo.{t}"], out[f"total_ci_hi.{t}"] = _ci(o, "total_ci")
+    return out
+
+
+R4_PAIRS = (("fra", "spa"), ("jpn", "cmn"))
+
+
+def _m_R4(a):
+    out = {}
+    for t in _steps(a):
+        o = a["overlap"][t]
+        for x, y in R4_PAIRS:
+            out[f"share.{x}-{y}.{t}"] = _share(o["matrix"], list(o["langs"]), x, y)
+    return out
+
+
+def _typology(R, langs, groups):
+    R = np.asarray(R, dtype=float)
+    group_of = {lang: g for g, members in enumerate(groups) for lang in members}
+    within, between = [], []
+    for i, li in enumerate(langs):
+        for j, lj in enumerate(langs):
+            if i == j or li not in group_of or lj not in group_of:
+                continue
+            (within if group_of[li] == group_of[lj] else between).append(R[i, j])
+    return (float(np.mean(within)) if within else float("nan"),
+            float(np.mean(between)) if between else float("nan"))
+
+
+R5_GROUPS = (("deu", "spa", "fra"), ("cmn", "jpn"))
+
+
+def _m_R5(a):
+    out = {}
+    for t in _steps(a):
+        o = a["overlap"][t]
+        out[f"concentration.{t}"] = _f(o["spearman_diag_concentration"])
+        lo, hi = _ci(o, "spearman_diag_concentration_ci")
+        out[f"concentration_ci_lo.{t}"], out[f"concentration_ci_hi.{t}"] = lo, hi
+        w, b = _typology(o["spearman"], list(o["langs"]), R5_GROUPS)
+        out[f"rho_within.{t}"], out[f"rho_between.{t}"] = w, b
+    return out
+
+
+def _m_R6(a):
+    ks = a["k_sweep"]["ks"]
+    out = {}
+    for t, values in a["k_sweep"]["diagonal_ratio"].items():
+        if len(values) != len(ks):
+            raise KeyError(f"k_sweep.diagonal_ratio['{t}'] has {len(values)} values for {len(ks)} ks")
+        for k, v in zip(ks, values):
+            out[f"ratio.k{k}.{t}"] = _f(v)
+    return out
+
+
+R7_LAYERS = (4, 10)
+
+
+def _m_R7(a):
+    d = a["distribution"]["speech_encoder"]
+    by_layer = np.asarray(d["by_layer"], dtype=float)
+    lo, hi = R7_LAYERS
+    in_band = np.arange(len(by_layer))
+    in_band = (in_band >= lo) & (in_band <= hi)
+    total = by_layer.sum()
+    return {
+        "band_share": float(by_layer[in_band].sum() / total) if total else float("nan"),
+        "band_uniform_share": float(in_band.sum() / len(by_layer)) if len(by_layer) else float("nan"),
+        "pointwise_enrichment": _enrichment(d, _is_pointwise),
+        "attention_enrichment": _enrichment(d, _is_speech_attention),
+    }
+
+
+def _m_R8(a):
+    by_layer = a["distribution"]["text_encoder"]["by_layer"]
+    return {"argmax_layer": float(np.argmax(by_layer)),
+            "layer0_share": float(by_layer[0] / sum(by_layer)) if sum(by_layer) else float("nan")}
+
+
+R9_SELF = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn_layer_norm")
+R9_CROSS = ("cross_attention.k_proj", "cross_attention.v_proj", "cross_attention.out_proj")
+
+
+def _m_R9(a):
+    out = {}
+    dec = a["distribution"]["text_decoder"]
+    for t in ("1", "11"):
+        for modality in ("speech", "text"):
+            d = dec[t][modality]
+            out[f"self_share.{modality}.{t}"] = _component_share(d, R9_SELF)
+            out[f"cross_share.{modality}.{t}"] = _component_share(d, R9_CROSS)
+    return out
+
+
+def _m_control(a, step_filter=None, task_filter=None):
+    out = {}
+    for r in _rows(a):
+        if step_filter is not None and int(r["step"]) not in step_filter:
+            continue
+        if task_filter is not None and r["task"] not in task_filter:
+            continue
+        out[f"cr.{r['src']}-{r['tgt']}.{r['task']}.{int(r['step'])}"] = _f(r["control_rate"])
+    return out
+
+
+def _m_S1(a):
+    return _m_control(a, step_filter={1})
+
+
+def _m_S2(a):
+    return _m_control(a, step_filter={6}, task_filter={"ASR"})
+
+
+def _m_S3(a):
+    return _m_control(a, step_filter={1, 6}, task_filter={"TR"})
+
+
+def _m_S4(a):
+    return _m_control(a, step_filter={6, 11}, task_filter={"ASR"})
+
+
+def _m_S5(a):
+    er = a["steering"]["effect_ratio"]
+    out = {f"mean.{t}": _f(v) for t, v in er["mean"].items()}
+    for p in er["pairs"]:
+        out[f"ratio.{p['src']}-{p['tgt']}.{int(p['step'])}"] = _f(p.get("ratio"))
+    return out
+
+
+def _m_S6(a):
+    return {f"ft_tgt.{r['src']}-{r['tgt']}.{r['task']}.{int(r['step'])}": _f(r["ft_tgt"]) for r in _rows(a)}
+
+
+def _m_T1(a):
+    out = {}
+    for r in _rows(a):
+        key = f"{r['src']}-{r['tgt']}.{r['task']}.{int(r['step'])}"
+        out[f"latin.{key}"], out[f"cjk.{key}"] = _f(r["latin"]), _f(r["cjk"])
+    return out
+
+
+def _m_T3(a):
+    out = {}
+    for p in a["steering"]["effect_ratio"]["pairs"]:
+        key = f"{p['src']}-{p['tgt']}.{int(p['step'])}"
+        out[f"cr_asr.{key}"], out[f"cr_tr.{key}"] = _f(p["cr_asr"]), _f(p["cr_tr"])
+        out[f"ratio.{key}"] = _f(p.get("ratio"))
+    return out
+
+
+def _m_T4(a):
+    out = {}
+    for r in _rows(a):
+        key = f"{r['src']}-{r['tgt']}.{r['task']}.{int(r['step'])}"
+        out[f"ft_src.{key}"], out[f"ft_tgt.{key}"] = _f(r["ft_src"]), _f(r["ft_tgt"])
+    return out
+
+
+_MEASURE: dict[str, Callable[[dict], dict]] = {
+    "R1": _m_R1, "R2": _m_R2, "R3": _m_R3, "R4": _m_R4, "R5": _m_R5, "R6": _m_R6,
+    "R7": _m_R7, "R8": _m_R8, "R9": _m_R9, "S1": _m_S1, "S2": _m_S2, "S3": _m_S3,
+    "S4": _m_S4, "S5": _m_S5, "S6": _m_S6, "T1": _m_T1, "T3": _m_T3, "T4": _m_T4,
+}
+
+
+def measurements(claim_id: str, analysis: dict) -> dict[str, float]:
+    """The numbers claim ``claim_id`` looks at, as a flat ``{name: float}`` (NaN for null).
+
+    Used for tiny-profile regression baselines. Raises ``KeyError`` naming the missing
+    artifact key when the analysis lacks what the claim needs, ``ValueError`` for an
+    unknown claim id.
+    """
+    if claim_id not in _MEASURE:
+        raise ValueError(f"unknown claim id {claim_id!r}; known: {', '.join(CLAIM_IDS)}")
+    return _MEASURE[claim_id](analysis)
+
+
+# ----------------------------------------------------------------------------- paper checks
+
+def _c_R1(a, e, j):
+    m = _m_R1(a)
+    tol = e["tolerance"]["abs"]
+    ci1 = (m["diagonal_ratio_ci_lo.1"], m["diagonal_ratio_ci_hi.1"])
+    for t in ("6", "11"):
+        cit = (m[f"diagonal_ratio_ci_lo.{t}"], m[f"diagonal_ratio_ci_hi.{t}"])
+        j.require(_greater_ci(ci1, cit), f"CI lower bound at t=1 ({ci1[0]:.4f}) > CI upper bound at t={t} ({cit[1]:.4f})")
+    for t, p in e["paper"]["diagonal_ratio"].items():
+        v = m[f"diagonal_ratio.{t}"]
+        j.require(abs(v - p) <= tol, f"|diagonal_ratio(t={t}) {v:.4f} - paper {p}| <= {tol}")
+    return m
+
+
+def _c_R2(a, e, j):
+    m = _m_R2(a)
+    alpha = e["tolerance"]["alpha"]
+    steps = _steps(a)
+    for t in steps:
+        j.require(m[f"perm_p.{t}"] < alpha, f"perm_p(t={t}) {m[f'perm_p.{t}']:.4g} < {alpha}")
+    for t in steps:
+        if t == "1":
+            continue
+        j.require(m["perm_p.1"] <= m[f"perm_p.{t}"], f"perm_p(t=1) {m['perm_p.1']:.4g} <= perm_p(t={t}) {m[f'perm_p.{t}']:.4g}")
+        j.require(m["perm_stat.1"] >= m[f"perm_stat.{t}"], f"perm_stat(t=1) {m['perm_stat.1']:.4f} >= perm_stat(t={t}) {m[f'perm_stat.{t}']:.4f}")
+    return m
+
+
+def _c_R3(a, e, j):
+    m = _m_R3(a)
+    ci1 = (m["total_ci_lo.1"], m["total_ci_hi.1"])
+    for t in ("6", "11"):
+        cit = (m[f"total_ci_lo.{t}"], m[f"total_ci_hi.{t}"])
+        j.require(_greater_ci(cit, ci1), f"total CI lower bound at t={t} ({cit[0]:.1f}) > upper bound at t=1 ({ci1[1]:.1f})")
+    return m
+
+
+def _c_R4(a, e, j):
+    m = _m_R4(a)
+    for x, y in R4_PAIRS:
+        s1 = m[f"share.{x}-{y}.1"]
+        for t in ("6", "11"):
+            st = m[f"share.{x}-{y}.{t}"]
+            j.require(st > s1, f"{x}-{y} overlap share at t={t} ({st:.4f}) > at t=1 ({s1:.4f})")
+    return m
+
+
+def _c_R5(a, e, j):
+    m = _m_R5(a)
+    tol = e["tolerance"]["abs"]
+    for t, p in e["paper"]["spearman_diag_concentration"].items():
+        v = m[f"concentration.{t}"]
+        j.require(abs(v - p) <= tol, f"|concentration(t={t}) {v:.4f} - paper {p}| <= {tol}")
+    ci1 = (m["concentration_ci_lo.1"], m["concentration_ci_hi.1"])
+    for t in ("6", "11"):
+        cit = (m[f"concentration_ci_lo.{t}"], m[f"concentration_ci_hi.{t}"])
+        j.require(_greater_ci(ci1, cit), f"concentration CI lower bound at t=1 ({ci1[0]:.4f}) > upper bound at t={t} ({cit[1]:.4f})")
+    for t in _steps(a):
+        w, b = m[f"rho_within.{t}"], m[f"rho_between.{t}"]
+        j.require(w > b, f"t={t}: mean within-group rho {w:.4f} > mean between-group rho {b:.4f}")
+    return m
+
+
+def _c_R6(a, e, j):
+    m = _m_R6(a)
+    ks = a["k_sweep"]["ks"]
+    recovered = 0
+    for k in ks:
+        r1, r6, r11 = (m[f"ratio.k{k}.{t}"] for t in ("1", "6", "11"))
+        j.require(r1 > r6 and r1 > r11, f"k={k}: ratio(t=1) {r1:.4f} > ratio(t=6) {r6:.4f} and ratio(t=11) {r11:.4f}")
+        recovered += r11 > r6
+    need = e["tolerance"]["recovery_min_share"]
+    share = recovered / len(ks) if ks else 0.0
+    j.require(bool(ks) and share >= need, f"share of k with ratio(t=11) > ratio(t=6): {share:.2f} >= {need}")
+    m["recovery_share"] = share
+    return m
+
+
+def _c_R7(a, e, j):
+    m = _m_R7(a)
+    j.require(m["band_share"] > m["band_uniform_share"],
+              f"share of top-k in layers 4-10 {m['band_share']:.4f} > uniform {m['band_uniform_share']:.4f}")
+    j.require(m["pointwise_enrichment"] > 1, f"pointwise_conv enrichment {m['pointwise_enrichment']:.3f} > 1")
+    j.require(m["attention_enrichment"] < 1, f"self_attn.linear_* enrichment {m['attention_enrichment']:.3f} < 1")
+    return m
+
+
+def _c_R8(a, e, j):
+    m = _m_R8(a)
+    j.require(m["argmax_layer"] == e["paper"]["peak_layer"],
+              f"argmax layer of text-encoder top-k {int(m['argmax_layer'])} == {e['paper']['peak_layer']}")
+    return m
+
+
+def _c_R9(a, e, j):
+    m = _m_R9(a)
+    for mod in ("speech", "text"):
+        s, c = m[f"self_share.{mod}.1"], m[f"cross_share.{mod}.1"]
+        j.require(s > c, f"{mod}, t=1: self-attention share {s:.3f} > cross-attention share {c:.3f}")
+        s, c = m[f"self_share.{mod}.11"], m[f"cross_share.{mod}.11"]
+        j.require(c > s, f"{mod}, t=11: cross-attention share {c:.3f} > self-attention share {s:.3f}")
+    return m
+
+
+def _require_rows(j, m, what):
+    j.require(bool(m), f"artifact has {what}")
+
+
+def _c_S1(a, e, j):
+    m = _m_S1(a)
+    _require_rows(j, m, "steering rows at step 1")
+    bound = e["tolerance"]["max_control_rate"]
+    for k, v in m.items():
+        j.require(v < bound, f"{k} = {v:.2f} < {bound}")
+    return m
+
+
+def _c_S2(a, e, j):
+    m = _m_S2(a)
+    _require_rows(j, m, "ASR steering rows at step 6")
+    lo = e["paper"]["min_cjk_asr_t6"]
+    reverse = []
+    for k, v in m.items():
+        src = k.split(".")[1].split("-")[0]
+        if src in ("deu", "fra"):
+            j.require(v > lo, f"{k} = {v:.2f} > {lo}")
+        else:
+            reverse.append(v)
+    top, tol = e["paper"]["max_latin_asr_t6"], e["tolerance"]["abs"]
+    mx = max(reverse) if reverse else float("nan")
+    j.require(abs(mx - top) <= tol, f"max Latin control rate of zh/ja -> de/fr ASR at t=6 {mx:.2f} within {top} ± {tol}")
+    m["max_reverse"] = mx
+    return m
+
+
+def _c_S3(a, e, j):
+    m = _m_S3(a)
+    lo = e["paper"]["min"] - e["tolerance"]["abs"]
+    hi = e["paper"]["max"] + e["tolerance"]["abs"]
+    pairs = _pairs(a)
+    j.require(bool(pairs), "artifact has steering pairs")
+    for src, tgt in pairs:
+        k6, k1 = f"cr.{src}-{tgt}.TR.6", f"cr.{src}-{tgt}.TR.1"
+        if k6 not in m or k1 not in m:
+            j.require(False, f"TR rows at steps 1 and 6 for {src}-{tgt}")
+            continue
+        j.require(m[k6] > m[k1], f"{src}-{tgt} TR control rate at t=6 {m[k6]:.2f} > at t=1 {m[k1]:.2f}")
+        j.require(lo <= m[k6] <= hi, f"{src}-{tgt} TR control rate at t=6 {m[k6]:.2f} in [{lo:.2f}, {hi:.2f}]")
+    return m
+
+
+def _c_S4(a, e, j):
+    m = _m_S4(a)
+    pairs = _pairs(a)
+    j.require(bool(pairs), "artifact has steering pairs")
+    used_ci = False
+    for src, tgt in pairs:
+        try:
+            r6, r11 = _row(a, src, tgt, "ASR", 6), _row(a, src, tgt, "ASR", 11)
+        except KeyError as exc:
+            j.require(False, str(exc))
+            continue
+        if r6.get("control_rate_ci") and r11.get("control_rate_ci"):
+            used_ci = True
+            ok = _greater_ci(r11["control_rate_ci"], r6["control_rate_ci"])
+            j.require(ok, f"{src}-{tgt} ASR CI lower at t=11 {r11['control_rate_ci'][0]:.2f} > CI upper at t=6 {r6['control_rate_ci'][1]:.2f}")
+        else:
+            j.require(r11["control_rate"] > r6["control_rate"],
+                      f"{src}-{tgt} ASR control rate at t=11 {r11['control_rate']:.2f} > at t=6 {r6['control_rate']:.2f}")
+    m["compared_on_ci"] = float(used_ci)
+    return m
+
+
+def _c_S5(a, e, j):
+    m = _m_S5(a)
+    tol = e["tolerance"]["abs"]
+    for t, p in e["paper"]["mean"].items():
+        v = m.get(f"mean.{t}", float("nan"))
+        j.require(abs(v - p) <= tol, f"|mean effect ratio(t={t}) {v:.3f} - paper {p}| <= {tol}")
+    j.require(m.get("mean.11", float("nan")) > m.get("mean.6", float("nan")), "mean effect ratio at t=11 > at t=6")
+    both = 0
+    for src, tgt in _pairs(a):
+        r6, r11 = m.get(f"ratio.{src}-{tgt}.6", float("nan")), m.get(f"ratio.{src}-{tgt}.11", float("nan"))
+        if math.isnan(r6) or math.isnan(r11):
+            continue
+        both += 1
+        j.require(r11 > r6, f"{src}-{tgt} effect ratio at t=11 {r11:.3f} > at t=6 {r6:.3f}")
+    j.require(both > 0, f"pairs valid at both t=6 and t=11: {both} > 0")
+    return m
+
+
+def _c_S6(a, e, j):
+    m = _m_S6(a)
+    _require_rows(j, m, "steering rows with ft_tgt")
+    bound = e["tolerance"]["max_ft_tgt_t1"]
+    by_step: dict[int, list[float]] = {}
+    for k, v in m.items():
+        step = int(k.rsplit(".", 1)[1])
+        by_step.setdefault(step, []).append(v)
+        if step == 1:
+            j.require(v <= bound, f"{k} = {v:.2f} <= {bound}")
+        else:
+            k1 = k.rsplit(".", 1)[0] + ".1"
+            if k1 in m:
+                j.require(v > m[k1], f"{k} = {v:.2f} > t=1 value {m[k1]:.2f}")
+    means = {s: float(np.mean(v)) for s, v in by_step.items()}
+    j.require(means.get(1, math.inf) < means.get(6, -math.inf) < means.get(11, -math.inf),
+              f"mean ft_tgt rises t=1 {means.get(1, math.nan):.2f} < t=6 {means.get(6, math.nan):.2f} < t=11 {means.get(11, math.nan):.2f}")
+    m.update({f"mean_ft_tgt.{s}": v for s, v in means.items()})
+    return m
+
+
+def _c_T1(a, e, j):
+    tol = e["tolerance"]["abs"]
+    m = {}
+    for c in e["paper"]["cells"]:
+        key = f"{c['src']}-{c['tgt']}.{c['task']}.{c['step']}"
+        try:
+            r = _row(a, c["src"], c["tgt"], c["task"], c["step"])
+        except KeyError as exc:
+            j.require(False, str(exc))
+            continue
+        for col in ("latin", "cjk"):
+            v = _f(r[col])
+            m[f"{col}.{key}"] = v
+            j.require(abs(v - c[col]) <= tol, f"{col} {key}: {v:.2f} vs paper {c[col]} (±{tol})")
+    return m
+
+
+def _c_T3(a, e, j):
+    tr, tq = e["tolerance"]["abs_rate"], e["tolerance"]["abs_ratio"]
+    pairs = {(p["src"], p["tgt"], int(p["step"])): p for p in a["steering"]["effect_ratio"]["pairs"]}
+    m = {}
+    for c in e["paper"]["cells"]:
+        key = f"{c['src']}-{c['tgt']}.{c['step']}"
+        p = pairs.get((c["src"], c["tgt"], int(c["step"])))
+        if p is None:
+            j.require(False, f"effect-ratio pair {key} present")
+            continue
+        for col, tol in (("cr_asr", tr), ("cr_tr", tr), ("ratio", tq)):
+            v = _f(p.get(col))
+            m[f"{col}.{key}"] = v
+            j.require(abs(v - c[col]) <= tol, f"{col} {key}: {v:.3f} vs paper {c[col]} (±{tol})")
+    return m
+
+
+def _c_T4(a, e, j):
+    tol = e["tolerance"]["abs"]
+    m = {}
+    for c in e["paper"]["cells"]:
+        key = f"{c['src']}-{c['tgt']}.{c['task']}.{c['step']}"
+        try:
+            r = _row(a, c["src"], c["tgt"], c["task"], c["step"])
+        except KeyError as exc:
+            j.require(False, str(exc))
+            continue
+        for col in ("ft_src", "ft_tgt"):
+            v = _f(r[col])
+            m[f"{col}.{key}"] = v
+            j.require(abs(v - c[col]) <= tol, f"{col} {key}: {v:.2f} vs paper {c[col]} (±{tol})")
+    return m
+
+
+_CHECK = {
+    "R1": _c_R1, "R2": _c_R2, "R3": _c_R3, "R4": _c_R4, "R5": _c_R5, "R6": _c_R6,
+    "R7": _c_R7, "R8": _c_R8, "R9": _c_R9, "S1": _c_S1, "S2": _c_S2, "S3": _c_S3,
+    "S4": _c_S4, "S5": _c_S5, "S6": _c_S6, "T1": _c_T1, "T3": _c_T3, "T4": _c_T4,
+}
+
+
+def _ci_view(claim_id: str, m: dict) -> dict | None:
+    """The CIs a claim's verdict was judged on, ``{name: [lo, hi]}``, or None."""
+    out = {}
+    for k, v in m.items():
+        if "_ci_lo." in k:
+            base, t = k.split("_ci_lo.")
+            out[f"{base}.{t}"] = [v, m.get(f"{base}_ci_hi.{t}")]
+    return out or None
+
+
+def check(claim_id: str, analysis: dict, registry_entry: dict) -> Verdict:
+    """Judge one claim against the PAPER's bounds on ``analysis``.
+
+    Returns a Verdict; ``passed`` is True only if every condition of the claim's
+    operational definition (registry ``operational``) holds. NaN compares false, so a
+    null measurement fails. A missing artifact key fails the claim with a detail naming it.
+    """
+    if claim_id not in _CHECK:
+        raise ValueError(f"unknown claim id {claim_id!r}; known: {', '.join(CLAIM_IDS)}")
+    judge = _Judge()
+    try:
+        measured = _CHECK[claim_id](analysis, registry_entry, judge)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        measured = {}
+        judge.require(False, f"artifact lacks what {claim_id} needs: {type(exc).__name__}: {exc}")
+    passed = not judge.failures
+    if passed:
+        detail = f"{claim_id} holds: " + "; ".join(judge.held[:6]) + (" ..." if len(judge.held) > 6 else "")
+    else:
+        detail = (f"{claim_id} fails ({len(judge.failures)} of {len(judge.failures) + len(judge.held)} "
+                  f"conditions): " + "; ".join(judge.failures[:8]) + (" ..." if len(judge.failures) > 8 else ""))
+    return Verdict(claim_id=claim_id, measured=measured, ci=_ci_view(claim_id, measured),
+                   paper=registry_entry.get("paper", {}), tolerance=registry_entry.get("tolerance"),
+                   passed=passed, detail=detail, failures=judge.failures)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def round_sig(x: float, digits: int = SIG_DIGITS) -> float | None:
+    """``x`` rounded to ``digits`` significant digits; None for NaN (JSON has no NaN)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    x = float(x)
+    if x == 0 or math.isinf(x):
+        return x
+    return float(f"{x:.{digits - 1}e}")
+
+
+def baseline_entry(measured: dict) -> dict:
+    """A measurement dict as stored in a baseline file (sorted keys, rounded)."""
+    return {k: round_sig(v) for k, v in sorted(measured.items())}
+
+
+def compare_baseline(measured: dict, baseline: dict, rtol: float = RTOL, atol: float = ATOL) -> tuple[bool, str]:
+    """Compare measurements with a recorded baseline entry.
+
+    Both are ``{name: float | None}``; None (or NaN) matches only None/NaN. Passes when the
+    key sets are equal and every value satisfies ``|m - b| <= atol + rtol * |b|`` after
+    rounding ``m`` like the baseline. Returns ``(passed, diff)``: ``diff`` lists one line per
+    added, removed or moved value ("" when passed).
+    """
+    current = baseline_entry(measured)
+    lines = []
+    for k in sorted(set(current) | set(baseline)):
+        if k not in baseline:
+            lines.append(f"+ {k}: {current[k]} (not in baseline)")
+        elif k not in current:
+            lines.append(f"- {k}: {baseline[k]} (in baseline, not measured)")
+        else:
+            m, b = current[k], baseline[k]
+            if m is None or b is None:
+                if not (m is None and b is None):
+                    lines.append(f"~ {k}: baseline {b} -> measured {m}")
+            elif abs(m - b) > atol + rtol * abs(b):
+                lines.append(f"~ {k}: baseline {b} -> measured {m} (|diff| {abs(m - b):.3g})")
+    return (not lines), "\n".join(lines)
