@@ -1,0 +1,131 @@
+"""One loaded SeamlessM4T v2 serving all four tasks (S2T, T2T, ASR, TR).
+
+``load_model`` accepts a Hugging Face id or a local directory saved with ``save_pretrained``;
+the tiny fixture (``fixtures/tiny_model``) and the real model go through the same code.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.errors import UserError
+
+TINY_MODEL_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model"
+
+
+@dataclass
+class LoadedModel:
+    """A ``SeamlessM4Tv2Model`` in eval mode with its tokenizer and feature extractor."""
+
+    model: object
+    tokenizer: object
+    feature_extractor: object
+    model_id: str
+    revision: str | None
+    device: torch.device
+    dtype: torch.dtype
+
+    def lang_token_id(self, lang: str) -> int:
+        """Token id of ``__{lang}__`` (``lang`` like ``"deu"``); UserError if the vocabulary lacks it."""
+        code = lang.strip("_")
+        table = getattr(self.model.generation_config, "text_decoder_lang_to_code_id", None) or {}
+        token_id = self.tokenizer.convert_tokens_to_ids(f"__{code}__")
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise UserError(f"language '{code}' has no token __{code}__ in the tokenizer of {self.model_id}")
+        if code in table and table[code] != token_id:
+            raise UserError(
+                f"language '{code}': tokenizer id {token_id} differs from generation_config "
+                f"text_decoder_lang_to_code_id {table[code]} in {self.model_id}"
+            )
+        return int(token_id)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU; bf16 on CUDA when supported, else fp16."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise UserError(f"dtype '{dtype}' is not one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _restore_byte_fallback(tokenizer) -> None:
+    # transformers 5 rebuilds SeamlessM4TTokenizer's BPE with byte_fallback=False even when the
+    # vocabulary carries sentencepiece's <0x00>..<0xFF> pieces; without them unseen characters
+    # would become <unk>. The real model's vocabulary has no byte pieces, so this is a no-op there.
+    backend = getattr(tokenizer, "_tokenizer", None)
+    model = getattr(backend, "model", None)
+    if model is None or getattr(model, "byte_fallback", True):
+        return
+    vocab = backend.get_vocab(with_added_tokens=False)
+    if "<0x00>" not in vocab or "<0xFF>" not in vocab:
+        return
+    import json
+
+    from tokenizers.models import BPE
+
+    state = json.loads(backend.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    backend.model = BPE(vocab=state["vocab"], merges=merges, unk_token=state.get("unk_token"),
+                        fuse_unk=bool(state.get("fuse_unk", True)), byte_fallback=True, dropout=None)
+
+
+def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu",
+               dtype: str | torch.dtype | None = None, revision: str | None = None) -> LoadedModel:
+    """Load ``SeamlessM4Tv2Model`` + tokenizer + feature extractor once, for every task.
+
+    ``model_id`` is a local directory or a Hub id (read from the local cache when offline).
+    ``dtype`` defaults to fp32 on CPU and bf16 on CUDA. Raises ``UserError`` naming the id, what
+    was tried and how to provide the weights when the model cannot be loaded.
+    """
+    from transformers import AutoFeatureExtractor, AutoTokenizer, SeamlessM4Tv2Model
+
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but torch.cuda.is_available() is False; use --device cpu")
+    dtype = parse_dtype(dtype, device)
+    name = str(model_id)
+    local = Path(name).expanduser()
+    is_local = local.is_dir()
+    if not is_local and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise UserError(f"model directory '{name}' does not exist; pass an existing directory saved with "
+                        "save_pretrained, or a Hugging Face id such as facebook/seamless-m4t-v2-large")
+    source = str(local) if is_local else name
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "") not in ("", "0")
+    try:
+        model = SeamlessM4Tv2Model.from_pretrained(source, revision=revision, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        feature_extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        tried = f"local directory {local}" if is_local else (
+            f"the Hugging Face cache{' (offline: HF_HUB_OFFLINE=1)' if offline else ' and the Hub'} "
+            f"for '{name}'{f' at revision {revision}' if revision else ''}")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot load model '{name}': tried {tried}: {first[:300]}. Provide the weights: download "
+            f"them on a machine with access (`huggingface-cli download {name}`) into the HF cache or "
+            "a directory, then pass that directory; the offline tiny model is fixtures/tiny_model"
+        ) from None
+    if "text_decoder_lang_to_code_id" not in (model.generation_config.to_dict() or {}):
+        raise UserError(f"model '{name}' has no generation_config.text_decoder_lang_to_code_id; "
+                        "it cannot generate text for a target language")
+    _restore_byte_fallback(tokenizer)
+    model.to(device).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor,
+                       model_id=name, revision=revision, device=device, dtype=dtype)

@@ -1,0 +1,331 @@
+"""Record every catalog neuron per example: encoder components pooled, decoder components per step.
+
+Per batch (one modality):
+1. the encoder runs once with hooks that reduce each encoder component to its mean over valid
+   positions (padding excluded) as soon as it fires, so no (B, T, C) activation is kept;
+2. the prefix: greedy decoding by transformers' own ``generate`` on the precomputed encoder
+   states (no second encoder pass, no scores or hidden states kept), or the gold reference;
+3. one teacher-forced decoder pass over ``[decoder_start, lang_tag, y1, ...]`` whose hooks keep
+   position t of each decoder component for every requested step t (the activity of step t,
+   which predicts y_t), and pool cross-attention k/v over valid encoder positions.
+
+Step t reads position index t; the step exists for an example when its output has at least
+t - 1 tokens before EOS. Rows of examples whose output ended earlier are NaN with valid=False.
+
+Speech batching: the adapter after the conformer shortens time with a stride-8 convolution whose
+last windows overlap padded frames. In transformers those frames hold non-zero states, so a
+padded example would get a (slightly) different encoding than alone. The recorder zeroes the
+adapter's convolution inputs beyond each example's valid length (what zero padding gives an
+unpadded example), so batched recording equals one-example-at-a-time recording exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from engine.catalog import Catalog, Component
+from engine.errors import UserError
+from engine.hooks import hooked
+
+DEFAULT_STEPS = (1, 6, 11)
+
+
+@dataclass
+class ModelInput:
+    example_id: str
+    lang: str
+    modality: str  # "speech" | "text"
+    tgt_lang: str
+    text: str | None = None
+    waveform: np.ndarray | None = None
+    reference: str | None = None
+
+
+@dataclass
+class BatchRecord:
+    example_ids: list[str]
+    langs: list[str]
+    encoder: np.ndarray
+    encoder_stack: str
+    decoder: dict[int, np.ndarray]
+    valid: dict[int, np.ndarray]
+    output_ids: list[list[int]]
+    output_text: list[str]
+    modality: str = ""
+    tgt_langs: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+
+
+def task_of(modality: str, lang: str, tgt_lang: str) -> str:
+    """S2T / ASR for speech, T2T / TR for text: same-language output means ASR or TR."""
+    same = lang == tgt_lang
+    if modality == "speech":
+        return "ASR" if same else "S2T"
+    if modality == "text":
+        return "TR" if same else "T2T"
+    raise UserError(f"modality '{modality}' is not 'speech' or 'text'")
+
+
+def excluded_counts(records: Iterable[BatchRecord]) -> dict[str, dict[int, dict[str, int]]]:
+    """Examples excluded from each step: ``{task: {step: {lang: count}}}`` (zeros included)."""
+    out: dict[str, dict[int, dict[str, int]]] = {}
+    for rec in records:
+        for step, valid in rec.valid.items():
+            for task, lang, ok in zip(rec.tasks, rec.langs, valid):
+                per_lang = out.setdefault(task, {}).setdefault(int(step), {})
+                per_lang[lang] = per_lang.get(lang, 0) + int(not ok)
+    return out
+
+
+def _check_steps(steps: Sequence[int]) -> tuple[int, ...]:
+    steps = tuple(int(s) for s in steps)
+    if not steps or any(s < 1 for s in steps) or len(set(steps)) != len(steps):
+        raise UserError(f"steps {steps} must be distinct integers >= 1 (step 1 is the language-tag position)")
+    return steps
+
+
+def _batches(inputs: Sequence[ModelInput], batch_size: int) -> Iterator[list[ModelInput]]:
+    # a batch holds one modality (one encoder); order of inputs is preserved
+    batch: list[ModelInput] = []
+    for item in inputs:
+        if batch and (len(batch) == batch_size or item.modality != batch[0].modality):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def _pooled(x: torch.Tensor, channel_axis: int, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over positions where ``mask`` (B, T) is 1 -> (B, C) float32."""
+    if channel_axis == 1:
+        x = x.transpose(1, 2)
+    x = x[:, : mask.shape[1]]
+    return torch.einsum("btc,bt->bc", x.float(), mask) / mask.sum(1, keepdim=True).clamp(min=1)
+
+
+def _sub_sampled_lengths(model, lengths: torch.Tensor) -> torch.Tensor:
+    # the adapter's length formula (transformers' _compute_sub_sample_lengths_from_attention_mask)
+    kernel, stride = model.config.adaptor_kernel_size, model.config.adaptor_stride
+    pad = kernel // 2
+    return torch.div(lengths + 2 * pad - kernel, stride, rounding_mode="floor") + 1
+
+
+def _length_mask(lengths: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor:
+    return (torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]).to(dtype)
+
+
+def _encode_inputs(lm, batch: list[ModelInput]) -> tuple[dict, torch.Tensor]:
+    """Encoder inputs for ``batch`` and the valid length of each example (encoder positions)."""
+    modality = batch[0].modality
+    if modality == "text":
+        rows = []
+        for item in batch:
+            if item.text is None:
+                raise UserError(f"example '{item.example_id}' has modality text but no text")
+            # the tokenizer prepends __lang__ and appends </s>; per example since src_lang differs
+            rows.append(list(lm.tokenizer(item.text, src_lang=item.lang)["input_ids"]))
+        width = max(len(r) for r in rows)
+        pad = lm.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=lm.device)
+        lengths = torch.tensor([len(r) for r in rows], device=lm.device)
+        return {"input_ids": ids, "attention_mask": _length_mask(lengths, width, torch.long)}, lengths
+    if modality == "speech":
+        waves = []
+        for item in batch:
+            if item.waveform is None:
+                raise UserError(f"example '{item.example_id}' has modality speech but no waveform")
+            waves.append(np.asarray(item.waveform, dtype=np.float32).reshape(-1))
+        feats = lm.feature_extractor(waves, sampling_rate=16000, return_tensors="pt", padding=True)
+        mask = feats["attention_mask"].to(lm.device)
+        return ({"input_features": feats["input_features"].to(lm.device, lm.dtype), "attention_mask": mask},
+                mask.sum(1))
+    raise UserError(f"modality '{modality}' is not 'speech' or 'text'")
+
+
+class _Recorder:
+    """The hooks of one batch, writing into preallocated float32 buffers."""
+
+    def __init__(self, catalog: Catalog, stack: str, batch_size: int, steps: tuple[int, ...], device):
+        self.catalog, self.stack_name, self.steps = catalog, stack, steps
+        self.encoder = torch.full((batch_size, catalog.n_neurons(stack)), float("nan"), device=device)
+        self.decoder = torch.full((batch_size, len(steps), catalog.n_neurons("text_decoder")), float("nan"),
+                                  device=device)
+        self.enc_mask: torch.Tensor | None = None  # (B, T) at the encoder component's rate
+        self.post_adapter_mask: torch.Tensor | None = None
+        self.cross_mask: torch.Tensor | None = None  # (B, T_enc) encoder positions seen by the decoder
+        self.fired: set[str] = set()
+
+    def encoder_hooks(self) -> dict:
+        hooks = {}
+        for comp in self.catalog.stack(self.stack_name):
+            hooks[comp.path] = self._pool_hook(comp)
+        return hooks
+
+    def _pool_hook(self, comp: Component):
+        def hook(module, inputs, output):
+            mask = self.post_adapter_mask if comp.position == "adapter_pooled" else self.enc_mask
+            x = output[0] if isinstance(output, tuple) else output
+            self.encoder[:, comp.offset: comp.offset + comp.dim] = _pooled(x, comp.channel_axis, mask)
+            self.fired.add(comp.path)
+        return hook
+
+    def decoder_hooks(self) -> dict:
+        positions = list(self.steps)
+        hooks = {}
+        for comp in self.catalog.stack("text_decoder"):
+            sl = slice(comp.offset, comp.offset + comp.dim)
+            if comp.position == "step_invariant":
+                def hook(module, inputs, output, sl=sl, comp=comp):
+                    pooled = _pooled(output, comp.channel_axis, self.cross_mask)
+                    self.decoder[:, :, sl] = pooled[:, None, :]
+                    self.fired.add(comp.path)
+            else:
+                def hook(module, inputs, output, sl=sl, comp=comp):
+                    x = output.transpose(1, 2) if comp.channel_axis == 1 else output
+                    self.decoder[:, :, sl] = x[:, positions, :].float()
+                    self.fired.add(comp.path)
+            hooks[comp.path] = hook
+        return hooks
+
+
+def _adapter_padding_hooks(model, rec: _Recorder, lengths: torch.Tensor) -> dict:
+    """Zero the adapter convolutions' inputs beyond each example's length (see module doc)."""
+    adapter = model.speech_encoder.adapter
+    if adapter is None:
+        return {}
+    hooks = {}
+    layer_lengths = lengths
+    for j, _ in enumerate(adapter.layers):
+        def zero_padded(module, inputs, output, layer_lengths=layer_lengths):
+            keep = _length_mask(layer_lengths, output.shape[1], torch.bool)
+            return output.masked_fill(~keep[:, :, None], 0.0)
+        for name in ("residual_layer_norm", "self_attn_layer_norm"):
+            hooks[f"speech_encoder.adapter.layers.{j}.{name}"] = zero_padded
+        layer_lengths = _sub_sampled_lengths(model, layer_lengths)
+    return hooks
+
+
+def _encode(lm, catalog: Catalog, rec: _Recorder, batch: list[ModelInput]):
+    """Run the encoder once with pooling hooks; return (encoder states, decoder-side encoder mask,
+    mask to pass to generate)."""
+    model = lm.model
+    enc_inputs, lengths = _encode_inputs(lm, batch)
+    modality = batch[0].modality
+    width = enc_inputs["attention_mask"].shape[1]
+    rec.enc_mask = _length_mask(lengths, width)
+    if modality == "speech":
+        hooks = _adapter_padding_hooks(model, rec, lengths)
+        hooks.update(rec.encoder_hooks())
+        # lengths and width after every adapter layer (each shortens time by its stride)
+        post, n_out = lengths, torch.tensor([width], device=lengths.device)
+        for _ in (model.speech_encoder.adapter.layers if model.speech_encoder.adapter is not None else ()):
+            post, n_out = _sub_sampled_lengths(model, post), _sub_sampled_lengths(model, n_out)
+        rec.post_adapter_mask = _length_mask(post, int(n_out))
+        with hooked(model, hooks):
+            states = model.speech_encoder(input_features=enc_inputs["input_features"],
+                                          attention_mask=enc_inputs["attention_mask"]).last_hidden_state
+        cross_mask = _length_mask(post, states.shape[1])
+    else:
+        with hooked(model, rec.encoder_hooks()):
+            states = model.text_encoder(input_ids=enc_inputs["input_ids"],
+                                        attention_mask=enc_inputs["attention_mask"]).last_hidden_state
+        cross_mask = rec.enc_mask
+    return states, cross_mask, enc_inputs["attention_mask"]
+
+
+def _greedy(lm, states: torch.Tensor, generate_mask: torch.Tensor, modality: str, tags: list[int],
+            max_new_tokens: int) -> torch.Tensor:
+    """transformers' greedy ``generate`` on precomputed encoder states -> sequences (B, 2 + n)."""
+    from transformers import GenerationMixin
+    from transformers.modeling_outputs import BaseModelOutput
+
+    model = lm.model
+    # SeamlessM4Tv2Model.forward derives the post-adapter cross-attention mask from the feature
+    # mask when its modality is speech, exactly as in SeamlessM4Tv2Model.generate.
+    model.set_modality(modality)
+    decoder_input_ids = torch.tensor([[tag] for tag in tags], device=lm.device)
+    out = GenerationMixin.generate(
+        model, encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=generate_mask,
+        decoder_input_ids=decoder_input_ids, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+        num_return_sequences=1, return_dict_in_generate=False, output_scores=False, output_hidden_states=False,
+    )
+    return out.sequences if hasattr(out, "sequences") else out
+
+
+def _strip(tokens: Sequence[int], eos: int, pad: int) -> list[int]:
+    """Output tokens before the first EOS (generate pads finished rows with pad after EOS)."""
+    out = []
+    for tok in tokens:
+        if tok == eos:
+            break
+        out.append(int(tok))
+    return out
+
+
+@torch.no_grad()
+def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps: Sequence[int] = DEFAULT_STEPS,
+                   batch_size: int = 8, prefix: str = "greedy", max_new_tokens: int | None = None
+                   ) -> Iterator[BatchRecord]:
+    """Record ``inputs`` batch by batch (consecutive inputs of one modality, at most ``batch_size``).
+
+    Yields one ``BatchRecord`` per batch: ``encoder`` [B, n_neurons(encoder stack)] and
+    ``decoder[t]`` [B, n_neurons("text_decoder")] float32 in catalog order. ``prefix="greedy"``
+    decodes greedily for ``max_new_tokens`` (default ``max(steps)``: the tokens steps need) new
+    tokens after the language tag; ``prefix="gold"`` teacher-forces each input's ``reference``.
+    Only one batch of activations is alive at a time.
+    """
+    steps = _check_steps(steps)
+    if prefix not in ("greedy", "gold"):
+        raise UserError(f"prefix '{prefix}' is not 'greedy' or 'gold'")
+    if batch_size < 1:
+        raise UserError(f"batch_size {batch_size} must be >= 1")
+    model = lm.model
+    n_new = max(steps) if max_new_tokens is None else int(max_new_tokens)
+    start = int(model.generation_config.decoder_start_token_id)
+    eos = lm.tokenizer.eos_token_id
+    pad = lm.tokenizer.pad_token_id
+    for batch in _batches(inputs, batch_size):
+        modality = batch[0].modality
+        stack = "speech_encoder" if modality == "speech" else "text_encoder"
+        rec = _Recorder(catalog, stack, len(batch), steps, lm.device)
+        states, cross_mask, generate_mask = _encode(lm, catalog, rec, batch)
+        rec.cross_mask = cross_mask
+        tags = [lm.lang_token_id(item.tgt_lang) for item in batch]
+        if prefix == "greedy":
+            sequences = _greedy(lm, states, generate_mask, modality, tags, n_new).tolist()
+            outputs = [_strip(seq[2:], eos, pad) for seq in sequences]
+        else:
+            outputs = []
+            for item in batch:
+                if item.reference is None:
+                    raise UserError(f"prefix 'gold' needs a reference for example '{item.example_id}'")
+                outputs.append(list(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"]))
+        # positions 0..max(steps): [start, tag, y1 .. y_{max-1}], right-padded
+        width = max(steps) + 1
+        rows = []
+        for tag, ys in zip(tags, outputs):
+            row = ([start, tag] + ys)[:width]
+            rows.append(row + [pad] * (width - len(row)))
+        dec_in = torch.tensor(rows, device=lm.device)
+        with hooked(model, rec.decoder_hooks()):
+            model.text_decoder(input_ids=dec_in, encoder_hidden_states=states, encoder_attention_mask=cross_mask,
+                               use_cache=False)
+        decoder = rec.decoder.cpu().numpy()
+        valid = {}
+        dec_out = {}
+        for k, t in enumerate(steps):
+            ok = np.array([len(ys) >= t - 1 for ys in outputs], dtype=bool)
+            block = decoder[:, k, :].copy()
+            block[~ok] = np.nan
+            valid[t], dec_out[t] = ok, block
+        yield BatchRecord(
+            example_ids=[item.example_id for item in batch], langs=[item.lang for item in batch],
+            encoder=rec.encoder.cpu().numpy(), encoder_stack=stack, decoder=dec_out, valid=valid,
+            output_ids=outputs, output_text=lm.tokenizer.batch_decode(outputs, skip_special_tokens=True),
+            modality=modality, tgt_langs=[item.tgt_lang for item in batch],
+            tasks=[task_of(modality, item.lang, item.tgt_lang) for item in batch],
+        )
