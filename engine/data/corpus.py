@@ -13,6 +13,7 @@ particle は read わ and the direction particle へ read え, as spoken).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import product
 
 import numpy as np
@@ -186,3 +187,84 @@ def embedded_corpus(n_per_lang: int | None = None, seed: int = 0) -> list[Senten
                 chosen.append(order[position])
         position += 1
     return chosen
+
+
+# ----------------------------------------------------------------------------- selections
+
+#: Share of a selection held out for steering when ``n_steer`` is not given.
+STEER_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Parallel sentences chosen for one run, split into identification and held-out steering.
+
+    ``sentences`` are in selection order; each has a text in every study language of ``langs``
+    and in English (the X->En reference). ``identify_ids`` and ``steer_ids`` partition the ids.
+    ``audio_files`` maps (sentence_id, lang) to the FLEURS recording "<split>/<file name>"
+    (FLEURS selections only; used by the natural speech backend).
+    """
+
+    sentences: tuple[Sentence, ...]
+    langs: tuple[str, ...]
+    identify_ids: tuple[str, ...]
+    steer_ids: tuple[str, ...]
+    source: str                      # "embedded" | "fleurs"
+    seed: int
+    audio_files: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def split_of(self, sentence_id: str) -> str:
+        """"identify" or "steer"; KeyError for an id outside the selection."""
+        if sentence_id in self._steer:
+            return "steer"
+        if sentence_id in self._identify:
+            return "identify"
+        raise KeyError(sentence_id)
+
+    @cached_property
+    def _steer(self) -> frozenset:
+        return frozenset(self.steer_ids)
+
+    @cached_property
+    def _identify(self) -> frozenset:
+        return frozenset(self.identify_ids)
+
+
+def make_selection(sentences: list[Sentence], langs, *, source: str, seed: int,
+                   n_steer: int | None = None, steer_fraction: float = STEER_FRACTION,
+                   audio_files: dict | None = None) -> Selection:
+    """Split already seeded-ordered ``sentences``: the last ``n_steer`` are held out for steering.
+
+    ``n_steer`` defaults to ``max(1, round(steer_fraction * len(sentences)))``; it must leave at
+    least one sentence on each side. Ids must be unique.
+    """
+    from engine.data.languages import check_langs
+
+    langs = check_langs(langs)
+    if "eng" in langs:
+        raise UserError("eng is the X->En target, not a study language: remove it from the language list")
+    n = len(sentences)
+    ids = [s.sentence_id for s in sentences]
+    if len(set(ids)) != n:
+        raise UserError("selection repeats a sentence id: deduplicate the sentences first")
+    for s in sentences:
+        for lang in ("eng",) + langs:
+            if not s.texts.get(lang, "").strip():
+                raise UserError(f"sentence {s.sentence_id} has no {lang} text: drop it or supply the text")
+    if n_steer is None:
+        if not 0.0 < steer_fraction < 1.0:
+            raise UserError(f"steer_fraction={steer_fraction!r} is invalid: give a number strictly between 0 and 1")
+        n_steer = max(1, round(steer_fraction * n))
+    if isinstance(n_steer, bool) or not isinstance(n_steer, (int, np.integer)) or not 0 < n_steer < n:
+        raise UserError(f"n_steer={n_steer!r} with {n} sentences is invalid: hold out from 1 to {n - 1} "
+                        f"sentences (and select at least 2)")
+    n_steer = int(n_steer)
+    return Selection(tuple(sentences), langs, tuple(ids[: n - n_steer]), tuple(ids[n - n_steer:]),
+                     source, seed, dict(audio_files or {}))
+
+
+def select_embedded(langs=("deu", "spa", "fra", "cmn", "jpn"), n: int | None = None, seed: int = 0, *,
+                    n_steer: int | None = None, steer_fraction: float = STEER_FRACTION) -> Selection:
+    """Selection over the embedded corpus (the tiny profile's data); see ``embedded_corpus``."""
+    return make_selection(embedded_corpus(n, seed), langs, source="embedded", seed=seed,
+                          n_steer=n_steer, steer_fraction=steer_fraction)
