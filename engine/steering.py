@@ -20,7 +20,8 @@ Decisions (the issue and the paper are silent):
 - k = 0 (no neurons) registers no hooks at all, so it reproduces the unsteered output exactly.
 - Random control: the same number of decoder neurons drawn uniformly without replacement from
   a seeded ``numpy.random.Generator``, set to ℓ's on_p50 of those neurons.
-- Generation is greedy (``num_beams=1, do_sample=False``), identical with and without steering.
+- Generation is greedy through the recorder (``engine.recorder.record_batches``), identical
+  with and without steering and identical to how identification prefixes were generated.
 """
 from __future__ import annotations
 
@@ -224,56 +225,24 @@ class Generated:
     output_text: str
 
 
-def _prepare(lm, inputs: Sequence) -> dict:
-    """Model tensors for a batch of ModelInputs sharing one modality and one source language."""
-    modality, lang = inputs[0].modality, inputs[0].lang
-    if any(x.modality != modality or x.lang != lang for x in inputs):
-        raise UserError("a generation batch must share one modality and one source language")
-    if modality == "text":
-        enc = lm.tokenizer([x.text for x in inputs], src_lang=lang, padding=True, return_tensors="pt")
-        return {"input_ids": enc["input_ids"].to(lm.device),
-                "attention_mask": enc["attention_mask"].to(lm.device)}
-    if modality == "speech":
-        feats = lm.feature_extractor([np.asarray(x.waveform, dtype=np.float32) for x in inputs],
-                                     sampling_rate=16000, padding=True, return_tensors="pt",
-                                     return_attention_mask=True)
-        return {"input_features": feats["input_features"].to(device=lm.device, dtype=lm.dtype),
-                "attention_mask": feats["attention_mask"].to(lm.device)}
-    raise UserError(f"unknown modality '{modality}'; use 'speech' or 'text'")
-
-
-def generate(lm, inputs: Sequence, *, batch_size: int = 8,
+def generate(lm, catalog, inputs: Sequence, *, batch_size: int = 8,
              max_new_tokens: int | None = None) -> list[Generated]:
-    """Greedy text outputs of ``inputs`` (ModelInputs), in input order.
+    """Greedy text outputs of ``inputs`` (``engine.recorder.ModelInput``), in input order.
 
-    Batches hold consecutive inputs of one modality, source language and ``tgt_lang``. Use it
-    inside :func:`steer` for steered outputs; outside for the baseline. EOS and anything after
-    it are dropped; the text is decoded with special tokens skipped.
+    Decodes through ``engine.recorder.record_batches`` (recording only step 1, which is
+    cheap), so steered and unsteered outputs are produced exactly as the identification run
+    produced its greedy prefixes (same batching, padding handling and greedy settings). Use it
+    inside :func:`steer` for steered outputs, outside for the baseline. ``max_new_tokens``
+    defaults to the model's generation config (256 if it has none).
     """
+    from engine.recorder import record_batches
+
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    model = _model_of(lm)
-    eos = model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    if max_new_tokens is None:
+        max_new_tokens = getattr(_model_of(lm).generation_config, "max_new_tokens", None) or 256
     results: list[Generated] = []
-    i = 0
-    while i < len(inputs):
-        first = inputs[i]
-        j = i + 1
-        while (j < len(inputs) and j - i < batch_size and inputs[j].modality == first.modality
-               and inputs[j].lang == first.lang and inputs[j].tgt_lang == first.tgt_lang):
-            j += 1
-        batch = inputs[i:j]
-        kwargs = {} if max_new_tokens is None else {"max_new_tokens": int(max_new_tokens)}
-        with torch.no_grad():
-            out = model.generate(**_prepare(lm, batch), tgt_lang=first.tgt_lang,
-                                 generate_speech=False, num_beams=1, do_sample=False, **kwargs)
-        for row in out.sequences[:, 2:].tolist():
-            ids = []
-            for token in row:
-                if token in eos:
-                    break
-                ids.append(int(token))
-            results.append(Generated(ids, lm.tokenizer.decode(ids, skip_special_tokens=True)))
-        i = j
+    for record in record_batches(lm, catalog, list(inputs), steps=(1,), batch_size=batch_size,
+                                 prefix="greedy", max_new_tokens=int(max_new_tokens)):
+        results += [Generated(list(ids), text) for ids, text in zip(record.output_ids, record.output_text)]
     return results

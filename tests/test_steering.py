@@ -8,14 +8,13 @@ component, and the chosen channels at positions outside the steered range. Compo
 downstream of a steered one legitimately change; components upstream of the first steered
 layer are compared with an unsteered run at the first decoder call (identical inputs).
 """
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from engine import steering
 from engine.errors import UserError
+from engine.recorder import ModelInput, record_batches
 from engine.steering import DECODER, control_neurons, generate, median_activations, random_neurons, steer
 
 TEXTS = ["Das Wetter ist heute schön.", "Kinder spielen im Park.", "Ich hätte gern eine Tasse Kaffee."]
@@ -38,8 +37,8 @@ def catalog(lm):
 
 
 def text_inputs(texts=TEXTS, lang="deu"):
-    return [SimpleNamespace(example_id=str(i), lang=lang, modality="text", tgt_lang=lang, text=t,
-                            waveform=None) for i, t in enumerate(texts)]
+    return [ModelInput(example_id=str(i), lang=lang, modality="text", tgt_lang=lang, text=t)
+            for i, t in enumerate(texts)]
 
 
 def _observer(store, path):
@@ -75,7 +74,7 @@ def _record_steered(lm, catalog, neurons, values, from_position, inputs):
         with steer(lm, catalog, neurons, values, from_position=from_position):
             inner = _register(model, paths, after)
             try:
-                gens = generate(lm, inputs, batch_size=len(inputs), max_new_tokens=8)
+                gens = generate(lm, catalog, inputs, batch_size=len(inputs), max_new_tokens=8)
             finally:
                 for h in inner:
                     h.remove()
@@ -93,7 +92,10 @@ def test_recording_shows_medians_exactly_at_chosen_neurons_and_positions(lm, cat
     values = rng.normal(size=neurons.size).astype(np.float32) * 3.0
     value_of = dict(zip(neurons.tolist(), values.tolist()))
     gens, before, after, calls = _record_steered(lm, catalog, neurons, values, from_position, text_inputs())
-    assert calls[0] == (0, 2) and all(length == 1 for _, length in calls[1:])  # KV-cache decoding
+    # KV-cache decoding: positions 0..1, then one position per call; then the recorder's
+    # teacher-forced forward over [start, tag] (no cache)
+    assert calls[0] == (0, 2) and calls[-1] == (0, 2)
+    assert [c for c in calls[1:-1]] == [(p, 1) for p in range(2, len(calls))]
     assert len(calls) > 3
     n_checked = 0
     for comp in catalog.stack(DECODER):
@@ -119,8 +121,8 @@ def test_recording_shows_medians_exactly_at_chosen_neurons_and_positions(lm, cat
             assert torch.equal(seen[:, keep][..., channels], raw[:, keep][..., channels])
             n_checked += sel.numel()
         if comp.position == "step_invariant":
-            # k/v over encoder positions are computed once and cached
-            assert len(seen_calls) == 1
+            # k/v over encoder positions are computed once per forward pass and then cached
+            assert len(seen_calls) == sum(start == 0 for start, _ in calls) == 2
     assert n_checked > 0
     if from_position is not None:
         # the first call (positions 0..1) and the one at position 2 kept every neuron's own value
@@ -139,7 +141,7 @@ def test_upstream_of_first_steered_layer_matches_unsteered_run(lm, catalog):
     plain = {}
     handles = _register(lm.model, paths, plain)
     try:
-        generate(lm, text_inputs(), batch_size=3, max_new_tokens=8)
+        generate(lm, catalog, text_inputs(), batch_size=3, max_new_tokens=8)
     finally:
         for h in handles:
             h.remove()
@@ -156,9 +158,9 @@ def test_upstream_of_first_steered_layer_matches_unsteered_run(lm, catalog):
 
 def test_k0_reproduces_unsteered_output_token_for_token(lm, catalog):
     inputs = text_inputs()
-    plain = generate(lm, inputs, batch_size=2, max_new_tokens=10)
+    plain = generate(lm, catalog, inputs, batch_size=2, max_new_tokens=10)
     with steer(lm, catalog, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)):
-        steered = generate(lm, inputs, batch_size=2, max_new_tokens=10)
+        steered = generate(lm, catalog, inputs, batch_size=2, max_new_tokens=10)
     assert [g.output_ids for g in steered] == [g.output_ids for g in plain]
     assert all(len(g.output_ids) == 10 for g in plain)
     ap_row = np.random.default_rng(0).random(catalog.n_neurons(DECODER))
@@ -168,11 +170,11 @@ def test_k0_reproduces_unsteered_output_token_for_token(lm, catalog):
 def test_strong_steering_changes_output(lm, catalog):
     """Guard against a steering that silently does nothing."""
     inputs = text_inputs()
-    plain = generate(lm, inputs, batch_size=3, max_new_tokens=10)
+    plain = generate(lm, catalog, inputs, batch_size=3, max_new_tokens=10)
     neurons = np.arange(catalog.n_neurons(DECODER))
     values = np.random.default_rng(3).normal(size=neurons.size).astype(np.float32) * 5
     with steer(lm, catalog, neurons, values):
-        steered = generate(lm, inputs, batch_size=3, max_new_tokens=10)
+        steered = generate(lm, catalog, inputs, batch_size=3, max_new_tokens=10)
     assert [g.output_ids for g in steered] != [g.output_ids for g in plain]
 
 
@@ -272,3 +274,21 @@ def test_median_activations_oracle():
             assert off[j] == pytest.approx(float(np.median(col_off)))
     with pytest.raises(UserError, match="spa"):
         median_activations(act, langs, "spa")
+
+
+def test_recorder_sees_medians_while_steering(lm, catalog):
+    """A recording (engine.recorder) taken inside steer() shows the medians at the chosen
+    neurons at every step, pooled cross-attention k/v included, and not elsewhere by chance."""
+    rng = np.random.default_rng(5)
+    neurons = _chosen(catalog, rng, per_component=2)
+    values = (rng.normal(size=neurons.size) * 4 + 10).astype(np.float32)  # far from normal values
+    inputs = text_inputs()
+    with steer(lm, catalog, neurons, values):
+        (rec,) = list(record_batches(lm, catalog, inputs, steps=(1, 6, 11), batch_size=3,
+                                     max_new_tokens=11))
+    (plain,) = list(record_batches(lm, catalog, inputs, steps=(1, 6, 11), batch_size=3, max_new_tokens=11))
+    for t in (1, 6, 11):
+        assert rec.valid[t].all()
+        np.testing.assert_allclose(rec.decoder[t][:, neurons], np.broadcast_to(values, (3, neurons.size)),
+                                   rtol=1e-5, atol=1e-5)
+        assert not np.allclose(plain.decoder[t][:, neurons], values, atol=1e-3)
