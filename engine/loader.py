@@ -77,12 +77,16 @@ def _restore_byte_fallback(tokenizer) -> None:
         return
     import json
 
+    from tokenizers import decoders
     from tokenizers.models import BPE
 
     state = json.loads(backend.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     backend.model = BPE(vocab=state["vocab"], merges=merges, unk_token=state.get("unk_token"),
                         fuse_unk=bool(state.get("fuse_unk", True)), byte_fallback=True, dropout=None)
+    # sentencepiece-style decoding (as for Llama): spaces back, bytes to characters, one leading space off
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
 
 
 def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu",
