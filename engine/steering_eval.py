@@ -283,14 +283,16 @@ def markdown_tables(section: Mapping) -> str:
                  "| Task lang | Task | Intervention | " + " | ".join(
                      f"t={t} {c}" for t in steps for c, _ in cols) + " |",
                  "|---|---|---|" + "---|" * (len(steps) * len(cols))]
-        for src, tgt in pair_order:
-            for task in TASK_MODALITY:
-                cells = [_fmt(index[(src, tgt, task, t, kind)][key]) if (src, tgt, task, t, kind) in index
-                         else "–" for t in steps for _, key in cols]
-                if all(c == "–" for c in cells):
-                    continue
-                lines.append(f"| {NAMES.get(src, src)} | {task} | {NAMES.get(tgt, tgt)} | "
-                             + " | ".join(cells) + " |")
+        # the paper's order: source language, then task, then target
+        sources = list(dict.fromkeys(src for src, _ in pair_order))
+        for src, task, tgt in [(s, task, t) for s in sources for task in TASK_MODALITY
+                               for s2, t in pair_order if s2 == s]:
+            cells = [_fmt(index[(src, tgt, task, t, kind)][key]) if (src, tgt, task, t, kind) in index
+                     else "–" for t in steps for _, key in cols]
+            if all(c == "–" for c in cells):
+                continue
+            lines.append(f"| {NAMES.get(src, src)} | {task} | {NAMES.get(tgt, tgt)} | "
+                         + " | ".join(cells) + " |")
         return lines + [""]
 
     out += grid("Table 1: script of steered outputs (%), median intervention", "median",
