@@ -253,7 +253,7 @@ def claim(profile, registry, analysis, baseline, pytestconfig):
             return verdict  # the controller rewrites the baseline file at session end
         recorded = (baseline or {}).get("claims", {}).get(claim_id)
         if recorded is None:
-            pytest.fail(f"{claim_id}: no baseline in {baseline_path(profile).relative_to(REPO)}; run "
+            pytest.fail(f"{claim_id}: no baseline in {baseline_path(profile)}; run "
                         f"`pytest claims/ --profile {profile} --update-baselines`, review the diff and commit it",
                         pytrace=False)
         ok, diff = C.compare_baseline(measured, recorded, baseline.get("rtol", C.RTOL), baseline.get("atol", C.ATOL))

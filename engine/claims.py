@@ -208,12 +208,16 @@ def _m_R5(a):
 
 def _m_R6(a):
     ks = a["k_sweep"]["ks"]
+    cis = a["k_sweep"].get("diagonal_ratio_ci") or {}
     out = {}
     for t, values in a["k_sweep"]["diagonal_ratio"].items():
         if len(values) != len(ks):
             raise KeyError(f"k_sweep.diagonal_ratio['{t}'] has {len(values)} values for {len(ks)} ks")
-        for k, v in zip(ks, values):
+        for i, (k, v) in enumerate(zip(ks, values)):
             out[f"ratio.k{k}.{t}"] = _f(v)
+            if t in cis:
+                lo, hi = cis[t][i]
+                out[f"ratio_ci_lo.k{k}.{t}"], out[f"ratio_ci_hi.k{k}.{t}"] = _f(lo), _f(hi)
     return out
 
 
@@ -409,7 +413,13 @@ def _c_R6(a, e, j):
     recovered = 0
     for k in ks:
         r1, r6, r11 = (m[f"ratio.k{k}.{t}"] for t in ("1", "6", "11"))
-        j.require(r1 > r6 and r1 > r11, f"k={k}: ratio(t=1) {r1:.4f} > ratio(t=6) {r6:.4f} and ratio(t=11) {r11:.4f}")
+        if f"ratio_ci_lo.k{k}.1" in m and f"ratio_ci_hi.k{k}.6" in m and f"ratio_ci_hi.k{k}.11" in m:
+            lo1 = m[f"ratio_ci_lo.k{k}.1"]
+            hi6, hi11 = m[f"ratio_ci_hi.k{k}.6"], m[f"ratio_ci_hi.k{k}.11"]
+            j.require(lo1 > hi6 and lo1 > hi11,
+                      f"k={k}: CI lower bound at t=1 {lo1:.4f} > CI upper bounds at t=6 {hi6:.4f} and t=11 {hi11:.4f}")
+        else:
+            j.require(r1 > r6 and r1 > r11, f"k={k}: ratio(t=1) {r1:.4f} > ratio(t=6) {r6:.4f} and ratio(t=11) {r11:.4f} (no CI in artifact)")
         recovered += r11 > r6
     need = e["tolerance"]["recovery_min_share"]
     share = recovered / len(ks) if ks else 0.0
@@ -615,8 +625,8 @@ def _ci_view(claim_id: str, m: dict) -> dict | None:
     out = {}
     for k, v in m.items():
         if "_ci_lo." in k:
-            base, t = k.split("_ci_lo.")
-            out[f"{base}.{t}"] = [v, m.get(f"{base}_ci_hi.{t}")]
+            base, rest = k.split("_ci_lo.")
+            out[f"{base}.{rest}"] = [v, m.get(f"{base}_ci_hi.{rest}")]
     return out or None
 
 

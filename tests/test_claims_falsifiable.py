@@ -1,0 +1,432 @@
+"""Every claim check can fail: planted counter-examples, baselines that move, and the wiring.
+
+``fixtures/analysis_sample.json`` is a synthetic analysis.json (contract schema) built from
+the paper's numbers, on which every claim holds. For each claim we plant a counter-example
+by changing the specific numbers the claim reads and assert that the check fails; for the
+tiny path, that the same change fails the baseline comparison. The last tests run the real
+claims suite in a subprocess on planted artifacts (through STEP_NEURONS_ANALYSIS) to prove
+the wiring, not just the functions.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from engine import claims as C
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "fixtures" / "analysis_sample.json"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return C.load_registry()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return json.loads(SAMPLE.read_text(encoding="utf-8"))
+
+
+def _row(a, src, tgt, task, step):
+    return next(r for r in a["steering"]["rows"] if r["src"] == src and r["tgt"] == tgt and r["task"] == task
+                and r["step"] == step and r["intervention"] == "median")
+
+
+def _pair(a, src, tgt, step):
+    return next(p for p in a["steering"]["effect_ratio"]["pairs"] if p["src"] == src and p["tgt"] == tgt and p["step"] == step)
+
+
+def _set(a, path, value):
+    *head, last = path
+    node = a
+    for key in head:
+        node = node[key]
+    node[last] = value
+
+
+# Each plant: (claim id, name, function mutating the analysis so that the claim is false,
+# whether the change moves the claim's measurements (for the baseline test)).
+def p_R1_order(a):  # t=6 CI reaches above the t=1 lower bound; point estimates untouched
+    a["overlap"]["6"]["diagonal_ratio_ci"] = [0.30, 0.55]
+
+
+def p_R1_level(a):  # t=1 still highest on CIs but 16 points below the paper's 56.6%
+    a["overlap"]["1"]["diagonal_ratio"] = 0.40
+    a["overlap"]["1"]["diagonal_ratio_ci"] = [0.395, 0.43]
+
+
+def p_R2_not_significant(a):
+    a["overlap"]["11"]["perm_p"] = 0.2
+
+
+def p_R2_not_strongest(a):
+    a["overlap"]["1"]["perm_p"] = 0.04
+
+
+def p_R3(a):
+    a["overlap"]["6"]["total_ci"] = [1600, 3100]
+
+
+def p_R4(a):
+    O = a["overlap"]["11"]["matrix"]
+    i, j = 2, 1  # fra, spa
+    O[i][j] = O[j][i] = 0
+
+
+def p_R5_level(a):
+    a["overlap"]["6"]["spearman_diag_concentration"] = 0.10
+    a["overlap"]["6"]["spearman_diag_concentration_ci"] = [0.09, 0.11]
+
+
+def p_R5_order(a):
+    a["overlap"]["11"]["spearman_diag_concentration_ci"] = [0.20, 0.23]
+
+
+def p_R5_typology(a):
+    R = a["overlap"]["6"]["spearman"]
+    for i in range(3):
+        for j in range(3, 5):
+            R[i][j] = R[j][i] = 0.95
+
+
+def p_R6_peak(a):
+    a["k_sweep"]["diagonal_ratio"]["6"][0] = 0.75
+    a["k_sweep"]["diagonal_ratio_ci"]["6"][0] = [0.72, 0.78]
+
+
+def p_R6_peak_no_ci(a):
+    del a["k_sweep"]["diagonal_ratio_ci"]
+    a["k_sweep"]["diagonal_ratio"]["11"][2] = 0.61
+
+
+def p_R6_recovery(a):
+    a["k_sweep"]["diagonal_ratio"]["11"] = [v - 0.05 for v in a["k_sweep"]["diagonal_ratio"]["6"]]
+
+
+def p_R7_band(a):
+    by_layer = a["distribution"]["speech_encoder"]["by_layer"]
+    by_layer[:] = [0] * 11 + [1000 // 13] * 13
+
+
+def p_R7_pointwise(a):
+    c = a["distribution"]["speech_encoder"]["by_component"]
+    c["ffn1.intermediate_dense"] += c["conv_module.pointwise_conv1"] + c["conv_module.pointwise_conv2"]
+    c["conv_module.pointwise_conv1"] = c["conv_module.pointwise_conv2"] = 0
+
+
+def p_R7_attention(a):
+    c = a["distribution"]["speech_encoder"]["by_component"]
+    for n in ("self_attn.linear_q", "self_attn.linear_k", "self_attn.linear_v", "self_attn.linear_out"):
+        c[n] += 100
+
+
+def p_R8(a):
+    a["distribution"]["text_encoder"]["by_layer"][5] = 400
+
+
+def p_R9_t1(a):
+    c = a["distribution"]["text_decoder"]["1"]["speech"]["by_component"]
+    for n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn_layer_norm"):
+        c[n] = 10
+
+
+def p_R9_t11(a):
+    c = a["distribution"]["text_decoder"]["11"]["text"]["by_component"]
+    for n in ("cross_attention.k_proj", "cross_attention.v_proj", "cross_attention.out_proj"):
+        c[n] = 10
+
+
+def p_S1(a):
+    _row(a, "fra", "cmn", "TR", 1)["control_rate"] = 30.0
+
+
+def p_S2_over50(a):
+    _row(a, "deu", "jpn", "ASR", 6)["control_rate"] = 45.0
+
+
+def p_S2_max(a):
+    for src in ("cmn", "jpn"):
+        _row(a, src, "deu", "ASR", 6)["control_rate"] = 60.0
+
+
+def p_S3_no_transfer(a):
+    _row(a, "jpn", "fra", "TR", 6)["control_rate"] = _row(a, "jpn", "fra", "TR", 1)["control_rate"]
+
+
+def p_S3_range(a):
+    _row(a, "cmn", "deu", "TR", 6)["control_rate"] = 90.0
+
+
+def p_S4(a):
+    _row(a, "cmn", "deu", "ASR", 11)["control_rate"] = 80.0
+
+
+def p_S4_ci(a):  # point estimates still rise, but the CIs overlap
+    _row(a, "deu", "jpn", "ASR", 6)["control_rate_ci"] = [55.0, 70.0]
+    _row(a, "deu", "jpn", "ASR", 11)["control_rate_ci"] = [65.0, 95.0]
+    for src, tgt in (("deu", "cmn"), ("fra", "jpn"), ("fra", "cmn"), ("jpn", "deu"), ("jpn", "fra"), ("cmn", "deu"), ("cmn", "fra")):
+        lo6 = _row(a, src, tgt, "ASR", 6)["control_rate"]
+        _row(a, src, tgt, "ASR", 6)["control_rate_ci"] = [lo6 - 1, lo6 + 1]
+        hi11 = _row(a, src, tgt, "ASR", 11)["control_rate"]
+        _row(a, src, tgt, "ASR", 11)["control_rate_ci"] = [hi11 - 1, hi11 + 1]
+
+
+def p_S5_mean(a):
+    a["steering"]["effect_ratio"]["mean"]["11"] = 0.30
+
+
+def p_S5_pair(a):
+    _pair(a, "deu", "jpn", 11)["ratio"] = 0.20
+
+
+def p_S5_none_valid(a):
+    for p in a["steering"]["effect_ratio"]["pairs"]:
+        p["ratio"] = None
+
+
+def p_S6_t1(a):
+    _row(a, "jpn", "deu", "ASR", 1)["ft_tgt"] = 20.0
+
+
+def p_S6_rise(a):
+    _row(a, "fra", "jpn", "TR", 6)["ft_tgt"] = 0.0
+
+
+def p_T1(a):
+    _row(a, "fra", "cmn", "TR", 11)["latin"] = 49.15 + 16
+
+
+def p_T3(a):
+    _pair(a, "jpn", "deu", 6)["ratio"] = 0.71 - 0.2
+
+
+def p_T3_excluded(a):
+    _pair(a, "cmn", "fra", 6)["ratio"] = None
+
+
+def p_T4(a):
+    _row(a, "cmn", "deu", "ASR", 11)["ft_src"] = 1.46 + 21
+
+
+PLANTS = [
+    ("R1", p_R1_order, True), ("R1", p_R1_level, True),
+    ("R2", p_R2_not_significant, True), ("R2", p_R2_not_strongest, True),
+    ("R3", p_R3, True), ("R4", p_R4, True),
+    ("R5", p_R5_level, True), ("R5", p_R5_order, True), ("R5", p_R5_typology, True),
+    ("R6", p_R6_peak, True), ("R6", p_R6_peak_no_ci, True), ("R6", p_R6_recovery, True),
+    ("R7", p_R7_band, True), ("R7", p_R7_pointwise, True), ("R7", p_R7_attention, True),
+    ("R8", p_R8, True), ("R9", p_R9_t1, True), ("R9", p_R9_t11, True),
+    ("S1", p_S1, True), ("S2", p_S2_over50, True), ("S2", p_S2_max, True),
+    ("S3", p_S3_no_transfer, True), ("S3", p_S3_range, True),
+    ("S4", p_S4, True), ("S4", p_S4_ci, False),
+    ("S5", p_S5_mean, True), ("S5", p_S5_pair, True), ("S5", p_S5_none_valid, True),
+    ("S6", p_S6_t1, True), ("S6", p_S6_rise, True),
+    ("T1", p_T1, True), ("T3", p_T3, True), ("T3", p_T3_excluded, True), ("T4", p_T4, True),
+]
+
+
+def test_every_claim_has_a_plant_and_a_test(registry):
+    planted = {cid for cid, _, _ in PLANTS}
+    assert planted == set(registry["claims"]) == set(C.CLAIM_IDS)
+    tests = (REPO / "claims" / "test_representation.py").read_text() + (REPO / "claims" / "test_steering.py").read_text()
+    for cid in C.CLAIM_IDS:
+        assert f"def test_{cid}_" in tests and f'claim("{cid}")' in tests, cid
+
+
+def test_registry_entries_are_complete(registry):
+    for cid, e in registry["claims"].items():
+        for key in ("id", "statement", "paper", "source", "tolerance", "tolerance_why", "operational", "section"):
+            assert key in e, (cid, key)
+        assert e["id"] == cid and e["statement"] and e["source"] and e["tolerance_why"] and e["operational"]
+    assert len(registry["claims"]["T1"]["paper"]["cells"]) == 48  # 16 rows x 3 steps
+    assert len(registry["claims"]["T3"]["paper"]["cells"]) == 16
+    assert len(registry["claims"]["T4"]["paper"]["cells"]) == 48
+
+
+def test_registry_table_cells_agree_with_each_other(registry):
+    # Table 3 repeats Table 1's cells: a transcription slip in either shows up here.
+    t1 = {(c["src"], c["tgt"], c["task"], c["step"]): c for c in registry["claims"]["T1"]["paper"]["cells"]}
+    cjk = {"cmn", "jpn"}
+    for c in registry["claims"]["T3"]["paper"]["cells"]:
+        for task, col in (("ASR", "cr_asr"), ("TR", "cr_tr")):
+            cell = t1[(c["src"], c["tgt"], task, c["step"])]
+            assert cell["cjk" if c["tgt"] in cjk else "latin"] == c[col]
+        assert abs(c["cr_tr"] / c["cr_asr"] - c["ratio"]) <= 0.006  # the paper rounds to 2 digits
+    for c in registry["claims"]["T1"]["paper"]["cells"]:
+        assert abs(c["latin"] + c["cjk"] - 100.0) < 0.02
+
+
+@pytest.mark.parametrize("cid", C.CLAIM_IDS)
+def test_claim_holds_on_sample(cid, sample, registry):
+    verdict = C.check(cid, sample, registry["claims"][cid])
+    assert verdict.passed, verdict.detail
+    assert verdict.failures == [] and verdict.measured
+
+
+@pytest.mark.parametrize("cid,plant,moves", PLANTS, ids=[f"{c}-{p.__name__}" for c, p, _ in PLANTS])
+def test_planted_counter_example_fails_the_claim(cid, plant, moves, sample, registry):
+    planted = copy.deepcopy(sample)
+    plant(planted)
+    verdict = C.check(cid, planted, registry["claims"][cid])
+    assert not verdict.passed, f"{cid} still passes after {plant.__name__}: {verdict.detail}"
+    assert verdict.failures and "fails" in verdict.detail
+
+
+@pytest.mark.parametrize("cid,plant,moves", [p for p in PLANTS if p[2]], ids=[f"{c}-{p.__name__}" for c, p, m in PLANTS if m])
+def test_planted_change_fails_the_baseline(cid, plant, moves, sample):
+    baseline = C.baseline_entry(C.measurements(cid, sample))
+    ok, diff = C.compare_baseline(C.measurements(cid, sample), baseline)
+    assert ok and diff == ""
+    planted = copy.deepcopy(sample)
+    plant(planted)
+    ok, diff = C.compare_baseline(C.measurements(cid, planted), baseline)
+    assert not ok and diff
+
+
+@pytest.mark.parametrize("cid", C.CLAIM_IDS)
+def test_missing_section_fails_with_a_named_key(cid, sample, registry):
+    broken = copy.deepcopy(sample)
+    section = "steering" if cid[0] in "ST" else ("distribution" if cid in ("R7", "R8", "R9")
+                                                 else "k_sweep" if cid == "R6" else "overlap")
+    del broken[section]
+    verdict = C.check(cid, broken, registry["claims"][cid])
+    assert not verdict.passed and section in verdict.detail
+    with pytest.raises(KeyError):
+        C.measurements(cid, broken)
+
+
+def test_unknown_claim_id_is_an_error(sample, registry):
+    with pytest.raises(ValueError, match="unknown claim id"):
+        C.check("R99", sample, registry["claims"]["R1"])
+    with pytest.raises(ValueError, match="unknown claim id"):
+        C.measurements("X1", sample)
+
+
+def test_nan_measurement_fails_a_level_claim(sample, registry):
+    planted = copy.deepcopy(sample)
+    planted["steering"]["effect_ratio"]["mean"]["6"] = None
+    assert not C.check("S5", planted, registry["claims"]["S5"]).passed
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def test_round_sig():
+    assert C.round_sig(0.123456789) == 0.123457
+    assert C.round_sig(123456789.0) == 123457000.0
+    assert C.round_sig(0.0) == 0.0
+    assert C.round_sig(float("nan")) is None and C.round_sig(None) is None
+    assert C.round_sig(-1.23456789e-7) == -1.23457e-7
+
+
+def test_compare_baseline_tolerates_rounding_only():
+    # A value at a 6th-digit rounding boundary must not fail by storage alone (rtol = one unit).
+    for x in (0.1234565, 1.0000005, 9.9999995, 0.5, 3.0, 1e-12):
+        stored = C.baseline_entry({"x": x})
+        assert C.compare_baseline({"x": x}, stored)[0], x
+        assert C.compare_baseline({"x": x * (1 - 4e-6)}, stored)[0], x
+    # one overlap count in ~3000 moves the ratio by >= 1e-4 relative: must fail
+    stored = C.baseline_entry({"ratio": 1040 / 3000})
+    assert not C.compare_baseline({"ratio": 1041 / 3000}, stored)[0]
+    assert not C.compare_baseline({"ratio": 1040 / 3001}, stored)[0]
+
+
+def test_compare_baseline_keys_and_nulls():
+    assert C.compare_baseline({"a": float("nan")}, {"a": None}) == (True, "")
+    ok, diff = C.compare_baseline({"a": 1.0}, {"a": None})
+    assert not ok and "~ a" in diff
+    ok, diff = C.compare_baseline({"a": 1.0, "b": 2.0}, {"a": 1.0})
+    assert not ok and "+ b" in diff
+    ok, diff = C.compare_baseline({"a": 1.0}, {"a": 1.0, "c": 3.0})
+    assert not ok and "- c" in diff
+
+
+def test_measurements_are_deterministic_and_json_safe(sample):
+    for cid in C.CLAIM_IDS:
+        a, b = C.measurements(cid, sample), C.measurements(cid, copy.deepcopy(sample))
+        assert C.baseline_entry(a) == C.baseline_entry(b)
+        json.dumps(C.baseline_entry(a), allow_nan=False)
+
+
+# ----------------------------------------------------------------------------- wiring
+
+def _run_suite(tmp_path, analysis, *args, baselines=None):
+    env = dict(os.environ, STEP_NEURONS_REPORTS=str(tmp_path / "reports"), OMP_NUM_THREADS="1")
+    env["STEP_NEURONS_ANALYSIS"] = str(analysis)
+    env["STEP_NEURONS_BASELINES"] = str(baselines or tmp_path / "baselines")
+    cmd = [sys.executable, "-m", "pytest", "claims/", "-q", "-p", "no:cacheprovider", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    report = tmp_path / "reports" / "latest"
+    return proc, report
+
+
+def _junit_outcomes(path: Path) -> dict[str, str]:
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = case.get("name")
+        state = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                state = child.tag
+        out[name.split("_")[1]] = state
+    return out
+
+
+def _plant_file(tmp_path, sample, *plants) -> Path:
+    planted = copy.deepcopy(sample)
+    for plant in plants:
+        plant(planted)
+    path = tmp_path / "planted.json"
+    path.write_text(json.dumps(planted))
+    return path
+
+
+@pytest.mark.slow
+def test_suite_fails_planted_claims_on_paper_profile(tmp_path, sample):
+    path = _plant_file(tmp_path, sample, p_R1_order, p_S4)
+    proc, report = _run_suite(tmp_path, path, "--profile", "paper", "-k", "R1 or S4 or R8")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    junit = _junit_outcomes(report / "junit.xml")
+    assert junit == {"R1": "failure", "S4": "failure", "R8": "passed"}, junit
+    claims = json.loads((report / "claims.json").read_text())["claims"]
+    assert claims["R1"]["verdict"] == "failed" and claims["R8"]["verdict"] == "passed"
+    assert claims["R2"]["verdict"] == "not run"
+    assert "CI lower bound at t=1" in proc.stdout  # the verdict detail is the failure message
+
+
+@pytest.mark.slow
+def test_suite_fails_not_skips_when_the_artifact_is_missing(tmp_path):
+    proc, report = _run_suite(tmp_path, tmp_path / "absent.json", "--profile", "paper", "-k", "R3 or S1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "skipped" not in proc.stdout.splitlines()[-1]
+    assert "2 errors" in proc.stdout.splitlines()[-1]
+    assert "absent.json is not a file" in proc.stdout
+    assert set(_junit_outcomes(report / "junit.xml").values()) == {"error"}
+
+
+@pytest.mark.slow
+def test_tiny_profile_baselines_record_then_catch_a_move(tmp_path, sample):
+    baselines = tmp_path / "baselines"
+    proc, _ = _run_suite(tmp_path, SAMPLE, "-k", "R4 or S5", baselines=baselines)
+    assert proc.returncode == 1 and "--update-baselines" in proc.stdout  # none recorded yet
+    proc, _ = _run_suite(tmp_path, SAMPLE, "--update-baselines", "-k", "R4 or S5", baselines=baselines)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "baselines written" in proc.stdout and '+  "R4": {' in proc.stdout  # the diff is shown
+    recorded = json.loads((baselines / "tiny.json").read_text())
+    assert set(recorded["claims"]) == set(C.CLAIM_IDS)
+    proc, _ = _run_suite(tmp_path, SAMPLE, "-k", "R4 or S5", baselines=baselines)
+    assert proc.returncode == 0, proc.stdout
+    path = _plant_file(tmp_path, sample, p_R4)
+    proc, report = _run_suite(tmp_path, path, "-k", "R4 or S5", baselines=baselines)
+    assert proc.returncode == 1
+    assert _junit_outcomes(report / "junit.xml") == {"R4": "failure", "S5": "passed"}
+    assert "moved from its 'tiny' baseline" in proc.stdout and "share.fra-spa.11" in proc.stdout
+    claims = json.loads((report / "claims.json").read_text())["claims"]
+    assert claims["R4"]["baseline"]["passed"] is False and claims["R4"]["paper_check"] == "failed"
