@@ -17,6 +17,11 @@ last windows overlap padded frames. In transformers those frames hold non-zero s
 padded example would get a (slightly) different encoding than alone. The recorder zeroes the
 adapter's convolution inputs beyond each example's valid length (what zero padding gives an
 unpadded example), so batched recording equals one-example-at-a-time recording exactly.
+For a lone example with no padded frame this changes nothing, so the recording still equals
+transformers' own generate (tested).
+
+Known limit: should greedy decoding emit the pad token mid-output, the teacher-forced pass would
+give later tokens other sinusoidal positions than KV-cache decoding did (positions skip pads).
 """
 from __future__ import annotations
 
