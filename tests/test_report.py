@@ -1,0 +1,155 @@
+"""The claims report: files, self-containment, verdict table, latest link, CLI."""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from engine import claims as C
+from engine import report as R
+
+REPO = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return json.loads((REPO / "fixtures" / "analysis_sample.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return C.load_registry()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, sample, registry):
+    """One report written from the sample with a planted failure on R1 (paper profile)."""
+    analysis = copy.deepcopy(sample)
+    analysis["overlap"]["6"]["diagonal_ratio_ci"] = [0.30, 0.55]
+    verdicts = {cid: C.check(cid, analysis, registry["claims"][cid]) for cid in registry["claims"]}
+    outcomes = {cid: {"outcome": "passed" if v.passed else "failed", "message": v.detail}
+                for cid, v in verdicts.items() if cid != "T4"}
+    out = tmp_path_factory.mktemp("report")
+    paths = R.write_report(analysis, verdicts, outcomes, out, profile="paper", registry=registry,
+                           run_info={"wall_time_s": 12.5, "analysis_path": "planted.json"})
+    return paths, verdicts
+
+
+def test_matplotlib_uses_agg():
+    R._plt()
+    import matplotlib
+
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_files_written(written):
+    paths, _ = written
+    for key in ("md", "html", "json"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0
+    assert paths["junit"].name == "junit.xml"
+    for name in R.FIGURE_TITLES:
+        assert paths[f"figure:{name}"].read_bytes().startswith(PNG)
+
+
+def test_html_is_self_contained(written):
+    text = written[0]["html"].read_text(encoding="utf-8")
+    sources = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", text)
+    assert len(sources) == len(R.FIGURE_TITLES)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in text and "<script" not in text
+    for heading in ("Table 1", "Table 3", "Table 4", "Table 2", "Verdicts"):
+        assert heading in text
+
+
+def test_claims_json_has_every_claim(written, registry):
+    doc = json.loads(written[0]["json"].read_text(encoding="utf-8"))
+    assert doc["profile"] == "paper" and set(doc["claims"]) == set(registry["claims"])
+    for cid, rec in doc["claims"].items():
+        for key in ("paper", "measured", "ci", "tolerance", "verdict", "paper_check", "source", "statement"):
+            assert key in rec, (cid, key)
+    assert doc["claims"]["R1"]["verdict"] == "failed" and doc["claims"]["R1"]["paper_check"] == "failed"
+    assert doc["claims"]["R1"]["ci"]["diagonal_ratio.6"] == [0.30, 0.55]
+    assert doc["claims"]["R8"]["verdict"] == "passed"
+    assert doc["claims"]["T4"]["verdict"] == "not run"
+    assert doc["summary"] == {"failed": 1, "passed": 16, "not run": 1}
+
+
+def test_markdown_header_and_verdicts(written):
+    md = written[0]["md"].read_text(encoding="utf-8")
+    for field in ("profile", "model", "data", "speech backend", "library versions (pipeline)",
+                  "library versions (claims suite)", "pipeline wall time", "claims-suite wall time"):
+        assert f"**{field}**" in md, field
+    assert "12.5 s" in md and "synthetic/analysis-sample" in md
+    row = next(line for line in md.splitlines() if line.startswith("| R1 |"))
+    assert "FAILED" in row
+    assert "![overlap](figures/overlap.png)" in md
+    # measured value next to the paper value in Table 1
+    assert "| German | ASR | Japanese | 100.00 (100.00) | 0.00 (0.00) | 39.15 (39.15)" in md
+
+
+def test_report_without_analysis_states_the_error(tmp_path, registry):
+    paths = R.write_report(None, {}, {"R1": {"outcome": "error", "message": "no GPU"}}, tmp_path,
+                           profile="paper", registry=registry,
+                           run_info={"error": "the paper profile needs a CUDA device; run on a GPU host"})
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "**ERROR**: the paper profile needs a CUDA device" in md
+    assert "not drawn" in md or "no analysis" in md
+    doc = json.loads(paths["json"].read_text())
+    assert doc["claims"]["R1"]["verdict"] == "error" and doc["claims"]["R1"]["measured"] is None
+
+
+def test_missing_section_skips_only_its_figure(sample):
+    partial = copy.deepcopy(sample)
+    del partial["k_sweep"]
+    figures, missing = R.make_figures(partial)
+    assert set(figures) == {"distribution", "overlap", "spearman"} and "k_sweep" in missing
+
+
+def test_figures_are_png(sample):
+    assert R.figure_overlap(sample["overlap"]).startswith(PNG)
+    assert R.figure_spearman(sample["overlap"]).startswith(PNG)
+    assert R.figure_k_sweep(sample["k_sweep"]).startswith(PNG)
+    assert R.figure_distribution(sample["distribution"]).startswith(PNG)
+
+
+def test_new_report_dir_and_latest(tmp_path):
+    now = dt.datetime(2026, 1, 2, 3, 4, 5)
+    a = R.new_report_dir("tiny", tmp_path, now)
+    b = R.new_report_dir("tiny", tmp_path, now)
+    assert a.name == "tiny-20260102-030405" and b.name == "tiny-20260102-030405-2"
+    link = R.update_latest(a)
+    assert link.is_symlink() and link.resolve() == a.resolve()
+    R.update_latest(b)  # replaces the existing link in place
+    assert link.resolve() == b.resolve() and not list(tmp_path.glob(".latest.*"))
+    assert not Path(link.readlink()).is_absolute()  # relocatable
+
+
+def test_reports_root_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(R.ENV_REPORTS, str(tmp_path))
+    assert R.reports_root() == tmp_path
+    monkeypatch.delenv(R.ENV_REPORTS)
+    assert R.reports_root() == REPO / "reports"
+
+
+def test_cli_runs_pytest_on_claims(monkeypatch, tmp_path, capsys):
+    calls = []
+    import pytest as pytest_module
+
+    monkeypatch.setattr(pytest_module, "main", lambda argv: calls.append(argv) or 1)
+    monkeypatch.setenv(R.ENV_REPORTS, str(tmp_path))
+    out = R.new_report_dir("paper", tmp_path)
+    R.update_latest(out)
+    parser = argparse.ArgumentParser()
+    R.claims_arguments(parser)
+    args = parser.parse_args(["--profile", "paper", "-n", "2", "--update-baselines", "--", "-k", "R1"])
+    assert R.claims_command(args) == 1
+    argv = calls[0]
+    assert argv[0] == str(REPO / "claims") and argv[1:3] == ["--profile", "paper"]
+    assert "--update-baselines" in argv and argv[argv.index("-n") + 1] == "2" and argv[-2:] == ["-k", "R1"]
+    assert str(out.resolve() / "claims-report.html") in capsys.readouterr().out
