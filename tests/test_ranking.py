@@ -1,0 +1,208 @@
+"""average_precision against scikit-learn (the oracle), top_k / bottom_k tie-breaking."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+from sklearn.metrics import average_precision_score
+
+from engine.errors import UserError
+from engine.ranking import average_precision, bottom_k, top_k
+
+TOL = 1e-12
+
+
+def sklearn_ap(scores, labels, n_labels):
+    """The slow obvious oracle: one sklearn call per (label, neuron), on float64 values."""
+    x = np.asarray(scores, dtype=np.float64)
+    return np.array([[average_precision_score(labels == l, x[:, j]) for j in range(x.shape[1])]
+                     for l in range(n_labels)])
+
+
+def naive_ap_without_tie_groups(scores, labels, n_labels):
+    """A deliberately wrong AP: every sorted position is a threshold (ties not grouped)."""
+    x = np.asarray(scores, dtype=np.float64)
+    out = np.zeros((n_labels, x.shape[1]))
+    for j in range(x.shape[1]):
+        order = np.argsort(-x[:, j], kind="stable")
+        for l in range(n_labels):
+            hit = (labels[order] == l).astype(float)
+            tp = np.cumsum(hit)
+            out[l, j] = np.sum(hit * tp / np.arange(1, len(hit) + 1)) / hit.sum()
+    return out
+
+
+@st.composite
+def ranking_problem(draw):
+    n_labels = draw(st.integers(1, 6))
+    n = draw(st.integers(max(2, n_labels), 300))
+    n_neurons = draw(st.integers(1, 12))
+    labels = draw(hnp.arrays(np.int64, n, elements=st.integers(0, n_labels - 1)))
+    labels[:n_labels] = np.arange(n_labels)  # every label has a positive
+    labels = labels[draw(st.permutations(range(n)))]
+    kind = draw(st.sampled_from(["random", "fp16", "levels", "constant", "mixed"]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, n_neurons))
+    if kind == "fp16":
+        x = x.astype(np.float16)
+    elif kind == "levels":
+        x = rng.integers(0, draw(st.integers(1, 5)), size=(n, n_neurons)).astype(np.float32)
+    elif kind == "constant":
+        x = np.full((n, n_neurons), 0.25, dtype=np.float32)
+    elif kind == "mixed":  # constant, tied and distinct columns side by side
+        x[:, 0] = 1.0
+        if n_neurons > 1:
+            x[:, 1] = np.round(x[:, 1])
+        x = x.astype(np.float32)
+    return x, labels, n_labels, draw(st.integers(1, 5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(ranking_problem())
+def test_ap_equals_sklearn(problem):
+    x, labels, n_labels, chunk = problem
+    ap = average_precision(x, labels, n_labels=n_labels, chunk_size=chunk)
+    assert ap.shape == (n_labels, x.shape[1]) and ap.dtype == np.float64
+    np.testing.assert_allclose(ap, sklearn_ap(x, labels, n_labels), rtol=0, atol=TOL)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ranking_problem())
+def test_torch_and_numpy_paths_agree(problem):
+    x, labels, n_labels, chunk = problem
+    a = average_precision(x, labels, n_labels=n_labels, chunk_size=chunk)
+    b = average_precision(torch.from_numpy(x), torch.from_numpy(labels), n_labels=n_labels)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_planted_counterexample_wrong_tie_handling_is_caught():
+    # Sorting without grouping ties depends on the order inside a tie; sklearn does not.
+    labels = np.array([1, 0, 1, 0])
+    x = np.array([[1.0], [1.0], [0.0], [0.0]])
+    wrong = naive_ap_without_tie_groups(x, labels, 2)
+    right = sklearn_ap(x, labels, 2)
+    assert np.abs(wrong - right).max() > 1e-3  # the oracle test above would fail on `wrong`
+    np.testing.assert_allclose(average_precision(x, labels), right, atol=TOL)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 400), st.data(), st.floats(-1e3, 1e3, allow_nan=False, width=16))
+def test_oracle_comparison_fails_for_ungrouped_ties(n, data, value):
+    # Planted: a tied column whose positives come first in input order. Ungrouped ties give
+    # AP = 1; sklearn (one threshold) gives the positive rate; so the oracle test above would
+    # fail for an implementation that skips tie grouping, and ours must agree with sklearn.
+    n_pos = data.draw(st.integers(1, n - 1))
+    labels = np.r_[np.ones(n_pos, int), np.zeros(n - n_pos, int)]
+    x = np.full((n, 1), value, dtype=np.float16)
+    wrong = naive_ap_without_tie_groups(x, labels, 2)
+    right = sklearn_ap(x, labels, 2)
+    assert wrong[1, 0] == 1.0 and abs(right[1, 0] - n_pos / n) < TOL
+    assert np.abs(wrong - right).max() > TOL
+    np.testing.assert_allclose(average_precision(x, labels), right, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_low_precision_dtypes_see_the_ties_sklearn_sees(dtype):
+    rng = np.random.default_rng(3)
+    n = 2000
+    labels = rng.integers(0, 5, n)
+    x = torch.from_numpy(rng.standard_normal((n, 16))).to(dtype)
+    ap = average_precision(x, labels)
+    ref = sklearn_ap(x.to(torch.float64).numpy(), labels, 5)
+    np.testing.assert_allclose(ap, ref, rtol=0, atol=TOL)
+
+
+def test_thousands_of_examples_multiword_packing():
+    # 4,000 positives of one label force the packed counts into two int64 words
+    rng = np.random.default_rng(4)
+    labels = rng.choice(5, 5000, p=[0.8, 0.05, 0.05, 0.05, 0.05])
+    x = np.round(rng.standard_normal((5000, 6)) * 4).astype(np.float16)
+    np.testing.assert_allclose(average_precision(x, labels, chunk_size=4),
+                               sklearn_ap(x, labels, 5), rtol=0, atol=TOL)
+
+
+def test_many_labels():
+    rng = np.random.default_rng(5)
+    labels = np.arange(300) % 20
+    x = rng.integers(0, 7, (300, 5)).astype(np.float32)
+    np.testing.assert_allclose(average_precision(x, labels), sklearn_ap(x, labels, 20), atol=TOL)
+
+
+def test_constant_neuron_gets_positive_rate():
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    ap = average_precision(np.full((6, 3), -1.5, dtype=np.float32), labels)
+    np.testing.assert_allclose(ap, np.repeat([[3 / 6], [1 / 6], [2 / 6]], 3, axis=1), atol=TOL)
+
+
+def test_single_positive_and_two_examples():
+    labels = np.array([1, 0, 0, 0, 0])
+    x = np.array([[0.1], [0.9], [0.3], [0.1], [0.2]])
+    np.testing.assert_allclose(average_precision(x, labels), sklearn_ap(x, labels, 2), atol=TOL)
+    np.testing.assert_allclose(average_precision(np.array([[1.0], [2.0]]), np.array([0, 1])),
+                               [[0.5], [1.0]], atol=TOL)
+
+
+def test_chunking_does_not_change_results():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 4, 500)
+    x = rng.standard_normal((500, 37)).astype(np.float16)
+    ref = average_precision(x, labels, chunk_size=37)
+    for chunk in (1, 5, 16):
+        np.testing.assert_array_equal(average_precision(x, labels, chunk_size=chunk), ref)
+    np.testing.assert_array_equal(average_precision(x, labels, memory_budget_mb=0.001), ref)
+
+
+def test_empty_neuron_axis():
+    assert average_precision(np.zeros((4, 0), np.float32), np.array([0, 1, 0, 1])).shape == (2, 0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_are_rejected(bad):
+    x = np.zeros((4, 3), dtype=np.float32)
+    x[2, 1] = bad
+    with pytest.raises(UserError, match="NaN or infinite"):
+        average_precision(x, np.array([0, 1, 0, 1]))
+
+
+def test_label_errors():
+    x = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(UserError, match=r"label\(s\) \[1\] have no positive"):
+        average_precision(x, np.array([0, 2, 0, 2]))
+    with pytest.raises(UserError, match="no positive"):
+        average_precision(x, np.array([0, 0, 1, 1]), n_labels=3)
+    with pytest.raises(UserError, match="n_labels"):
+        average_precision(x, np.array([0, 3, 1, 2]), n_labels=2)
+    with pytest.raises(UserError, match="negative"):
+        average_precision(x, np.array([0, -1, 1, 1]))
+    with pytest.raises(UserError, match="shape"):
+        average_precision(x, np.array([0, 1, 1]))
+    with pytest.raises(UserError, match="2-D"):
+        average_precision(np.zeros(4), np.array([0, 1, 1, 0]))
+
+
+def test_top_k_bottom_k_tie_break_by_lower_index():
+    ap = np.array([0.5, 0.9, 0.5, 0.1, 0.9, 0.1, 0.0, -0.0])
+    np.testing.assert_array_equal(top_k(ap, 4), [1, 4, 0, 2])
+    np.testing.assert_array_equal(bottom_k(ap, 5), [6, 7, 3, 5, 0])
+    assert top_k(ap, 0).shape == (0,) and top_k(ap, 0).dtype == np.int64
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(1, 60), elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+       st.data())
+def test_top_k_matches_sorted_oracle(ap, data):
+    k = data.draw(st.integers(0, len(ap)))
+    oracle_top = sorted(range(len(ap)), key=lambda i: (-ap[i], i))[:k]
+    oracle_bottom = sorted(range(len(ap)), key=lambda i: (ap[i], i))[:k]
+    assert top_k(ap, k).tolist() == oracle_top
+    assert bottom_k(ap, k).tolist() == oracle_bottom
+
+
+def test_top_k_errors():
+    with pytest.raises(UserError, match="outside"):
+        top_k(np.zeros(3), 4)
+    with pytest.raises(UserError, match="NaN"):
+        bottom_k(np.array([0.1, np.nan]), 1)
