@@ -156,7 +156,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     from engine.report import update_latest, write_report
 
-    run_info = {"wall_time_s": time.time() - state["t0"], "analysis_path": path, "error": error}
+    run_info = {"wall_time_s": time.time() - state["t0"], "analysis_path": path, "error": error,
+                "junit": getattr(config.option, "xmlpath", None)}
     paths = write_report(analysis, verdicts, state["outcomes"], state["out_dir"], profile=profile,
                          registry=registry, run_info=run_info)
     update_latest(state["out_dir"])

@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 #: Environment override of the reports root (tests point it at a temporary directory).
 ENV_REPORTS = "STEP_NEURONS_REPORTS"
 FIGURE_TITLES = {
-    "distribution": "Per-layer and per-component distribution of German top-k neurons (paper Figs. 2 and 3)",
+    "distribution": ("Per-layer and per-component distribution of German top-k neurons (paper Figs. 2 and 3); "
+                     "decoder cross_attention.k_proj/v_proj are step-invariant (mean over encoder positions), "
+                     "so their share moves across steps only through other components"),
     "overlap": "Cross-modal overlap of top-k neurons per step (paper Fig. 4)",
     "spearman": "Spearman correlation of AP vectors, speech x text, per step (paper Fig. 5)",
     "k_sweep": "Diagonal overlap ratio vs k (paper Fig. 6)",
@@ -260,6 +262,16 @@ def steering_tables(analysis: dict | None, registry: dict) -> list[tuple[str, li
     return out
 
 
+def excluded_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
+    """Examples excluded from a step's ranking because their output ended before it."""
+    rows = []
+    for task, by_step in sorted(((analysis or {}).get("excluded") or {}).items()):
+        for t in sorted(by_step, key=int):
+            rows.append([task, t] + [f"{lang}={n}" for lang, n in by_step[t].items()])
+    width = max((len(r) for r in rows), default=2)
+    return ["task", "step"] + ["excluded"] * (width - 2), [r + [""] * (width - len(r)) for r in rows]
+
+
 def qualitative_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
     """Table 2-style examples: gold, steered ASR output, steered TR output."""
     rows = []
@@ -336,6 +348,7 @@ def _header_lines(profile: str, analysis: dict | None, run_info: dict) -> list[t
         ("pipeline wall time", f"{_fmt(meta.get('wall_time_s'), 1)} s"),
         ("claims-suite wall time", f"{_fmt(run_info.get('wall_time_s'), 1)} s"),
         ("analysis file", str(run_info.get("analysis_path", "–"))),
+        ("JUnit XML", str(run_info.get("junit") or "junit.xml in this directory")),
         ("generated", run_info.get("generated", _dt.datetime.now().isoformat(timespec="seconds"))),
     ]
     if run_info.get("error"):
@@ -451,7 +464,9 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     for title, h, rows in tables:
         md += [f"### {title}", "", _md_table(h, rows), ""]
     md += ["### Table 2: qualitative examples", "", _md_table(q_header, q_rows) if q_rows else "_none in the artifact_", ""]
-    md += ["JUnit XML: `junit.xml` in this directory.", ""]
+    x_header, x_rows = excluded_table(analysis)
+    md += ["## Examples excluded per step (output ended before the step)", "",
+           _md_table(x_header, x_rows) if x_rows else "_none recorded_", ""]
     paths["md"] = out_dir / "claims-report.md"
     paths["md"].write_text("\n".join(md), encoding="utf-8")
 
@@ -491,10 +506,13 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     for title, hh, rows in tables:
         parts.append(f"<h3>{e(title)}</h3>" + _html_table(hh, rows))
     parts.append("<h3>Table 2: qualitative examples</h3>" + (_html_table(q_header, q_rows) if q_rows else "<p><i>none in the artifact</i></p>"))
-    parts.append("<p>JUnit XML: <code>junit.xml</code> in this directory.</p></body></html>")
+    x_header, x_rows = excluded_table(analysis)
+    parts.append("<h2>Examples excluded per step (output ended before the step)</h2>"
+                 + (_html_table(x_header, x_rows) if x_rows else "<p><i>none recorded</i></p>"))
+    parts.append("</body></html>")
     paths["html"] = out_dir / "claims-report.html"
     paths["html"].write_text("".join(parts), encoding="utf-8")
-    paths["junit"] = out_dir / "junit.xml"
+    paths["junit"] = Path(run_info["junit"]) if run_info.get("junit") else out_dir / "junit.xml"
     return paths
 
 
