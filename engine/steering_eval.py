@@ -359,7 +359,8 @@ def run_experiment(run) -> dict:
 
     Reads ``run.cfg["steer"]`` (k, tau, positions, max_new_tokens, random_control, seed, and
     optionally fasttext_model: a path to lid.176.bin), the held-out ASR/TR examples, the ASR
-    decoder AP rows and on_p50 medians of every step. Also writes ``steering_outputs.json``
+    decoder AP rows and on_p50 medians of every step. Pairs: the paper's 8 restricted to
+    ``data.langs``. Also writes ``steering_outputs.json``
     (every generated text) and ``steering_tables.md`` into the stage directory.
     """
     from engine import pipeline
@@ -372,10 +373,15 @@ def run_experiment(run) -> dict:
     rank_dir = run.dir("rank") / "ASR"
     ap = {t: pipeline.load_ap(run, "ASR", f"decoder_t{t}") for t in steps}
     on_p50 = {t: np.load(rank_dir / f"decoder_t{t}_on_p50.npy") for t in steps}
+    langs = list(cfg["data"]["langs"])
+    pairs = [(src, tgt) for src, tgt in PAIRS if src in langs and tgt in langs]
+    if not pairs:
+        raise UserError(f"no steering pair has both languages among data.langs {langs}; "
+                        "include German or French and Chinese or Japanese")
     interventions = ("median", "random", "none") if steer_cfg.get("random_control", True) else ("median", "none")
     result = run_steering(
         run.model(), run.catalog(), held_out=held, identify=ident, ap=ap, on_p50=on_p50,
-        langs=cfg["data"]["langs"], k=int(steer_cfg["k"]), steps=steps, interventions=interventions,
+        langs=langs, pairs=pairs, k=int(steer_cfg["k"]), steps=steps, interventions=interventions,
         positions=steer_cfg.get("positions", "all"), tau=float(steer_cfg["tau"]),
         seed=int(steer_cfg.get("seed", 0)), batch_size=int(cfg["model"]["batch_size"]),
         max_new_tokens=steer_cfg.get("max_new_tokens"), fasttext_model=steer_cfg.get("fasttext_model") or None,

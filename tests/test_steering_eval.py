@@ -192,3 +192,43 @@ def test_bad_arguments(lm, catalog):
         run_steering(lm, catalog, **{**base, "steps": (1, 11)})
     with pytest.raises(UserError, match="held-out ASR examples for 'fra'"):
         run_steering(lm, catalog, **base, pairs=[("fra", "cmn")])
+
+
+def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
+    """The pipeline's steer stage: config keys, file names of the rank stage, outputs written."""
+    pytest.importorskip("engine.control")
+    pipeline = pytest.importorskip("engine.pipeline")
+    steps = (6,)
+    ap, on = planted_stats(catalog.n_neurons(DECODER), steps=steps)
+    ap, on = {6: ap[6][:3]}, {6: on[6][:3]}  # rows of data.langs
+    (tmp_path / "rank" / "ASR").mkdir(parents=True)
+    np.save(tmp_path / "rank" / "ASR" / "decoder_t6_on_p50.npy", on[6])
+    langs = ("deu", "cmn")  # data.langs below: only the pairs deu<->cmn can run
+    views = {("ASR", "steer"): [x for x in held_out(langs) if x.task == "ASR"],
+             ("TR", "steer"): [x for x in held_out(langs) if x.task == "TR"]}
+    monkeypatch.setattr(pipeline, "task_examples", lambda run, task, split: views.get(
+        (task, split), identify(langs) if (task, split) == ("ASR", "identify") else []))
+    monkeypatch.setattr(pipeline, "load_ap", lambda run, task, name: {"decoder_t6": ap[6]}[name])
+    monkeypatch.setattr(pipeline, "model_inputs", lambda run, xs: [to_input(x) for x in xs])
+
+    class FakeRun:
+        cfg = {"record": {"steps": list(steps)}, "data": {"langs": ["deu", "spa", "cmn"]}, "model": {"batch_size": 4},
+               "steer": {"k": 5, "tau": 10.0, "positions": "from_t", "max_new_tokens": 5,
+                         "random_control": False, "seed": 0}}
+
+        def dir(self, stage):
+            (tmp_path / stage).mkdir(exist_ok=True)
+            return tmp_path / stage
+
+        def model(self):
+            return lm
+
+        def catalog(self):
+            return catalog
+
+    section = steering_eval.run_experiment(FakeRun())
+    assert {r["intervention"] for r in section["rows"]} == {"median", "none"}
+    assert section["config"]["positions"] == "from_t" and section["config"]["k"] == 5
+    assert {(r["src"], r["tgt"]) for r in section["rows"]} == {("deu", "cmn"), ("cmn", "deu")}
+    assert (tmp_path / "steer" / "steering_tables.md").read_text().startswith("### Table 1")
+    assert json.loads((tmp_path / "steer" / "steering_outputs.json").read_text())
