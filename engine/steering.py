@@ -25,6 +25,7 @@ Decisions (the issue and the paper are silent):
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -97,7 +98,6 @@ def median_activations(activity: np.ndarray, langs: Sequence[str], lang: str, *,
     n_neurons = activity.shape[1]
     on_p50 = np.empty(n_neurons, dtype=np.float32)
     off_p50 = np.empty(n_neurons, dtype=np.float32)
-    import warnings
     for start in range(0, n_neurons, chunk_cols):
         block = np.asarray(activity[:, start:start + chunk_cols], dtype=np.float32)
         with warnings.catch_warnings():  # all-NaN columns are reported as NaN, by design
