@@ -441,7 +441,8 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     doc = {"profile": profile, "judged_on": judged, "summary": counts,
            "header": dict(header), "meta": (analysis or {}).get("meta"), "claims": records}
     paths["json"] = out_dir / "claims.json"
-    paths["json"].write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=_json_default), encoding="utf-8")
+    paths["json"].write_text(json.dumps(_finite(doc), indent=1, ensure_ascii=False, default=_json_default,
+                                        allow_nan=False), encoding="utf-8")
 
     # Markdown
     md = [f"# Claims report — profile `{profile}`", "", f"Verdicts judged on {judged}: **{summary}**.", ""]
@@ -514,6 +515,17 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     paths["html"].write_text("".join(parts), encoding="utf-8")
     paths["junit"] = Path(run_info["junit"]) if run_info.get("junit") else out_dir / "junit.xml"
     return paths
+
+
+def _finite(o):
+    """``o`` with NaN/inf floats replaced by None, so claims.json is strict JSON."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not np.isfinite(o):
+        return None
+    return o
 
 
 def _json_default(o):

@@ -104,6 +104,15 @@ def test_report_without_analysis_states_the_error(tmp_path, registry):
     assert doc["claims"]["R1"]["verdict"] == "error" and doc["claims"]["R1"]["measured"] is None
 
 
+def test_claims_json_is_strict_with_nan(tmp_path, sample, registry):
+    analysis = copy.deepcopy(sample)
+    analysis["steering"]["effect_ratio"]["mean"]["6"] = float("nan")
+    verdicts = {"S5": C.check("S5", analysis, registry["claims"]["S5"])}
+    paths = R.write_report(analysis, verdicts, {}, tmp_path, profile="tiny", registry=registry)
+    doc = json.loads(paths["json"].read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert doc["claims"]["S5"]["measured"]["mean.6"] is None and doc["claims"]["S5"]["paper_check"] == "failed"
+
+
 def test_missing_section_skips_only_its_figure(sample):
     partial = copy.deepcopy(sample)
     del partial["k_sweep"]
