@@ -1,0 +1,98 @@
+"""What a run will need, computed from the neuron catalog before anything runs.
+
+Disk and RAM figures are upper bounds from array sizes (activations are stored uncompressed
+size at most; zstd usually saves little on fp16 activations). The model is built on the meta
+device, so the Large model's figures need no weights and no network.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine import config as config_mod
+
+AUDIO_SECONDS = {"fleurs": 12.0, "embedded": 4.0}  # generous per-sentence durations of the two sources
+BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _model_config(cfg: dict):
+    from transformers import SeamlessM4Tv2Config
+
+    path = Path(config_mod.model_path(cfg))
+    if (path / "config.json").exists():
+        return SeamlessM4Tv2Config.from_pretrained(path), str(path)
+    if cfg["model"]["id"] == "facebook/seamless-m4t-v2-large":
+        return SeamlessM4Tv2Config(), "SeamlessM4Tv2Config() (the Large architecture, meta device)"
+    return None, cfg["model"]["id"]
+
+
+def estimate(cfg: dict) -> dict:
+    import torch
+    from transformers import SeamlessM4Tv2Model
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the meta build warns about layer_idx, irrelevant here
+
+    from engine.catalog import build_catalog
+
+    mcfg, source = _model_config(cfg)
+    if mcfg is None:
+        from engine.errors import UserError
+
+        raise UserError(f"cannot estimate for model '{cfg['model']['id']}' without its config; "
+                        "set model.id to a local directory holding config.json")
+    with torch.device("meta"):
+        model = SeamlessM4Tv2Model(mcfg)
+    cat = build_catalog(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    langs, steps = cfg["data"]["langs"], cfg["record"]["steps"]
+    L, S = len(langs), len(steps)
+    n_id, n_steer = cfg["data"]["n_identify"] * L, cfg["data"]["n_steer"] * L
+    n_dec = cat.n_neurons("text_decoder")
+    n_enc = {"speech": cat.n_neurons("speech_encoder"), "text": cat.n_neurons("text_encoder")}
+    width = {"S2T": n_enc["speech"] + S * n_dec, "T2T": n_enc["text"] + S * n_dec, "ASR": n_enc["speech"] + S * n_dec}
+    sb = BYTES[cfg["record"]["store_dtype"]]
+    store_bytes = sum(n_id * w * sb for w in width.values())
+    ap_bytes = sum(w * L * 8 for w in width.values()) + 2 * S * L * n_dec * 4  # + ASR medians
+    boot_bytes = 2 * cfg["rank"]["n_boot"] * L * n_dec * 4
+    audio_bytes = int((cfg["data"]["n_identify"] + cfg["data"]["n_steer"]) * L * AUDIO_SECONDS[cfg["data"]["source"]] * 16000 * 4)
+    wbytes = BYTES.get(cfg["model"]["dtype"], 4)
+    bs, rpb = cfg["model"]["batch_size"], cfg["record"]["rows_per_block"]
+    widest = max(width.values())
+    ram_record = n_params * wbytes + (bs + rpb) * widest * 4
+    ram_rank = n_id // 3 * 8192 * 4 * 6  # one neuron chunk of one task: scores, sort, cumsums
+    n_pairs = len(config_mod.STEERING_PAIRS)
+    arms = 1 + (1 if cfg["steer"]["random_control"] else 0)
+    steer_generations = (n_pairs * 2 * S * arms + 2 * 4) * cfg["data"]["n_steer"]
+    result = {
+        "model": source, "parameters": int(n_params),
+        "neurons": {"speech_encoder": n_enc["speech"], "text_encoder": n_enc["text"], "text_decoder": n_dec,
+                    "total": cat.total},
+        "examples": {"record_per_task": n_id, "record_tasks": 3, "forward_passes": 3 * n_id,
+                     "steering_generations": steer_generations, "held_out": n_steer},
+        "disk_bytes": {"activation_store": store_bytes, "ap_and_medians": ap_bytes, "bootstrap_transient": boot_bytes,
+                       "audio_cache": audio_bytes, "total": store_bytes + ap_bytes + boot_bytes + audio_bytes},
+        "ram_bytes": {"record": ram_record, "rank": ram_rank, "peak": max(ram_record, ram_rank)},
+    }
+    result["lines"] = [
+        f"profile {cfg['profile']['name']}: model {source}, {n_params:,} parameters ({cfg['model']['dtype']})",
+        f"neurons: speech encoder {n_enc['speech']:,}, text encoder {n_enc['text']:,}, decoder {n_dec:,} "
+        f"per step x {S} steps; catalog total {cat.total:,}",
+        f"examples: {n_id:,} per recorded task (S2T, T2T, ASR: {L} languages x {cfg['data']['n_identify']}), "
+        f"{n_steer:,} held out; {steer_generations:,} steered generations",
+        f"disk: activation store <= {_size(store_bytes)} ({cfg['record']['store_dtype']}), AP + medians "
+        f"{_size(ap_bytes)}, bootstrap scratch {_size(boot_bytes)}, audio {_size(audio_bytes)}; "
+        f"total {_size(result['disk_bytes']['total'])}",
+        f"RAM: recording ~{_size(ram_record)} (weights + batch and block buffers; GPU memory for the "
+        f"weights when on {cfg['model']['device']}), ranking ~{_size(ram_rank)} per neuron chunk",
+    ]
+    return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
