@@ -84,28 +84,42 @@ def _default_to_input(example):
 # Scoring
 
 
+def _json_float(value: float) -> float | None:
+    """NaN (no classified token / no output) becomes null so the artifact is strict JSON."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
 def score_outputs(texts: Sequence[str], src: str, tgt: str, *,
                   fasttext_model: str | None = None) -> dict:
-    """Script shares (%), control rate toward tgt's script (%), fastText src/tgt (%), n."""
+    """Scores of one condition's outputs (all percentages, pooled over ``texts``).
+
+    latin / cjk: token shares (engine.control.script_shares); control_rate: share of tgt's
+    script; ft_src / ft_tgt: mean fastText probability; tokens: classified tokens; n: outputs.
+    Shares and the control rate are None when no output holds a classified token.
+    """
     from engine import control
 
-    shares = control.script_shares(list(texts))
-    ft = langid.mean_probabilities(list(texts), [src, tgt], model_path=fasttext_model)
-    return {"latin": float(shares["latin"]), "cjk": float(shares["cjk"]),
-            "control_rate": float(control.control_rate(list(texts), SCRIPT[tgt])),
-            "ft_src": ft[src], "ft_tgt": ft[tgt], "n": len(texts)}
+    texts = list(texts)
+    shares = control.script_shares(texts)
+    ft = langid.mean_probabilities(texts, [src, tgt], model_path=fasttext_model)
+    return {"latin": _json_float(shares["latin"]), "cjk": _json_float(shares["cjk"]),
+            "control_rate": _json_float(control.control_rate(texts, SCRIPT[tgt])),
+            "ft_src": _json_float(ft[src]), "ft_tgt": _json_float(ft[tgt]),
+            "tokens": int(shares["tokens"]), "n": len(texts)}
 
 
 def effect_ratios(rows: Sequence[Mapping], *, tau: float = 10.0,
                   direction: tuple[int, int] = (6, 11)) -> dict:
-    """The "effect_ratio" section from median-intervention rows.
+    """The "effect_ratio" section from the median-intervention rows.
 
-    For each (src, tgt, step) having both an ASR and a TR "median" row: cr_asr, cr_tr,
-    ratio = engine.control.effect_ratio(cr_tr, cr_asr, tau) (None when cr_asr < tau),
-    excluded. "mean": step -> mean ratio over that step's valid pairs (engine.control.
-    mean_effect_ratio), NaN-free: a step without any valid pair maps to None. "direction": per
-    pair, the ratios at ``direction[0]`` and ``direction[1]`` and whether it rises (None when
-    either is excluded or missing).
+    Every (src, tgt, step) with both an ASR and a TR "median" row becomes a pair scored by
+    ``engine.control.mean_effect_ratio`` (ratio CR_TR / CR_ASR, None and listed under
+    "excluded" when CR_ASR < tau; "mean" per step over valid pairs, None without any). A pair
+    whose ASR or TR control rate is None (no classified token in any output) is excluded too,
+    with ``"reason": "no classified token"``. Added: "direction", per pair, the ratios at
+    ``direction[0]`` and ``direction[1]`` and whether it rises (None when either is missing or
+    excluded).
     """
     from engine import control
 
@@ -113,29 +127,32 @@ def effect_ratios(rows: Sequence[Mapping], *, tau: float = 10.0,
     for row in rows:
         if row["intervention"] == "median":
             cr[(row["src"], row["tgt"], row["step"], row["task"])] = row["control_rate"]
-    pairs = []
-    for (src, tgt, step, task) in sorted(cr, key=lambda k: (k[2], k[0], k[1])):
-        if task != "ASR" or (src, tgt, step, "TR") not in cr:
-            continue
-        cr_asr, cr_tr = cr[(src, tgt, step, "ASR")], cr[(src, tgt, step, "TR")]
-        ratio = control.effect_ratio(cr_tr, cr_asr, tau=tau)
-        pairs.append({"src": src, "tgt": tgt, "step": step, "cr_asr": cr_asr, "cr_tr": cr_tr,
-                      "ratio": None if ratio is None else float(ratio), "excluded": ratio is None})
-    mean = {}
-    for step in sorted({p["step"] for p in pairs}):
-        summary = control.mean_effect_ratio(
-            [(p["cr_tr"], p["cr_asr"]) for p in pairs if p["step"] == step], tau=tau)
-        value = summary["mean"] if isinstance(summary, Mapping) else summary
-        mean[str(step)] = None if value is None or (isinstance(value, float) and math.isnan(value)) \
-            else float(value)
-    by_key = {(p["src"], p["tgt"], p["step"]): p["ratio"] for p in pairs}
+    keys = sorted({(src, tgt, step) for (src, tgt, step, task) in cr
+                   if (src, tgt, step, "ASR") in cr and (src, tgt, step, "TR") in cr},
+                  key=lambda k: (k[2], k[0], k[1]))
+    scored, unscorable = [], []
+    for src, tgt, step in keys:
+        pair = {"src": src, "tgt": tgt, "step": step, "cr_asr": cr[(src, tgt, step, "ASR")],
+                "cr_tr": cr[(src, tgt, step, "TR")]}
+        (unscorable if pair["cr_asr"] is None or pair["cr_tr"] is None else scored).append(pair)
+    block = control.mean_effect_ratio(scored, tau=tau)
+    block["tau"] = float(tau)
+    for pair in unscorable:
+        block["pairs"].append({**pair, "ratio": None, "excluded": True, "reason": "no classified token"})
+        block["excluded"].append({"src": pair["src"], "tgt": pair["tgt"], "step": pair["step"],
+                                  "cr_asr": pair["cr_asr"], "reason": "no classified token"})
+        block["mean"].setdefault(str(pair["step"]), None)
+        block["n_valid"].setdefault(str(pair["step"]), 0)
+    block["pairs"].sort(key=lambda p: (p["step"], p["src"], p["tgt"]))
+    block["mean"] = {s: block["mean"][s] for s in sorted(block["mean"], key=int)}
+    by_key = {(p["src"], p["tgt"], p["step"]): p["ratio"] for p in block["pairs"]}
     a, b = direction
-    dirs = []
-    for src, tgt in sorted({(p["src"], p["tgt"]) for p in pairs}):
+    block["direction"] = []
+    for src, tgt in sorted({(p["src"], p["tgt"]) for p in block["pairs"]}):
         ra, rb = by_key.get((src, tgt, a)), by_key.get((src, tgt, b))
-        dirs.append({"src": src, "tgt": tgt, "from": a, "to": b, "ratio_from": ra, "ratio_to": rb,
-                     "rising": None if ra is None or rb is None else bool(rb > ra)})
-    return {"tau": float(tau), "pairs": pairs, "mean": mean, "direction": dirs}
+        block["direction"].append({"src": src, "tgt": tgt, "from": a, "to": b, "ratio_from": ra,
+                                   "ratio_to": rb, "rising": None if ra is None or rb is None else bool(rb > ra)})
+    return block
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +333,7 @@ def markdown_tables(section: Mapping) -> str:
             "| Task lang | Intervention | t | ASR | TR | Ratio |", "|---|---|---|---|---|---|"]
     for p in sorted(er["pairs"], key=lambda p: (p["step"], NAMES.get(p["src"], p["src"]),
                                                    NAMES.get(p["tgt"], p["tgt"]))):
-        ratio = "excluded (ASR < τ)" if p["excluded"] else _fmt(p["ratio"])
+        ratio = (f"excluded ({p.get('reason', 'ASR < τ')})" if p["excluded"] else _fmt(p["ratio"]))
         out.append(f"| {NAMES.get(p['src'], p['src'])} | {NAMES.get(p['tgt'], p['tgt'])} | {p['step']} | "
                    f"{_fmt(p['cr_asr'])} | {_fmt(p['cr_tr'])} | {ratio} |")
     out += ["", "Mean over valid pairs: " + ", ".join(

@@ -81,6 +81,9 @@ def test_effect_ratio_exclusion_and_means_on_planted_rates():
     assert er["mean"]["1"] is None  # no valid pair at t=1
     dirs = {(d["src"], d["tgt"]): d["rising"] for d in er["direction"]}
     assert dirs == {("deu", "cmn"): True, ("cmn", "deu"): False, ("jpn", "fra"): None}
+    assert {(e["src"], e["tgt"], e["step"]) for e in er["excluded"]} == {
+        ("deu", "cmn", 1), ("jpn", "fra", 1), ("jpn", "fra", 11)}
+    assert er["n_valid"] == {"1": 0, "6": 3, "11": 2}
     # tau is configurable: with tau=1 the t=1 pair jpn->fra (2.2) becomes valid
     er1 = effect_ratios(planted_rows(), tau=1.0)
     assert er1["mean"]["1"] == pytest.approx(0.5 / 2.2)
@@ -152,7 +155,9 @@ def test_run_steering_end_to_end(lm, catalog, tmp_path):
     assert len(rows) == 2 * 2 * 2 * 2 + 2 * 2
     for r in rows:
         assert r["n"] == 2
-        assert 0.0 <= r["control_rate"] <= 100.0 and 0.0 <= r["ft_tgt"] <= 100.0
+        assert (r["control_rate"] is None) == (r["tokens"] == 0)
+        assert r["control_rate"] is None or 0.0 <= r["control_rate"] <= 100.0
+        assert 0.0 <= r["ft_tgt"] <= 100.0
     er = result.section["effect_ratio"]
     assert len(er["pairs"]) == 4 and set(er["mean"]) == {"1", "6"}
     assert len(result.section["qualitative"]) == 4
@@ -232,3 +237,28 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
     assert {(r["src"], r["tgt"]) for r in section["rows"]} == {("deu", "cmn"), ("cmn", "deu")}
     assert (tmp_path / "steer" / "steering_tables.md").read_text().startswith("### Table 1")
     assert json.loads((tmp_path / "steer" / "steering_outputs.json").read_text())
+
+
+def test_pair_without_classified_tokens_is_excluded_not_fatal():
+    pytest.importorskip("engine.control")
+    rows = [r for r in planted_rows() if r["step"] == 6]
+    for r in rows:
+        if (r["src"], r["task"]) == ("cmn", "TR"):
+            r["control_rate"] = None  # e.g. every output empty
+    er = effect_ratios(rows)
+    got = {(p["src"], p["tgt"]): p for p in er["pairs"]}
+    assert got[("cmn", "deu")]["excluded"] and got[("cmn", "deu")]["reason"] == "no classified token"
+    assert er["mean"]["6"] == pytest.approx(0.25)
+    assert "excluded (no classified token)" in markdown_tables(
+        {"rows": rows, "effect_ratio": er, "qualitative": []})
+
+
+def test_score_outputs_scripts_and_fasttext():
+    pytest.importorskip("engine.control")
+    texts = ["Kinder spielen im Park.", "孩子们在公园里玩。"]  # 4 Latin words, 8 Han characters
+    s = steering_eval.score_outputs(texts, "deu", "cmn")
+    assert s["latin"] == pytest.approx(100 * 4 / 12) and s["cjk"] == pytest.approx(100 * 8 / 12)
+    assert s["control_rate"] == s["cjk"] and s["n"] == 2 and s["tokens"] == 12
+    assert 40 < s["ft_src"] < 60 and 40 < s["ft_tgt"] < 60
+    empty = steering_eval.score_outputs(["", " "], "deu", "cmn")  # no text: fastText 0 too
+    assert empty["control_rate"] is None and empty["latin"] is None and empty["ft_tgt"] == 0.0
