@@ -153,6 +153,8 @@ def test_chunking_does_not_change_results():
     for chunk in (1, 5, 16):
         np.testing.assert_array_equal(average_precision(x, labels, chunk_size=chunk), ref)
     np.testing.assert_array_equal(average_precision(x, labels, memory_budget_mb=0.001), ref)
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(average_precision(x, labels, chunk_size=5, threads=threads), ref)
 
 
 def test_empty_neuron_axis():
@@ -206,3 +208,32 @@ def test_top_k_errors():
         top_k(np.zeros(3), 4)
     with pytest.raises(UserError, match="NaN"):
         bottom_k(np.array([0.1, np.nan]), 1)
+
+
+def test_bench_ap_command_last_line_is_json(capsys):
+    import json
+
+    from engine.cli import main
+
+    assert main(["bench", "ap", "--examples", "60", "--neurons", "40", "--langs", "3",
+                 "--sklearn-neurons", "5", "--repeats", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("speedup_vs_sklearn", "time_vs_sort", "max_abs_err_vs_sklearn", "peak_rss_mb"):
+        assert key in figures
+    assert figures["max_abs_err_vs_sklearn"] <= TOL
+
+
+def test_bench_parser_options():
+    import argparse
+
+    from engine.benchmarks import bench_arguments
+
+    parser = argparse.ArgumentParser()
+    bench_arguments(parser)
+    args = parser.parse_args(["record", "--steps", "1,3", "--examples", "4"])
+    assert args.bench == "record" and args.steps == (1, 3) and args.examples == 4
+    assert args.layers == 2 and args.batch_size == 8
+    args = parser.parse_args(["ap"])
+    assert (args.examples, args.neurons, args.langs, args.device) == (5000, 20480, 5, "cpu")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["record", "--steps", "a,b"])
