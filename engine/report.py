@@ -290,7 +290,7 @@ def _paper_summary(entry: dict) -> str:
 
 
 def _measured_summary(measured: dict, limit: int = 6) -> str:
-    items = list(measured.items())
+    items = [(k, v) for k, v in measured.items() if "_ci_" not in k]  # CIs have their own column
     text = ", ".join(f"{k}={_fmt(v, 4)}" for k, v in items[:limit])
     return text + (f", … ({len(items)} values)" if len(items) > limit else "")
 
