@@ -219,7 +219,9 @@ def analysis_path(profile) -> Path:
     try:
         return resolve_analysis(profile)
     except UserError as exc:
-        pytest.fail(f"cannot judge the claims on profile '{profile}':\n{exc}", pytrace=False)
+        message = str(exc)
+    # failed outside the except block so the report shows the message alone, not a chain
+    pytest.fail(f"cannot judge the claims on profile '{profile}':\n{message}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +229,8 @@ def analysis(analysis_path) -> dict:
     try:
         return json.loads(Path(analysis_path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        pytest.fail(f"cannot read the analysis artifact {analysis_path}: {exc}", pytrace=False)
+        message = str(exc)
+    pytest.fail(f"cannot read the analysis artifact {analysis_path}: {message}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
