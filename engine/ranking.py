@@ -2,23 +2,33 @@
 
 ``average_precision`` reproduces ``sklearn.metrics.average_precision_score`` (one-vs-rest,
 label ``l`` positive) for every (language, neuron) pair, ties included, from **one sort per
-neuron**: the sort is shared by all languages. Neurons are processed in chunks, so peak
+neuron** shared by all languages. Neurons are processed in chunks, so peak
 memory is set by ``memory_budget_mb``, not by the size of the matrix.
 
 How it stays exact. scikit-learn puts one threshold at each distinct score value (tied scores
 form one threshold) and computes ``AP = sum_g (R_g - R_{g-1}) P_g`` over thresholds ``g`` in
 decreasing order. With ``TP_g`` the positives scoring ``>= threshold g`` and ``N_g`` all
-examples scoring ``>= threshold g``, that is ``sum_g (TP_g - TP_{g-1}) * TP_g / N_g / P``.
-Here, per chunk: sort each neuron's scores descending; read the labels in sorted order; one
-integer cumulative sum gives the running count of every label at once (counts are packed into
-bit fields of an int64, ``floor(63 / bits(n))`` labels per word); the last position of each
-run of equal values is a threshold end, where ``TP`` and ``N`` are read; the sum is taken in
-float64. Integer counts are exact, so the only rounding is the float64 division and sum
-(differences from scikit-learn are ~1e-16, far below 1e-12).
+examples scoring ``>= threshold g``, that is ``sum_g (TP_g - TP_{g-1}) * TP_g / N_g / P``, i.e.
+each positive example of label l contributes ``TP_l(g) / N_g`` at its own threshold ``g``.
+The running count of every label *and* of all examples lives in one int64, as bit fields
+(``bits(max positives)`` per label, ``bits(n)`` on top; more words only if they do not fit),
+so one integer cumulative sum per neuron serves all L languages. Integer counts are exact;
+the only rounding is one float64 division per example and the float64 sum (differences from
+scikit-learn are ~1e-16, far below 1e-12).
 
-On CPU, chunks run in parallel threads (one intra-op thread each), because several steps
-(flat cumulative sums, ``nonzero``, ``scatter_add``) are serial inside torch. On a 2-core CPU
-the whole computation costs about 1.3-1.5x the bare stable sort of the same chunks; see
+Two ways to order each neuron's examples (both tested against scikit-learn and each other):
+
+- fp16 / bf16 scores (``method="auto"``): a **counting sort** on the 16-bit keys. The value's
+  bits map to an order-preserving integer (-0.0 and +0.0 share one key); a histogram of the
+  packed increments per key, summed cumulatively from the largest key down, gives at every key
+  the counts of all examples scoring ``>=`` it, which is ``TP_l`` and ``N`` at that threshold's
+  end; ties group for free. Cost per neuron: O(n + key range), no comparison sort.
+- other dtypes (or ``method="sort"``): a stable ``torch.sort`` descending; the last position of
+  each run of equal values is a threshold end and each element reads the counts there.
+
+Neurons are processed in chunks (peak memory follows the chunk, not the matrix); on CPU chunks
+run in parallel threads with one intra-op thread each, because several steps (cumulative sums
+over flattened chunks, ``nonzero``, ``scatter_add``) are serial inside torch. Figures:
 ``python -m engine bench ap``.
 """
 from __future__ import annotations
@@ -91,7 +101,8 @@ def _validate_labels(labels, n_examples: int, n_labels: int | None, device) -> t
 
 
 def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size: int | None = None,
-                      memory_budget_mb: float = 256.0, threads: int | None = None) -> np.ndarray:
+                      memory_budget_mb: float = 256.0, threads: int | None = None,
+                      method: str = "auto") -> np.ndarray:
     """One-vs-rest average precision of every neuron for every label, as scikit-learn computes it.
 
     Parameters
@@ -111,6 +122,11 @@ def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size
     threads : int, optional
         CPU only: chunks processed in parallel, each with one intra-op thread; default
         ``torch.get_num_threads()``. Results do not depend on it.
+    method : "auto" | "sort"
+        "auto": fp16/bf16 scores use a counting sort on their 16-bit keys (one histogram and
+        one cumulative sum per neuron; ties are equal keys, so they group for free), other
+        dtypes a comparison sort. "sort": always the comparison sort. Both give the same AP
+        (tested against each other and against scikit-learn).
 
     Returns
     -------
@@ -130,11 +146,14 @@ def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size
     lab, L = _validate_labels(labels, n, n_labels, device)
     positives = torch.bincount(lab, minlength=L).to(torch.float64)
 
+    if method not in ("auto", "sort"):
+        raise UserError(f"method must be 'auto' or 'sort', got {method!r}")
+    explicit_chunk = chunk_size
+    # About 2**20 elements per chunk keeps the working set cache-friendly (measured faster
+    # than bigger chunks); the memory budget can only make chunks smaller.
+    in_flight = max(1, threads if threads is not None else torch.get_num_threads())
+    budget_elements = int(memory_budget_mb * 2**20 // _BYTES_PER_ELEMENT) // in_flight
     if chunk_size is None:
-        # About 2**20 elements per chunk keeps the working set cache-friendly (measured faster
-        # than bigger chunks); the memory budget can only make chunks smaller.
-        in_flight = max(1, threads if threads is not None else torch.get_num_threads())
-        budget_elements = int(memory_budget_mb * 2**20 // _BYTES_PER_ELEMENT) // in_flight
         chunk_size = max(1, min(budget_elements, 2**20) // n)
     chunk_size = int(chunk_size)
     if chunk_size < 1:
@@ -164,12 +183,24 @@ def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size
 
     out = torch.empty((L, n_neurons), dtype=torch.float64, device=device)
 
+    counting = x.dtype in (torch.float16, torch.bfloat16) and method != "sort"
+    if counting:
+        field_shift = shift
+        in_words = [(word == w).to(torch.float64) for w in range(n_words)]
+        if explicit_chunk is None:
+            chunk_size = max(1, min(budget_elements, 2**20) // (n + 2**16))
+
     def run(start: int) -> None:
         stop = min(start + chunk_size, n_neurons)
-        # [c, n]: sorting along the last dim of a contiguous block is the fastest layout
-        block = torch.empty((stop - start, n), dtype=sort_dtype, device=device)
-        block.copy_(x[:, start:stop].t())  # one pass: cast and transpose
-        out[:, start:stop] = _chunk_ap(block, packing)[:, label_bins].t() / positives[:, None]
+        if counting:
+            block = x[:, start:stop].t().contiguous()  # [c, n] 16-bit floats
+            sums = _chunk_ap_counting(block, packing, field_shift, in_words)[:, label_bins]
+        else:
+            # [c, n]: sorting along the last dim of a contiguous block is the fastest layout
+            block = torch.empty((stop - start, n), dtype=sort_dtype, device=device)
+            block.copy_(x[:, start:stop].t())  # one pass: cast and transpose
+            sums = _chunk_ap(block, packing)[:, label_bins]
+        out[:, start:stop] = sums.t() / positives[:, None]
 
     starts = range(0, n_neurons, chunk_size)
     workers = min(threads if threads is not None else torch.get_num_threads(), len(starts))
@@ -242,6 +273,43 @@ def _chunk_ap(block: torch.Tensor, packing) -> torch.Tensor:
         if len(increments) > 1:  # elements of other words read a foreign field: drop them
             contrib.mul_((sorted_code >> 6).view(-1) == w)
         sums.scatter_add_(1, sorted_code, contrib.view(c, n))
+    return sums
+
+
+def _chunk_ap_counting(block: torch.Tensor, packing, field_shift, in_words) -> torch.Tensor:
+    """Per (neuron, label bin) sums of TP_l(g)/N_g for a 16-bit chunk ``[c, n]``, by counting sort.
+
+    A 16-bit float maps to an order-preserving integer key (-0.0 and +0.0 share one key, as
+    they compare equal). Histogramming the packed label increments by key and taking a
+    cumulative sum from the largest key down gives, at each key, the packed counts of all
+    examples scoring >= that value: exactly TP_l and N at that value's threshold end.
+    """
+    c, n = block.shape
+    bits, top_shift, code, increments = packing
+    if not bool(torch.isfinite(block).all()):
+        raise UserError("scores contain NaN or infinite values; remove or fill them before ranking")
+    raw = block.view(torch.int16).to(torch.int64)
+    key = torch.where(raw >= 0, raw + 32768, 32768 - (raw & 0x7FFF))  # 1..65535, -0 == +0
+    del raw
+    top_key = int(key.max())
+    position = torch.sub(top_key, key)  # 0 = the largest value
+    del key
+    width = int(position.max()) + 1
+    field_mask = (1 << bits) - 1
+    sums = torch.zeros((c, 64 * len(increments)), dtype=torch.float64, device=block.device)
+    bins = code.expand(c, n)
+    for increment, in_word in zip(increments, in_words):
+        hist = torch.zeros((c, width), dtype=torch.int64, device=block.device)
+        hist.scatter_add_(1, position, increment.expand(c, n))
+        counts = torch.cumsum(hist, dim=1).gather(1, position)  # counts at >= own value
+        del hist
+        own = torch.bitwise_right_shift(counts, field_shift).bitwise_and_(field_mask).to(torch.float64)
+        contrib = own.div_(torch.bitwise_right_shift(counts, top_shift))
+        del counts
+        if len(increments) > 1:  # examples of other words read a foreign field: drop them
+            contrib.mul_(in_word)
+        # a serial per-row sum: the result does not depend on the chunking
+        sums.scatter_add_(1, bins, contrib)
     return sums
 
 

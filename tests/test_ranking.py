@@ -61,10 +61,11 @@ def ranking_problem(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(ranking_problem())
-def test_ap_equals_sklearn(problem):
+@given(ranking_problem(), st.sampled_from(["auto", "sort"]))
+def test_ap_equals_sklearn(problem, method):
+    # fp16 inputs take the counting-sort path under "auto", the comparison sort under "sort"
     x, labels, n_labels, chunk = problem
-    ap = average_precision(x, labels, n_labels=n_labels, chunk_size=chunk)
+    ap = average_precision(x, labels, n_labels=n_labels, chunk_size=chunk, method=method)
     assert ap.shape == (n_labels, x.shape[1]) and ap.dtype == np.float64
     np.testing.assert_allclose(ap, sklearn_ap(x, labels, n_labels), rtol=0, atol=TOL)
 
@@ -102,6 +103,37 @@ def test_oracle_comparison_fails_for_ungrouped_ties(n, data, value):
     assert wrong[1, 0] == 1.0 and abs(right[1, 0] - n_pos / n) < TOL
     assert np.abs(wrong - right).max() > TOL
     np.testing.assert_allclose(average_precision(x, labels), right, rtol=0, atol=TOL)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), st.sampled_from([np.float16, "bfloat16"]))
+def test_counting_path_on_arbitrary_16bit_values(data, dtype):
+    # any finite bit pattern: -0.0 vs +0.0, subnormals, the largest magnitudes, few levels
+    n = data.draw(st.integers(2, 200))
+    n_labels = data.draw(st.integers(1, min(4, n)))
+    labels = np.arange(n) % n_labels
+    pool = data.draw(st.lists(st.integers(0, 2**16 - 1), min_size=1, max_size=8))
+    raw = np.array(data.draw(st.lists(st.sampled_from(pool), min_size=n * 3, max_size=n * 3)),
+                   dtype=np.uint16).reshape(n, 3)
+    if dtype == "bfloat16":
+        x = torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
+        finite = torch.isfinite(x)
+        x = torch.where(finite, x, torch.zeros_like(x))
+        as64 = x.to(torch.float64).numpy()
+    else:
+        x = raw.view(np.float16).copy()
+        x[~np.isfinite(x)] = -0.0
+        as64 = x.astype(np.float64)
+    ref = sklearn_ap(as64, labels, n_labels)
+    np.testing.assert_allclose(average_precision(x, labels, n_labels=n_labels), ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(average_precision(x, labels, n_labels=n_labels, method="sort"), ref,
+                               rtol=0, atol=TOL)
+
+
+def test_signed_zeros_tie():
+    labels = np.array([1, 0, 1, 0])
+    x = np.array([[0.0], [-0.0], [-0.0], [0.0]], dtype=np.float16)
+    np.testing.assert_allclose(average_precision(x, labels), [[0.5], [0.5]], atol=TOL)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -161,9 +193,10 @@ def test_empty_neuron_axis():
     assert average_precision(np.zeros((4, 0), np.float32), np.array([0, 1, 0, 1])).shape == (2, 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_scores_are_rejected(bad):
-    x = np.zeros((4, 3), dtype=np.float32)
+def test_non_finite_scores_are_rejected(bad, dtype):
+    x = np.zeros((4, 3), dtype=dtype)
     x[2, 1] = bad
     with pytest.raises(UserError, match="NaN or infinite"):
         average_precision(x, np.array([0, 1, 0, 1]))
@@ -181,6 +214,8 @@ def test_label_errors():
         average_precision(x, np.array([0, -1, 1, 1]))
     with pytest.raises(UserError, match="shape"):
         average_precision(x, np.array([0, 1, 1]))
+    with pytest.raises(UserError, match="method"):
+        average_precision(x, np.array([0, 1, 1, 0]), method="fast")
     with pytest.raises(UserError, match="2-D"):
         average_precision(np.zeros(4), np.array([0, 1, 1, 0]))
 
