@@ -464,26 +464,52 @@ def _add_wall(run: Run, stage: str, seconds: float) -> None:
 
 
 def _preflight(run: Run) -> None:
-    """Refuse contradictions before any work: model present, k within the catalog."""
+    """Refuse before any work: every missing resource on its own line, then contradictions."""
+    import importlib.util
+
     from engine.catalog import build_catalog
 
-    cfg = run.cfg
+    cfg, missing = run.cfg, []
     if cfg["model"]["device"].startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError(f"profile '{cfg['profile']['name']}' asks for device cuda but no CUDA device is "
-                            "visible; run on a GPU machine or pass --set model.device=cpu")
+            missing.append(f"GPU: profile '{cfg['profile']['name']}' asks for device cuda but none is visible; "
+                           "run on a CUDA machine or pass --set model.device=cpu (slow for Large)")
     path = config_mod.model_path(cfg)
+    mcfg = None
     try:
+        from huggingface_hub.utils import logging as hub_logging
         from transformers import AutoConfig
 
+        hub_logging.set_verbosity_error()  # retries of an unreachable Hub are summarised below
         mcfg = AutoConfig.from_pretrained(path, revision=cfg["model"]["revision"] or None)
     except Exception as exc:  # noqa: BLE001 - any failure here means the weights are not reachable
-        raise UserError(f"model '{cfg['model']['id']}' not available ({type(exc).__name__}); tried "
-                        f"{'the directory ' + path if Path(path).exists() else 'the Hugging Face Hub and its cache'}; "
-                        "log in with `hf auth login` on a networked machine and download it with "
-                        f"`hf download {cfg['model']['id']}`, or set model.id to a local directory") from None
+        tried = f"the directory {path}" if Path(path).exists() else "the Hugging Face Hub and its local cache"
+        missing.append(f"model: '{cfg['model']['id']}' not available ({type(exc).__name__}); tried {tried}; "
+                       f"download it on a networked machine with `hf download {cfg['model']['id']}` "
+                       "(or set model.id to a local directory)")
+    hub_unreachable = bool(missing and missing[-1].startswith("model:")) or os.environ.get("HF_HUB_OFFLINE") == "1"
+    if cfg["data"]["source"] == "fleurs" and not run.done("data") and hub_unreachable:
+        # cache look-up only: with the Hub out of reach, a download attempt would just time out
+        from huggingface_hub import try_to_load_from_cache
+
+        from engine.data.fleurs import FLEURS_REPO
+        from engine.data.languages import get_language
+
+        for lang in ["eng", *cfg["data"]["langs"]]:
+            name = get_language(lang).fleurs_config
+            if not isinstance(try_to_load_from_cache(FLEURS_REPO, f"data/{name}/train.tsv", repo_type="dataset"), str):
+                missing.append(f"data: FLEURS transcriptions of {name} not cached; connect to the Hugging Face "
+                               "Hub once (unset HF_HUB_OFFLINE) to cache google/fleurs data/<config>/*.tsv")
+    backend = cfg["speech"]["backend"]
+    if backend == "xtts" and importlib.util.find_spec("TTS") is None:
+        missing.append("speech: XTTS v2 needs coqui-tts; pip install 'step-neurons[tts]' (its weights download "
+                       "on first use), or pass --set speech.backend=espeak")
+    if backend == "espeak" and shutil.which("espeak-ng") is None:
+        missing.append("speech: espeak-ng not found; apt-get install espeak-ng")
+    if missing:
+        raise UserError("cannot run profile '" + cfg["profile"]["name"] + "', missing:\n  " + "\n  ".join(missing))
     cat = build_catalog(mcfg)
     config_mod.check_against_catalog(cfg, cat.n_neurons("text_decoder"),
                                      {s: cat.n_neurons(s) for s in ("speech_encoder", "text_encoder")})
