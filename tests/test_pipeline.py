@@ -118,7 +118,7 @@ def test_stage_keys_change_with_what_affects_them():
 
 def test_missing_model_is_one_clear_error_before_any_work(tmp_path):
     cfg = config.load_profile("tiny", ["model.id='/nonexistent/model'"])
-    with pytest.raises(UserError, match="model '/nonexistent/model' not available"):
+    with pytest.raises(UserError, match=r"missing:\n  model: '/nonexistent/model' not available"):
         pipeline.run_pipeline(cfg, out=tmp_path)
     assert not any(tmp_path.rglob("COMPLETE.json"))
 
@@ -135,3 +135,18 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["error: rank.k must be >= 0"]
+
+
+def test_paper_profile_offline_lists_every_missing_thing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    cfg = config.load_profile("paper")
+    with pytest.raises(UserError) as err:
+        pipeline.run_pipeline(cfg, out=tmp_path / "out")
+    lines = str(err.value).splitlines()
+    kinds = {line.strip().split(":")[0] for line in lines[1:]}
+    assert {"model", "data"} <= kinds
+    import torch
+
+    assert ("GPU" in kinds) == (not torch.cuda.is_available())
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("COMPLETE.json"))
