@@ -41,6 +41,8 @@ PAIRS: tuple[tuple[str, str], ...] = (
 )
 SCRIPT: dict[str, str] = {"eng": "latin", "deu": "latin", "spa": "latin", "fra": "latin",
                           "cmn": "cjk", "jpn": "cjk"}
+#: Resamples of the control-rate CI (outputs resampled with replacement, seeded).
+BOOTSTRAP_N = 1000
 NAMES: dict[str, str] = {"eng": "English", "deu": "German", "spa": "Spanish", "fra": "French",
                          "cmn": "Chinese", "jpn": "Japanese"}
 TASK_MODALITY = {"ASR": "speech", "TR": "text"}
@@ -105,8 +107,32 @@ def score_outputs(texts: Sequence[str], src: str, tgt: str, *,
     ft = langid.mean_probabilities(texts, [src, tgt], model_path=fasttext_model)
     return {"latin": _json_float(shares["latin"]), "cjk": _json_float(shares["cjk"]),
             "control_rate": _json_float(control.control_rate(texts, SCRIPT[tgt])),
+            "control_rate_ci": control_rate_ci(texts, SCRIPT[tgt]),
             "ft_src": _json_float(ft[src]), "ft_tgt": _json_float(ft[tgt]),
             "tokens": int(shares["tokens"]), "n": len(texts)}
+
+
+def control_rate_ci(texts: Sequence[str], script: str, *, n_boot: int = BOOTSTRAP_N, seed: int = 0,
+                    alpha: float = 0.05) -> list | None:
+    """Percentile bootstrap CI (percent) of the pooled control rate, resampling outputs.
+
+    Tokens stay pooled inside each resample, exactly as ``engine.control.control_rate`` pools
+    them. None when no output has a classified token; resamples without one are dropped.
+    """
+    from engine import control
+
+    texts = list(texts)
+    if not texts:
+        return None
+    counts = np.array([[sum(tok == script for tok in toks), len(toks)]
+                       for toks in (control.classify_tokens(t) for t in texts)], dtype=np.int64)
+    if counts[:, 1].sum() == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(texts), size=(n_boot, len(texts)))
+    hits, total = counts[idx, 0].sum(axis=1), counts[idx, 1].sum(axis=1)
+    rates = 100.0 * hits[total > 0] / total[total > 0]
+    lo, hi = np.percentile(rates, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return [float(lo), float(hi)]
 
 
 def effect_ratios(rows: Sequence[Mapping], *, tau: float = 10.0,

@@ -262,3 +262,23 @@ def test_score_outputs_scripts_and_fasttext():
     assert 40 < s["ft_src"] < 60 and 40 < s["ft_tgt"] < 60
     empty = steering_eval.score_outputs(["", " "], "deu", "cmn")  # no text: fastText 0 too
     assert empty["control_rate"] is None and empty["latin"] is None and empty["ft_tgt"] == 0.0
+
+
+def test_control_rate_ci_brackets_the_rate_and_matches_a_brute_force_bootstrap():
+    from engine import control
+    from engine.steering_eval import control_rate_ci
+
+    texts = ["我们 today 学习", "hello world", "中文中文", "", "mixed 中 text"]
+    lo, hi = control_rate_ci(texts, "cjk", n_boot=300, seed=3)
+    assert lo <= control.control_rate(texts, "cjk") <= hi
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, len(texts), size=(300, len(texts)))
+    rates = []
+    for row in idx:
+        sample = [texts[i] for i in row]
+        toks = [t for s in sample for t in control.classify_tokens(s)]
+        if toks:
+            rates.append(100.0 * sum(t == "cjk" for t in toks) / len(toks))
+    assert np.allclose([lo, hi], np.percentile(rates, [2.5, 97.5]))
+    assert control_rate_ci(["", "123"], "cjk") is None
+    assert control_rate_ci(["中文"] * 4, "cjk") == [100.0, 100.0]
