@@ -13,6 +13,14 @@ import numpy as np
 
 from engine import config as config_mod
 
+#: Sustained inference throughput assumed for the time figure (A100-class GPU, bf16, small
+#: batches with greedy decoding); CPU runs are far slower. A rough guide, stated as such.
+ASSUMED_TFLOPS = {"cuda": 20.0, "cpu": 0.2}
+#: Greedy decoding is latency-bound: seconds per decoding step of one batch (24-layer decoder).
+ASSUMED_STEP_S = {"cuda": 0.025, "cpu": 0.3}
+#: Seconds to synthesise one utterance (XTTS v2 on a GPU; espeak-ng is about 0.01 s).
+ASSUMED_TTS_S = {"xtts": 1.0, "espeak": 0.02, "natural": 0.0}
+TEXT_TOKENS = 40  # generous length of an input sentence in tokens
 AUDIO_SECONDS = {"fleurs": 12.0, "embedded": 4.0}  # generous per-sentence durations of the two sources
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
@@ -73,7 +81,29 @@ def estimate(cfg: dict) -> dict:
     n_pairs = len(config_mod.STEERING_PAIRS)
     arms = 1 + (1 if cfg["steer"]["random_control"] else 0)
     steer_generations = (n_pairs * 2 * S * arms + 2 * 4) * cfg["data"]["n_steer"]
+    def params(prefix):
+        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
+
+    p_speech, p_text, p_dec = params("speech_encoder"), params("text_encoder"), params("text_decoder") + params("lm_head")
+    frames = AUDIO_SECONDS[cfg["data"]["source"]] * 50  # fbank frames stacked to 20 ms
+    out_tok = cfg["record"]["max_new_tokens"]
+    enc_flops = {"speech": 2 * p_speech * frames, "text": 2 * p_text * TEXT_TOKENS}
+    record_flops = n_id * (2 * enc_flops["speech"] + enc_flops["text"] + 3 * 2 * 2 * p_dec * out_tok)
+    steer_flops = steer_generations * ((enc_flops["speech"] + enc_flops["text"]) / 2
+                                       + 2 * p_dec * cfg["steer"]["max_new_tokens"])
+    dev = "cuda" if cfg["model"]["device"].startswith("cuda") else "cpu"
+    tflops = ASSUMED_TFLOPS[dev]
+    batches_rec, batches_steer = 3 * -(-n_id // bs), -(-steer_generations // bs)
+    decode_s = ASSUMED_STEP_S[dev] * (batches_rec * out_tok + batches_steer * cfg["steer"]["max_new_tokens"])
+    tts_s = ASSUMED_TTS_S[cfg["speech"]["backend"]] * (n_id + n_steer)
+    flop_s = (record_flops + steer_flops) / (tflops * 1e12)
+    hours = (flop_s + decode_s + tts_s) / 3600
     result = {
+        "compute": {"record_tflop": round(record_flops / 1e12, 1), "steer_tflop": round(steer_flops / 1e12, 1),
+                    "assumed_tflops": tflops, "assumed_step_s": ASSUMED_STEP_S[dev],
+                    "assumed_tts_s": ASSUMED_TTS_S[cfg["speech"]["backend"]],
+                    "hours": {"compute": round(flop_s / 3600, 2), "decoding": round(decode_s / 3600, 2),
+                              "speech": round(tts_s / 3600, 2), "total": round(hours, 2)}},
         "model": source, "parameters": int(n_params),
         "neurons": {"speech_encoder": n_enc["speech"], "text_encoder": n_enc["text"], "text_decoder": n_dec,
                     "total": cat.total},
@@ -94,5 +124,9 @@ def estimate(cfg: dict) -> dict:
         f"total {_size(result['disk_bytes']['total'])}",
         f"RAM: recording ~{_size(ram_record)} (weights + batch and block buffers; GPU memory for the "
         f"weights when on {cfg['model']['device']}), ranking ~{_size(ram_rank)} per neuron chunk",
+        f"time: ~{hours:.1f} h = compute {flop_s / 3600:.1f} h ({(record_flops + steer_flops) / 1e15:.1f} PFLOP at "
+        f"an assumed {tflops:g} TFLOP/s) + greedy decoding {decode_s / 3600:.1f} h (assumed "
+        f"{ASSUMED_STEP_S[dev]} s per batch step on {dev}) + speech {tts_s / 3600:.1f} h "
+        f"({cfg['speech']['backend']}); ranking and bootstrap not included",
     ]
     return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
