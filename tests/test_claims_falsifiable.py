@@ -236,7 +236,7 @@ PLANTS = [
 def test_every_claim_has_a_plant_and_a_test(registry):
     planted = {cid for cid, _, _ in PLANTS}
     assert planted == set(registry["claims"]) == set(C.CLAIM_IDS)
-    tests = (REPO / "claims" / "test_representation.py").read_text() + (REPO / "claims" / "test_steering.py").read_text()
+    tests = (REPO / "claims" / "test_claims_representation.py").read_text() + (REPO / "claims" / "test_claims_steering.py").read_text()
     for cid in C.CLAIM_IDS:
         assert f"def test_{cid}_" in tests and f'claim("{cid}")' in tests, cid
 

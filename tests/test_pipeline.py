@@ -108,7 +108,7 @@ def test_two_processes_with_gloo_record_the_same_store_as_one(tmp_path, referenc
 
 def test_stage_keys_change_with_what_affects_them():
     base = pipeline.Run(config.load_profile("tiny"))
-    other_k = pipeline.Run(config.load_profile("tiny", ["rank.k=50"]))
+    other_k = pipeline.Run(config.load_profile("tiny", ["rank.k=20"]))
     other_data = pipeline.Run(config.load_profile("tiny", ["data.seed=1"]))
     assert base.key("record") == other_k.key("record")
     assert base.key("compare") != other_k.key("compare")
