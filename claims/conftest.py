@@ -158,6 +158,11 @@ def pytest_sessionfinish(session, exitstatus):
 
     run_info = {"wall_time_s": time.time() - state["t0"], "analysis_path": path, "error": error,
                 "junit": getattr(config.option, "xmlpath", None)}
+    timing = Path(path).parent / "timing.json" if path else None
+    if analysis is not None and timing is not None and timing.is_file():
+        # the pipeline keeps wall time beside analysis.json so the artifact itself is reproducible
+        analysis = {**analysis, "meta": {**analysis.get("meta", {}),
+                                         **json.loads(timing.read_text(encoding="utf-8"))}}
     paths = write_report(analysis, verdicts, state["outcomes"], state["out_dir"], profile=profile,
                          registry=registry, run_info=run_info)
     update_latest(state["out_dir"])

@@ -88,17 +88,29 @@ class Run:
             return "sha256:" + h.hexdigest()[:16]
         return self.cfg["model"]["revision"] or "main"
 
+    def provenance(self, stage: str) -> dict:
+        """Everything that determines a stage's output; its hash is the stage key."""
+        sections, upstream = STAGE_INPUTS[stage]
+        payload = {"stage": stage, "settings": config_mod.section(self.cfg, *sections),
+                   "upstream": {u: self.key(u) for u in upstream}, "versions": self.versions}
+        if "model" in sections:
+            # device and batch size are part of the settings: bit-identical reruns are promised
+            # on the same setup only, since both change float rounding
+            payload["weights"] = self.weights_revision()
+        return payload
+
     def key(self, stage: str) -> str:
         if stage not in self._keys:
-            sections, upstream = STAGE_INPUTS[stage]
-            payload = {"stage": stage, "settings": config_mod.section(self.cfg, *sections),
-                       "upstream": {u: self.key(u) for u in upstream}, "versions": self.versions}
-            if "model" in sections:
-                payload["weights"] = self.weights_revision()
-                # device and batch size change numerics only within tolerance; they stay in the key
-                # so a bit-identical rerun is guaranteed only on the same setup
-            self._keys[stage] = hashlib.sha256(config_mod.canonical(payload).encode()).hexdigest()[:16]
+            canon = config_mod.canonical(self.provenance(stage))
+            self._keys[stage] = hashlib.sha256(canon.encode()).hexdigest()[:16]
         return self._keys[stage]
+
+    def complete(self, stage: str, **summary) -> None:
+        """Mark a stage done, recording its key, provenance (settings, upstream keys, model
+        weights, library versions) and a summary; the last write of every stage."""
+        mark_complete(self.dir(stage), {"key": self.key(stage), "profile": self.cfg["profile"]["name"],
+                                        "model_id": self.cfg["model"]["id"], **self.provenance(stage),
+                                        "summary": summary})
 
     def dir(self, stage: str) -> Path:
         return self.root / f"{stage}-{self.key(stage)}"
@@ -148,7 +160,7 @@ def stage_data(run: Run) -> None:
     select = select_embedded if d["source"] == "embedded" else select_fleurs
     sel = select(d["langs"], n=d["n_identify"] + d["n_steer"], seed=d["seed"], n_steer=d["n_steer"])
     atomic_write_json(run.dir("data") / "selection.json", _selection_json(sel))
-    mark_complete(run.dir("data"), {"stage": "data", "key": run.key("data"), "n_sentences": len(sel.sentences)})
+    run.complete("data", n_sentences=len(sel.sentences))
 
 
 def _selection_json(sel) -> dict:
@@ -194,20 +206,25 @@ def stage_speech(run: Run) -> None:
                                       progress=lambda done, total: bar.update(done - bar.n))
     finally:
         bar.close()
-    manifest = {"paths": [[sid, lang, p] for (sid, lang), p in sorted(result.paths.items())],
+    cache = speech_cache_dir(run)
+    # paths relative to the shared cache and no cache-hit counts: the manifest depends only on
+    # the inputs, so identical runs write identical bytes
+    manifest = {"paths": [[sid, lang, Path(p).relative_to(cache).as_posix()] for (sid, lang), p in
+                          sorted(result.paths.items())],
                 "failures": [{"sentence_id": f.item_id, "lang": f.lang, "reason": f.reason} for f in result.failures],
-                "failure_counts": result.failure_counts(), "n_synthesized": result.n_synthesized,
-                "n_cached": result.n_cached}
+                "failure_counts": result.failure_counts()}
+    if result.failures:
+        print(f"speech: {len(result.failures)} utterance(s) failed and are excluded: {result.failure_counts()}")
     atomic_write_json(run.dir("speech") / "manifest.json", manifest)
-    mark_complete(run.dir("speech"), {"stage": "speech", "key": run.key("speech"),
-                                      "failed": len(result.failures)})
+    run.complete("speech", failed=len(result.failures))
 
 
 def task_examples(run: Run, task: str, split: str) -> list:
     """The examples of one task and split, in store row order (selection order, then language)."""
     from engine.data.tasks import build_tasks
 
-    paths = {(sid, lang): p for sid, lang, p in run.speech_manifest()["paths"]}
+    cache = speech_cache_dir(run)
+    paths = {(sid, lang): str(cache / p) for sid, lang, p in run.speech_manifest()["paths"]}
     views = build_tasks(load_selection(run), paths, langs=run.cfg["data"]["langs"], tasks=(task,))
     return views.split(split)[task]
 
@@ -292,10 +309,8 @@ def stage_record(run: Run) -> None:
                 raise UserError(f"record stage for {task} incomplete after all shards; rerun to resume")
             summary[task] = _record_meta(run, task)
             atomic_write_json(run.dir("record") / task / "meta.json", summary[task])
-        mark_complete(run.dir("record"), {"stage": "record", "key": run.key("record"),
-                                          "catalog": "catalog.json",
-                                          "rows": {t: len(summary[t]["example_ids"]) for t in summary}})
         atomic_write_json(run.dir("record") / "catalog.json", cat.to_json())
+        run.complete("record", rows={t: len(summary[t]["example_ids"]) for t in summary})
 
 
 def _record_meta(run: Run, task: str) -> dict:
@@ -357,7 +372,7 @@ def stage_rank(run: Run) -> None:
                                                    for i, lang in enumerate(langs)}
                   for name, v in (("decoder_t" + k, meta["valid"][k]) for k in meta["valid"])}
         atomic_write_json(out / task / "excluded.json", counts)
-    mark_complete(out, {"stage": "rank", "key": run.key("rank"), "tasks": list(RECORD_TASKS), "steps": steps})
+    run.complete("rank", tasks=list(RECORD_TASKS), steps=steps)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -377,7 +392,7 @@ def stage_compare(run: Run) -> None:
 
     result = analysis.compare(run, load_catalog(run))
     atomic_write_json(run.dir("compare") / "compare.json", result)
-    mark_complete(run.dir("compare"), {"stage": "compare", "key": run.key("compare")})
+    run.complete("compare")
 
 
 def load_catalog(run: Run):
@@ -391,7 +406,7 @@ def stage_steer(run: Run) -> None:
 
     result = steering_eval.run_experiment(run)
     atomic_write_json(run.dir("steer") / "steering.json", result)
-    mark_complete(run.dir("steer"), {"stage": "steer", "key": run.key("steer")})
+    run.complete("steer")
 
 
 def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
@@ -404,14 +419,15 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
                  "speech_backend": run.cfg["speech"]["backend"], "versions": run.versions,
                  "k": run.cfg["rank"]["k"], "steps": run.cfg["record"]["steps"], "langs": run.cfg["data"]["langs"],
                  "n_identify": run.cfg["data"]["n_identify"], "n_steer": run.cfg["data"]["n_steer"],
-                 "wall_time_s": round(wall_time_s, 1),
                  "stage_keys": {s: run.key(s) for s in STAGES}},
         **compare,
         "steering": steering,
         "excluded": excluded,
     }
     atomic_write_json(run.dir("report") / "analysis.json", analysis)
-    mark_complete(run.dir("report"), {"stage": "report", "key": run.key("report")})
+    # wall time differs between identical runs: kept out of analysis.json so that file is reproducible
+    atomic_write_json(run.dir("report") / "timing.json", {"wall_time_s": round(wall_time_s, 1)})
+    run.complete("report")
 
 
 STAGE_FUNCS = {"data": stage_data, "speech": stage_speech, "record": stage_record, "rank": stage_rank,
@@ -497,11 +513,12 @@ def _preflight(run: Run) -> None:
         from engine.data.fleurs import FLEURS_REPO
         from engine.data.languages import get_language
 
-        for lang in ["eng", *cfg["data"]["langs"]]:
-            name = get_language(lang).fleurs_config
-            if not isinstance(try_to_load_from_cache(FLEURS_REPO, f"data/{name}/train.tsv", repo_type="dataset"), str):
-                missing.append(f"data: FLEURS transcriptions of {name} not cached; connect to the Hugging Face "
-                               "Hub once (unset HF_HUB_OFFLINE) to cache google/fleurs data/<config>/*.tsv")
+        absent = [get_language(lang).fleurs_config for lang in ["eng", *cfg["data"]["langs"]]]
+        absent = [name for name in absent if not isinstance(
+            try_to_load_from_cache(FLEURS_REPO, f"data/{name}/train.tsv", repo_type="dataset"), str)]
+        if absent:
+            missing.append(f"data: FLEURS transcriptions of {', '.join(absent)} not cached; connect to the "
+                           "Hugging Face Hub once (unset HF_HUB_OFFLINE) to cache google/fleurs data/<config>/*.tsv")
     backend = cfg["speech"]["backend"]
     if backend == "xtts" and importlib.util.find_spec("TTS") is None:
         missing.append("speech: XTTS v2 needs coqui-tts; pip install 'step-neurons[tts]' (its weights download "

@@ -150,3 +150,19 @@ def test_paper_profile_offline_lists_every_missing_thing(tmp_path, monkeypatch):
 
     assert ("GPU" in kinds) == (not torch.cuda.is_available())
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("COMPLETE.json"))
+
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_byte_identical_artifacts(tmp_path):
+    extra = ["data.n_identify=10", "steer.max_new_tokens=12"]
+    for name in ("a", "b"):
+        _run(tmp_path / name, stages=",".join(pipeline.STAGES), extra=extra)
+    files = {}
+    for name in ("a", "b"):
+        root = tmp_path / name / "tiny"
+        files[name] = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+                       if p.is_file() and p.name not in ("wall_time.json", "timing.json", ".lock")}
+    assert files["a"].keys() == files["b"].keys()
+    differing = [f for f in files["a"] if files["a"][f] != files["b"][f]]
+    assert differing == []
+    assert any(f.endswith("analysis.json") for f in files["a"])
