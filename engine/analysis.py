@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import overlap as ov
-from engine.ranking import average_precision, top_k
+from engine.ranking import average_precision, on_device, top_k
 from engine.store import MatrixStore
 
 QUANTILES = (2.5, 97.5)
@@ -79,7 +79,7 @@ def _rows_for(keys: np.ndarray, meta: dict, step: str) -> np.ndarray:
 
 
 def bootstrap_ap(store: MatrixStore, meta: dict, step: str, resamples: list[np.ndarray], study: list[str],
-                 path: Path) -> np.ndarray:
+                 path: Path, device: str = "cpu") -> np.ndarray:
     """AP ``[n_boot, L, N]`` (float32 memmap at ``path``) of every resample, one store pass."""
     labels_all = np.array([study.index(lang) for lang in meta["langs"]])
     rows = [_rows_for(keys, meta, step) for keys in resamples]
@@ -89,7 +89,7 @@ def bootstrap_ap(store: MatrixStore, meta: dict, step: str, resamples: list[np.n
     position = {r: i for i, r in enumerate(needed)}
     local = [np.array([position[r] for r in rr], dtype=np.int64) for rr in rows]
     for c, block in store.iter_col_blocks(rows=needed):
-        block = block.astype(np.float32)
+        block = on_device(block, device)
         for b, rr in enumerate(local):
             out[b, :, c:c + block.shape[1]] = average_precision(block[rr], labels_all[needed][rr],
                                                                 n_labels=len(study))
@@ -114,7 +114,7 @@ def distribution(ap_row: np.ndarray, components, k: int) -> dict:
 
 def compare(run, catalog) -> dict:
     """Everything the claims about language-representation neurons read (analysis.json)."""
-    from engine.pipeline import _matrices, load_ap
+    from engine.pipeline import _matrices, load_ap, ranking_device
 
     cfg = run.cfg
     study = list(cfg["data"]["langs"])
@@ -134,7 +134,8 @@ def compare(run, catalog) -> dict:
         boots = {}
         for task, side in (("S2T", "speech"), ("T2T", "text")):
             store = MatrixStore(_matrices(run, task)[name])
-            boots[side] = bootstrap_ap(store, metas[task], step, resamples, study, work / f"boot_{side}_t{t}.npy")
+            boots[side] = bootstrap_ap(store, metas[task], step, resamples, study, work / f"boot_{side}_t{t}.npy",
+                                       ranking_device(cfg))
         samples = {"diagonal_ratio": [], "total": [], "spearman_diag_concentration": [],
                    "spearman_diag_concentration_clipped": []}
         sweep = {kk: [] for kk in ks}

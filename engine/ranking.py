@@ -343,3 +343,15 @@ def bottom_k(ap_row: np.ndarray, k: int) -> np.ndarray:
     """
     row = _check_row(ap_row, k)
     return np.argsort(row.astype(np.float64), kind="stable")[: int(k)].astype(np.int64)
+
+
+def on_device(block: np.ndarray, device: str):
+    """A stored activation block as ``average_precision`` input on ``device``.
+
+    On CPU the numpy array is passed as it is (fp16 keeps the 16-bit counting sort); elsewhere
+    it becomes a tensor on that device. AP of fp16 values equals AP of the same values in
+    float32 (the cast is exact), so the store's precision is the only rounding.
+    """
+    if str(device) == "cpu":
+        return block
+    return torch.from_numpy(np.ascontiguousarray(block)).to(device)

@@ -272,3 +272,27 @@ def test_bench_parser_options():
     assert (args.examples, args.neurons, args.langs, args.device) == (5000, 20480, 5, "cpu")
     with pytest.raises(SystemExit):
         parser.parse_args(["record", "--steps", "a,b"])
+
+
+def test_on_device_cpu_keeps_the_stored_block_and_its_ap():
+    from engine.ranking import on_device
+
+    rng = np.random.default_rng(5)
+    block = rng.standard_normal((40, 7)).astype(np.float16)
+    labels = rng.integers(0, 3, 40)
+    labels[:3] = [0, 1, 2]
+    assert on_device(block, "cpu") is block
+    # fp16 takes the counting sort, float32 the comparison sort: equal up to summation order
+    np.testing.assert_allclose(average_precision(on_device(block, "cpu"), labels),
+                               average_precision(block.astype(np.float32), labels), rtol=0, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_cuda_ranking_equals_cpu_ranking():
+    from engine.ranking import on_device
+
+    rng = np.random.default_rng(6)
+    block = rng.standard_normal((300, 50)).astype(np.float16)
+    labels = rng.integers(0, 5, 300)
+    np.testing.assert_allclose(average_precision(on_device(block, "cuda"), labels),
+                               average_precision(block, labels), atol=1e-12)

@@ -240,6 +240,10 @@ class XTTSBackend:
         except ImportError:
             raise UserError(f"the xtts speech backend needs coqui-tts, which is not installed: "
                             f"{_TTS_INSTALL} (or use --speech espeak)") from None
+        if os.environ.get("COQUI_TOS_AGREED") != "1":
+            # coqui asks interactively otherwise, which hangs a batch run
+            raise UserError("XTTS v2 weights are under the Coqui Public Model License: read it, then "
+                            "set COQUI_TOS_AGREED=1 to accept it and let coqui-tts download the model")
         return TTS(self.MODEL_NAME).to(self.device)
 
     def voice(self, lang: str) -> str:
