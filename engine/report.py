@@ -105,6 +105,7 @@ def figure_distribution(distribution: dict) -> bytes:
         ax_l.bar(range(len(layers)), layers, color="#4472c4")
         ax_l.set_title(f"{title}: per layer", fontsize=9)
         ax_l.set_xlabel("layer (0-based)", fontsize=8)
+        ax_l.set_xticks(range(len(layers)))
         counts, sizes = d["by_component"], d.get("component_sizes", {})
         names = list(counts)
         total_c, total_s = sum(counts.values()) or 1, sum(sizes.values()) or 1
