@@ -562,7 +562,8 @@ def _c_S6(a, e, j):
     return m
 
 
-def _c_T1(a, e, j):
+def _table_rows(a, e, j, cols):
+    """Cells of a per-row steering table (Tables 1 and 4): each column within ±tolerance."""
     tol = e["tolerance"]["abs"]
     m = {}
     for c in e["paper"]["cells"]:
@@ -572,11 +573,15 @@ def _c_T1(a, e, j):
         except KeyError as exc:
             j.require(False, str(exc))
             continue
-        for col in ("latin", "cjk"):
+        for col in cols:
             v = _f(r[col])
             m[f"{col}.{key}"] = v
             j.require(abs(v - c[col]) <= tol, f"{col} {key}: {v:.2f} vs paper {c[col]} (±{tol})")
     return m
+
+
+def _c_T1(a, e, j):
+    return _table_rows(a, e, j, ("latin", "cjk"))
 
 
 def _c_T3(a, e, j):
@@ -597,20 +602,7 @@ def _c_T3(a, e, j):
 
 
 def _c_T4(a, e, j):
-    tol = e["tolerance"]["abs"]
-    m = {}
-    for c in e["paper"]["cells"]:
-        key = f"{c['src']}-{c['tgt']}.{c['task']}.{c['step']}"
-        try:
-            r = _row(a, c["src"], c["tgt"], c["task"], c["step"])
-        except KeyError as exc:
-            j.require(False, str(exc))
-            continue
-        for col in ("ft_src", "ft_tgt"):
-            v = _f(r[col])
-            m[f"{col}.{key}"] = v
-            j.require(abs(v - c[col]) <= tol, f"{col} {key}: {v:.2f} vs paper {c[col]} (±{tol})")
-    return m
+    return _table_rows(a, e, j, ("ft_src", "ft_tgt"))
 
 
 _CHECK = {
