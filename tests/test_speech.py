@@ -332,3 +332,17 @@ def test_natural_backend_reads_recordings(tmp_path):
     assert list(result.paths) == [("id0", "deu")]
     assert "no FLEURS recording" in result.failures[0].reason
     np.testing.assert_allclose(load_waveform(result.paths[("id0", "deu")]), recording / 32768, atol=1e-6)
+
+
+def test_fleurs_style_mandarin_and_japanese_get_readings_espeak_can_speak(tmp_path):
+    """Real pypinyin / pykakasi (the `cjk` extra): Hanzi become tone-numbered pinyin, kanji kana."""
+    from engine.data.speech import EspeakBackend, reading_for_espeak
+
+    zh = reading_for_espeak("我们今天在公园学习英语。", "cmn")
+    ja = reading_for_espeak("私は毎日東京で本を読みます。", "jpn")
+    assert zh.startswith("wo3 men5 jin1 tian1") and not any("\u4e00" <= ch <= "\u9fff" for ch in zh)
+    assert "とうきょう" in ja and not any("\u4e00" <= ch <= "\u9fff" for ch in ja)
+    backend = EspeakBackend()
+    for text, lang in ((zh, "cmn"), (ja, "jpn")):
+        audio = backend.synthesize(text, lang)
+        assert audio.dtype == np.float32 and 1.0 < audio.size / 16_000 < 15.0
