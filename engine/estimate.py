@@ -16,8 +16,14 @@ from engine import config as config_mod
 #: Sustained inference throughput assumed for the time figure (A100-class GPU, bf16, small
 #: batches with greedy decoding); CPU runs are far slower. A rough guide, stated as such.
 ASSUMED_TFLOPS = {"cuda": 20.0, "cpu": 0.2}
-#: Greedy decoding is latency-bound: seconds per decoding step of one batch (24-layer decoder).
+#: Greedy decoding is latency-bound: seconds per decoding step of one batch for the Large
+#: decoder (24 layers + 256k-token output layer, LARGE_DECODER_PARAMS); smaller decoders scale
+#: by parameter count, down to 10 ms (framework overhead of one step).
 ASSUMED_STEP_S = {"cuda": 0.025, "cpu": 0.3}
+LARGE_DECODER_PARAMS = 6.05e8  # text_decoder + lm_head of SeamlessM4Tv2Config()
+#: Seconds per (neuron, example) of exact AP ranking: measured by `bench ap` on this 2-core CPU
+#: (5,000 x 20,480 fp16 in 2.3 s); a GPU is assumed 20x faster.
+RANK_S_PER_CELL = {"cpu": 2.3 / (5000 * 20480), "cuda": 2.3 / (5000 * 20480) / 20}
 #: Seconds to synthesise one utterance (XTTS v2 on a GPU; espeak-ng is about 0.01 s).
 ASSUMED_TTS_S = {"xtts": 1.0, "espeak": 0.02, "natural": 0.0}
 TEXT_TOKENS = 40  # generous length of an input sentence in tokens
@@ -30,6 +36,10 @@ def _size(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}"
         n /= 1024
+
+
+def _dur(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def _model_config(cfg: dict):
@@ -94,16 +104,20 @@ def estimate(cfg: dict) -> dict:
     dev = "cuda" if cfg["model"]["device"].startswith("cuda") else "cpu"
     tflops = ASSUMED_TFLOPS[dev]
     batches_rec, batches_steer = 3 * -(-n_id // bs), -(-steer_generations // bs)
-    decode_s = ASSUMED_STEP_S[dev] * (batches_rec * out_tok + batches_steer * cfg["steer"]["max_new_tokens"])
+    step_s = max(0.01, ASSUMED_STEP_S[dev] * min(1.0, p_dec / LARGE_DECODER_PARAMS))
+    decode_s = step_s * (batches_rec * out_tok + batches_steer * cfg["steer"]["max_new_tokens"])
     tts_s = ASSUMED_TTS_S[cfg["speech"]["backend"]] * (n_id + n_steer)
     flop_s = (record_flops + steer_flops) / (tflops * 1e12)
-    hours = (flop_s + decode_s + tts_s) / 3600
+    cells = sum(width.values()) * n_id + cfg["rank"]["n_boot"] * 2 * S * n_dec * n_id
+    rank_s = RANK_S_PER_CELL[dev] * cells
+    hours = (flop_s + decode_s + tts_s + rank_s) / 3600
     result = {
         "compute": {"record_tflop": round(record_flops / 1e12, 1), "steer_tflop": round(steer_flops / 1e12, 1),
-                    "assumed_tflops": tflops, "assumed_step_s": ASSUMED_STEP_S[dev],
+                    "assumed_tflops": tflops, "assumed_step_s": step_s,
                     "assumed_tts_s": ASSUMED_TTS_S[cfg["speech"]["backend"]],
                     "hours": {"compute": round(flop_s / 3600, 2), "decoding": round(decode_s / 3600, 2),
-                              "speech": round(tts_s / 3600, 2), "total": round(hours, 2)}},
+                              "speech": round(tts_s / 3600, 2), "ranking": round(rank_s / 3600, 2),
+                              "total": round(hours, 2)}},
         "model": source, "parameters": int(n_params),
         "neurons": {"speech_encoder": n_enc["speech"], "text_encoder": n_enc["text"], "text_decoder": n_dec,
                     "total": cat.total},
@@ -124,9 +138,10 @@ def estimate(cfg: dict) -> dict:
         f"total {_size(result['disk_bytes']['total'])}",
         f"RAM: recording ~{_size(ram_record)} (weights + batch and block buffers; GPU memory for the "
         f"weights when on {cfg['model']['device']}), ranking ~{_size(ram_rank)} per neuron chunk",
-        f"time: ~{hours:.1f} h = compute {flop_s / 3600:.1f} h ({(record_flops + steer_flops) / 1e15:.1f} PFLOP at "
-        f"an assumed {tflops:g} TFLOP/s) + greedy decoding {decode_s / 3600:.1f} h (assumed "
-        f"{ASSUMED_STEP_S[dev]} s per batch step on {dev}) + speech {tts_s / 3600:.1f} h "
-        f"({cfg['speech']['backend']}); ranking and bootstrap not included",
+        f"time: ~{_dur(hours * 3600)} = compute {_dur(flop_s)} ({(record_flops + steer_flops) / 1e15:.2g} PFLOP at "
+        f"an assumed {tflops:g} TFLOP/s) + greedy decoding {_dur(decode_s)} (assumed "
+        f"{step_s:.3g} s per batch step on {dev}) + speech {_dur(tts_s)} "
+        f"({cfg['speech']['backend']}) + ranking with {cfg['rank']['n_boot']} bootstrap resamples "
+        f"{_dur(rank_s)} (AP throughput of `bench ap` on 2 CPU cores{', assumed 20x on a GPU' if dev == 'cuda' else ''})",
     ]
     return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
