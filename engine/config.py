@@ -10,13 +10,12 @@ import json
 import tomllib
 from pathlib import Path
 
+from engine.data.languages import ALL_LANGS
 from engine.errors import UserError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STEERING_PAIRS = (("deu", "cmn"), ("deu", "jpn"), ("fra", "cmn"), ("fra", "jpn"),
-                  ("cmn", "deu"), ("cmn", "fra"), ("jpn", "deu"), ("jpn", "fra"))
-KNOWN_LANGS = ("eng", "deu", "spa", "fra", "cmn", "jpn")
+KNOWN_LANGS = ALL_LANGS
 
 
 def available_profiles() -> list[str]:

@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
+from engine.data.languages import LANGUAGES
 from engine.errors import UserError
 
 __all__ = ["LATIN", "CJK", "SCRIPT_OF_LANG", "classify_tokens", "script_shares", "control_rate",
@@ -31,7 +32,7 @@ LATIN = "latin"
 CJK = "cjk"
 DEFAULT_TAU = 10.0
 
-SCRIPT_OF_LANG = {"eng": LATIN, "deu": LATIN, "spa": LATIN, "fra": LATIN, "cmn": CJK, "jpn": CJK}
+SCRIPT_OF_LANG = {code: lang.script for code, lang in LANGUAGES.items()}
 
 _LATIN_CLASS = ("A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F\u1E00-\u1EFF"
                 "\uFF21-\uFF3A\uFF41-\uFF5A")

@@ -61,6 +61,7 @@ def estimate(cfg: dict) -> dict:
     hf_logging.set_verbosity_error()  # the meta build warns about layer_idx, irrelevant here
 
     from engine.catalog import build_catalog
+    from engine.steering_eval import PAIRS
 
     mcfg, source = _model_config(cfg)
     if mcfg is None:
@@ -88,7 +89,7 @@ def estimate(cfg: dict) -> dict:
     widest = max(width.values())
     ram_record = n_params * wbytes + (bs + rpb) * widest * 4
     ram_rank = n_id // 3 * 8192 * 4 * 6  # one neuron chunk of one task: scores, sort, cumsums
-    n_pairs = len(config_mod.STEERING_PAIRS)
+    n_pairs = len(PAIRS)
     arms = 1 + (1 if cfg["steer"]["random_control"] else 0)
     steer_generations = (n_pairs * 2 * S * arms + 2 * 4) * cfg["data"]["n_steer"]
     def params(prefix):

@@ -21,12 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.data.languages import LANGUAGES
 from engine.errors import UserError
 
 #: SeamlessM4T code -> lid.176 label (without ``__label__``).
-SEAMLESS_TO_LID: dict[str, str] = {
-    "eng": "en", "deu": "de", "spa": "es", "fra": "fr", "cmn": "zh", "jpn": "ja",
-}
+SEAMLESS_TO_LID: dict[str, str] = {code: lang.fasttext_label for code, lang in LANGUAGES.items()}
 LID_TO_SEAMLESS: dict[str, str] = {v: k for k, v in SEAMLESS_TO_LID.items()}
 #: lid.176 has 176 labels; asking for all of them means no language is cut off by k.
 N_LABELS = 176

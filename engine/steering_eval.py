@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from engine import langid
+from engine.control import SCRIPT_OF_LANG
 from engine.errors import UserError
 from engine.steering import DECODER, control_neurons, generate, random_neurons, steer
 
@@ -39,8 +40,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("deu", "jpn"), ("deu", "cmn"), ("fra", "jpn"), ("fra", "cmn"),
     ("jpn", "deu"), ("jpn", "fra"), ("cmn", "deu"), ("cmn", "fra"),
 )
-SCRIPT: dict[str, str] = {"eng": "latin", "deu": "latin", "spa": "latin", "fra": "latin",
-                          "cmn": "cjk", "jpn": "cjk"}
+SCRIPT = SCRIPT_OF_LANG  # the script a language's output should be in, from the language table
 #: Resamples of the control-rate CI (outputs resampled with replacement, seeded).
 BOOTSTRAP_N = 1000
 NAMES: dict[str, str] = {"eng": "English", "deu": "German", "spa": "Spanish", "fra": "French",
