@@ -338,8 +338,10 @@ def _barrier(run: Run) -> None:
 
 def stage_rank(run: Run) -> None:
     from engine.ranking import average_precision, on_device
+    from engine.steering import median_activations
 
     langs = run.cfg["data"]["langs"]
+    device = ranking_device(run.cfg)
     out = run.dir("rank")
     steps = run.cfg["record"]["steps"]
     for task in RECORD_TASKS:
@@ -356,20 +358,21 @@ def stage_rank(run: Run) -> None:
                 raise UserError(f"{task} {name}: no valid example for {missing} (outputs ended before the "
                                 "step); raise data.n_identify or record.max_new_tokens")
             idx = np.flatnonzero(rows)
+            row_langs = np.asarray(meta["langs"])[idx]
             ap, on, off = [], [], []
-            device = ranking_device(run.cfg)
             n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
             for _, block in _progress(st.iter_col_blocks(rows=idx), total=n_chunks, desc=f"rank {task} {name}",
                                       unit="chunk", leave=False):
                 ap.append(average_precision(on_device(block, device), labels[idx], n_labels=len(langs)))
                 if task == "ASR" and name.startswith("decoder_t"):
-                    block = block.astype(np.float32)
-                    on.append(np.stack([np.median(block[labels[idx] == i], axis=0) for i in range(len(langs))]))
-                    off.append(np.stack([np.median(block[labels[idx] != i], axis=0) for i in range(len(langs))]))
+                    medians = [median_activations(block, row_langs, lang, chunk_cols=block.shape[1])
+                               for lang in langs]
+                    on.append(np.stack([m[0] for m in medians]))
+                    off.append(np.stack([m[1] for m in medians]))
             _save_npy(out / task / f"{name}_ap.npy", np.concatenate(ap, axis=1))
             if on:
-                _save_npy(out / task / f"{name}_on_p50.npy", np.concatenate(on, axis=1).astype(np.float32))
-                _save_npy(out / task / f"{name}_off_p50.npy", np.concatenate(off, axis=1).astype(np.float32))
+                _save_npy(out / task / f"{name}_on_p50.npy", np.concatenate(on, axis=1))
+                _save_npy(out / task / f"{name}_off_p50.npy", np.concatenate(off, axis=1))
         counts = {name.removeprefix("decoder_t"): {lang: int(np.sum(~np.array(v, bool)[labels == i]))
                                                    for i, lang in enumerate(langs)}
                   for name, v in (("decoder_t" + k, meta["valid"][k]) for k in meta["valid"])}
