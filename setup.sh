@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Idempotent setup on a fresh Debian/Ubuntu machine: system packages, a virtualenv in .venv,
-# the CPU build of torch (override with TORCH_SPEC, e.g. TORCH_SPEC="torch" for a CUDA build),
-# and this project with its test extras.
+# Idempotent setup on a fresh Debian/Ubuntu machine: system packages, a virtualenv, torch, then
+# the exact versions of requirements.lock and this project (editable, with its test extras).
+#   TORCH_SPEC  torch requirement (default torch==2.13.0, a CPU build here; TORCH_SPEC=torch for CUDA)
+#   VENV        virtualenv directory (default .venv)
+#   DEPS=latest ignore the lock: newest releases allowed by pyproject's ranges (upgrade check)
 set -euo pipefail
 cd "$(dirname "$0")"
 if ! command -v espeak-ng >/dev/null 2>&1; then
@@ -10,7 +12,15 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
 fi
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e '.[dev]'
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+if [ "${DEPS:-lock}" = latest ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+else
+    "$VENV/bin/python" -m pip install -q -r requirements.lock
+    "$VENV/bin/python" -m pip install -q --no-deps -e '.[dev]'
+fi
+"$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
+"$VENV/bin/python" -c "import transformers, torch; print(f'setup: transformers {transformers.__version__}, torch {torch.__version__}')"

@@ -11,7 +11,9 @@ Decisions (the issue and the paper are silent):
   (SPEC §2): position t is where y_t is predicted. Under the KV cache the first decoder call
   covers positions 0..1 and each later call one position; the absolute position of a call is
   read from the self-attention cache length in a pre-hook on ``text_decoder``, so the same
-  hooks also serve a teacher-forced full-sequence forward (cache length 0).
+  hooks also serve a teacher-forced full-sequence forward (cache length 0). The cache is found
+  by its type, not by keyword (transformers 5.24 renamed ``past_key_values`` to ``cache``); a
+  call whose position cannot be told raises rather than defaulting to 0.
 - Cross-attention keys/values ("step_invariant" components) run over encoder positions and are
   computed once and cached at the first decoder call; they cannot vary by step. They are set
   at every encoder position for the whole generation, also in "from position t" mode.
@@ -118,14 +120,45 @@ class _CallPositions:
     length: int = 0
 
 
+def _cache_in(args: tuple, kwargs: dict):
+    """The one ``transformers`` Cache among a call's arguments, whatever its keyword (None if none).
+
+    transformers renamed the keyword (``past_key_values`` up to 5.23, ``cache`` from 5.24), so
+    the cache is found by type, not by name. A cache-like argument of another type (a legacy
+    tuple, a future class) fails loudly: guessing position 0 would steer the wrong positions.
+    """
+    from transformers.cache_utils import Cache
+
+    caches = {id(v): v for v in (*args, *kwargs.values()) if isinstance(v, Cache)}
+    if len(caches) > 1:
+        raise UserError(f"{DECODER} was called with {len(caches)} caches; cannot tell the absolute "
+                        "decoder position: this transformers version is not supported by steering")
+    if caches:
+        return next(iter(caches.values()))
+    odd = [name for name, v in kwargs.items()
+           if ("cache" in name or "past" in name) and v is not None and not isinstance(v, (bool, torch.Tensor))]
+    if odd:
+        raise UserError(f"{DECODER} got a cache of unknown type in '{odd[0]}' "
+                        f"({type(kwargs[odd[0]]).__name__}); cannot tell the absolute decoder position: "
+                        "this transformers version is not supported by steering")
+    return None
+
+
 def _decoder_call_positions(state: _CallPositions):
     def pre_hook(module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         source = ids if ids is not None else embeds
-        cache = kwargs.get("past_key_values")
-        state.start = int(cache.get_seq_length()) if cache is not None else 0
-        state.length = int(source.shape[1]) if source is not None else 0
+        length = int(source.shape[1]) if source is not None else 0
+        cache = _cache_in(args, kwargs)
+        start = int(cache.get_seq_length()) if cache is not None else 0
+        if cache is None and length == 1 and state.length > 0:
+            # every pass starts with [decoder_start, tag]: a lone position after an earlier call
+            # is an incremental step whose cache was not found
+            raise UserError(f"{DECODER} was called for one position with no cache among its "
+                            f"arguments ({sorted(kwargs)}); cannot tell the absolute decoder position: "
+                            "this transformers version is not supported by steering")
+        state.start, state.length = start, length
     return pre_hook
 
 

@@ -65,10 +65,14 @@ def _record_steered(lm, catalog, neurons, values, from_position, inputs):
     paths = [c.path for c in catalog.stack(DECODER)]
     before, after = {}, {}
     calls = []
-    pre = model.get_submodule(DECODER).register_forward_pre_hook(
-        lambda m, a, kw: calls.append((kw["past_key_values"].get_seq_length()
-                                       if kw.get("past_key_values") is not None else 0,
-                                       kw["input_ids"].shape[1])), with_kwargs=True)
+    def count(module, args, kwargs):
+        # absolute start told from the call sequence alone (no cache keyword read): a call of
+        # two or more positions starts a pass at 0, a one-position call continues the last
+        length = kwargs["input_ids"].shape[1]
+        start = calls[-1][0] + calls[-1][1] if length == 1 else 0
+        calls.append((start, length))
+
+    pre = model.get_submodule(DECODER).register_forward_pre_hook(count, with_kwargs=True)
     handles = _register(model, paths, before)
     try:
         with steer(lm, catalog, neurons, values, from_position=from_position):
@@ -292,3 +296,29 @@ def test_recorder_sees_medians_while_steering(lm, catalog):
         np.testing.assert_allclose(rec.decoder[t][:, neurons], np.broadcast_to(values, (3, neurons.size)),
                                    rtol=1e-5, atol=1e-5)
         assert not np.allclose(plain.decoder[t][:, neurons], values, atol=1e-3)
+
+
+@pytest.mark.parametrize("keyword", ["past_key_values", "cache"])
+def test_decoder_position_read_from_cache_whatever_its_keyword(keyword):
+    # transformers <= 5.23 passes the decoder's cache as past_key_values=, 5.24 as cache=
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    cache.self_attention_cache.update(torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4), 0)
+    state = steering._CallPositions()
+    hook = steering._decoder_call_positions(state)
+    hook(None, (), {"input_ids": torch.zeros(1, 1, dtype=torch.long), keyword: cache, "use_cache": True})
+    assert (state.start, state.length) == (5, 1)
+    hook(None, (), {"input_ids": torch.zeros(1, 4, dtype=torch.long), keyword: None, "use_cache": False})
+    assert (state.start, state.length) == (0, 4)
+
+
+def test_decoder_position_fails_loudly_when_it_cannot_be_told():
+    state = steering._CallPositions()
+    hook = steering._decoder_call_positions(state)
+    hook(None, (), {"input_ids": torch.zeros(1, 2, dtype=torch.long)})
+    # an incremental call whose cache is hidden somewhere the hook does not know
+    with pytest.raises(UserError, match="cannot tell the absolute decoder position"):
+        hook(None, (), {"input_ids": torch.zeros(1, 1, dtype=torch.long)})
+    with pytest.raises(UserError, match="cache of unknown type in 'kv_cache'"):
+        hook(None, (), {"input_ids": torch.zeros(1, 1, dtype=torch.long), "kv_cache": ((1, 2),)})
