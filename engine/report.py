@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from engine import plots
+
 REPO = Path(__file__).resolve().parent.parent
 #: Environment override of the reports root (tests point it at a temporary directory).
 ENV_REPORTS = "STEP_NEURONS_REPORTS"
@@ -70,103 +72,30 @@ def update_latest(out_dir: Path) -> Path:
 
 # ----------------------------------------------------------------------------- figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
     return buf.getvalue()
 
 
-def _steps_sorted(d: Mapping) -> list[str]:
-    return sorted(d, key=int)
-
-
 def figure_distribution(distribution: dict) -> bytes:
-    """Bars of top-k counts per layer and per component: speech encoder, text encoder and
-    the decoder at each step and modality. Components are shown as count / expected count
-    under uniform sampling by size (1 = as expected), the paper's over/under-representation."""
-    plt = _plt()
-    panels = [("speech encoder", distribution["speech_encoder"]), ("text encoder", distribution["text_encoder"])]
-    for t in _steps_sorted(distribution.get("text_decoder", {})):
-        for mod, d in distribution["text_decoder"][t].items():
-            panels.append((f"decoder t={t} ({mod})", d))
-    fig, axes = plt.subplots(len(panels), 2, figsize=(12, 2.3 * len(panels)), squeeze=False)
-    for (title, d), (ax_l, ax_c) in zip(panels, axes):
-        layers = d["by_layer"]
-        ax_l.bar(range(len(layers)), layers, color="#4472c4")
-        ax_l.set_title(f"{title}: per layer", fontsize=9)
-        ax_l.set_xlabel("layer (0-based)", fontsize=8)
-        ax_l.set_xticks(range(len(layers)))
-        counts, sizes = d["by_component"], d.get("component_sizes", {})
-        names = list(counts)
-        total_c, total_s = sum(counts.values()) or 1, sum(sizes.values()) or 1
-        enrich = [(counts[n] / total_c) / (sizes[n] / total_s) if sizes.get(n) else 0.0 for n in names]
-        ax_c.barh(range(len(names)), enrich, color="#ed7d31")
-        ax_c.axvline(1.0, color="k", lw=0.8, ls="--")
-        ax_c.set_yticks(range(len(names)))
-        ax_c.set_yticklabels(names, fontsize=6)
-        ax_c.set_title(f"{title}: per component (count / size-expected)", fontsize=9)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def _heatmaps(overlap: dict, key: str, fmt: str, cmap: str) -> bytes:
-    plt = _plt()
-    steps = _steps_sorted(overlap)
-    fig, axes = plt.subplots(1, len(steps), figsize=(4.2 * len(steps), 3.8), squeeze=False)
-    for t, ax in zip(steps, axes[0]):
-        M = np.asarray(overlap[t][key], dtype=float)
-        langs = overlap[t]["langs"]
-        im = ax.imshow(M, cmap=cmap)
-        ax.set_xticks(range(len(langs)))
-        ax.set_xticklabels(langs, fontsize=8)
-        ax.set_yticks(range(len(langs)))
-        ax.set_yticklabels(langs, fontsize=8)
-        ax.set_xlabel("text", fontsize=8)
-        ax.set_ylabel("speech", fontsize=8)
-        for i in range(M.shape[0]):
-            for j in range(M.shape[1]):
-                ax.text(j, i, format(M[i, j], fmt), ha="center", va="center", fontsize=7,
-                        color="white" if M[i, j] > M.mean() else "black")
-        stat = overlap[t].get("diagonal_ratio" if key == "matrix" else "spearman_diag_concentration")
-        ax.set_title(f"t={t}" + (f"  diag={stat:.3f}" if stat is not None else ""), fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return _png(fig)
+    """``engine.plots.distribution`` as PNG."""
+    return _png(plots.distribution(distribution))
 
 
 def figure_overlap(overlap: dict) -> bytes:
-    """O_t[i][j] = |TopK_speech(i) ∩ TopK_text(j)| per step, annotated."""
-    return _heatmaps(overlap, "matrix", ".0f", "Blues")
+    """``engine.plots.overlap`` as PNG."""
+    return _png(plots.overlap(overlap))
 
 
 def figure_spearman(overlap: dict) -> bytes:
-    """Spearman rho between speech and text AP vectors per step, annotated."""
-    return _heatmaps(overlap, "spearman", ".2f", "RdBu_r")
+    """``engine.plots.spearman`` as PNG."""
+    return _png(plots.spearman(overlap))
 
 
 def figure_k_sweep(k_sweep: dict) -> bytes:
-    """Diagonal ratio against k, one line per step (log-scaled k)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ks = k_sweep["ks"]
-    for t in _steps_sorted(k_sweep["diagonal_ratio"]):
-        ax.plot(ks, k_sweep["diagonal_ratio"][t], marker="o", label=f"t={t}")
-    ax.set_xscale("log")
-    ax.set_xlabel("k")
-    ax.set_ylabel("diagonal overlap ratio")
-    ax.legend()
-    fig.tight_layout()
-    return _png(fig)
+    """``engine.plots.k_sweep`` as PNG."""
+    return _png(plots.k_sweep(k_sweep))
 
 
 def make_figures(analysis: dict) -> tuple[dict[str, bytes], dict[str, str]]:

@@ -41,11 +41,18 @@ def written(tmp_path_factory, sample, registry):
     return paths, verdicts
 
 
-def test_matplotlib_uses_agg():
-    R._plt()
-    import matplotlib
+def test_figures_are_drawn_without_pyplot_state(sample):
+    # a notebook or a headless CI gets the same Figure objects, and none piles up in pyplot
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    assert matplotlib.get_backend().lower() == "agg"
+    from engine import plots
+
+    before = plt.get_fignums()
+    for fig in (plots.overlap(sample["overlap"]), plots.spearman(sample["overlap"], steps=[6]),
+                plots.k_sweep(sample["k_sweep"]), plots.distribution(sample["distribution"])):
+        assert isinstance(fig, Figure)
+    assert plt.get_fignums() == before
 
 
 def test_files_written(written):
