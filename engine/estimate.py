@@ -146,3 +146,16 @@ def estimate(cfg: dict) -> dict:
         f"{_dur(rank_s)} (AP throughput of `bench ap` on 2 CPU cores{', assumed 20x on a GPU' if dev == 'cuda' else ''})",
     ]
     return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
+
+
+def estimate_arguments(parser) -> None:
+    config_mod.profile_arguments(parser)
+
+
+def estimate_command(args) -> int:
+    cfg = config_mod.load_profile(args.profile, args.overrides)
+    result = estimate(cfg)
+    for line in result.pop("lines"):
+        print(line)
+    print(json.dumps(result, sort_keys=True))
+    return 0
