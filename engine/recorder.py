@@ -12,13 +12,30 @@ Per batch (one modality):
 Step t reads position index t; the step exists for an example when its output has at least
 t - 1 tokens before EOS. Rows of examples whose output ended earlier are NaN with valid=False.
 
-Speech batching: the adapter after the conformer shortens time with a stride-8 convolution whose
-last windows overlap padded frames. In transformers those frames hold non-zero states, so a
-padded example would get a (slightly) different encoding than alone. The recorder zeroes the
-adapter's convolution inputs beyond each example's valid length (what zero padding gives an
-unpadded example), so batched recording equals one-example-at-a-time recording exactly.
-For a lone example with no padded frame this changes nothing, so the recording still equals
-transformers' own generate (tested).
+Speech: the truth is what transformers computes for an utterance alone, fed the feature
+extractor's default output. For an odd filterbank frame count that output carries one masked pad
+frame (``pad_to_multiple_of=2``): a lone run has width W = L + 1 for L valid frames (else W = L).
+What a lone run computes there, and how a batch reproduces it for every example:
+- conformer: the pad frame's input is zeroed, it is masked as an attention key and zeroed before
+  the depthwise convolution, which is causal; so positions < W of a wider batch equal the lone
+  run's, the pad frame's state included. (Attention runs ``sdpa``, pinned by the loader: eager
+  attends padded frames, see ``engine.loader``.)
+- adapter layer j: its strided convolutions read the lone run's states up to its width W_j,
+  the pad frame's state included when a window reaches it (L % 8 < 4 for kernel = stride = 8),
+  and zeros beyond (their padding). The recorder zeroes the convolution inputs beyond each
+  example's W_j: a batch's extra positions read as that padding.
+- adapter attention and the decoder's cross-attention: transformers masks keys beyond
+  sub(L) = floor((L + 2 (k // 2) - k) / s) + 1, computed once from the feature mask for every
+  adapter layer and for the decoder, and clipped by the lone run's width (all of it when sub(L)
+  exceeds it). The recorder gives each example min(sub(L), lone width) in both places, so no
+  position that exists only in the batch is ever attended.
+- features are extracted per utterance exactly as alone, then right-padded with masked zero frames.
+Valid positions pooled: at the conformer rate the L frames of the feature mask (the masked pad
+frame is not part of the utterance); at adapter layer j the min(sub(L), W_{j+1}) outputs its own
+attention treats as valid; cross-attention k/v over the positions the decoder attends to. One
+case has no batched equivalent: with chunked attention and ``speech_encoder_left_chunk_num = 0`` a
+pad frame that starts a chunk has no key to attend to; such an example in a wider batch is a
+UserError (record it with batch_size 1).
 
 Known limit: should greedy decoding emit the pad token mid-output, the teacher-forced pass would
 give later tokens other sinusoidal positions than KV-cache decoding did (positions skip pads).
@@ -35,6 +52,7 @@ import torch
 from engine.catalog import Catalog, Component
 from engine.errors import UserError
 from engine.hooks import hooked
+from engine.loader import check_attention
 
 DEFAULT_STEPS = (1, 6, 11)
 
@@ -388,6 +406,7 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
     Only one batch of activations is alive at a time.
     """
     steps = _check_steps(steps)
+    check_attention(lm.model)
     if prefix not in ("greedy", "gold"):
         raise UserError(f"prefix '{prefix}' is not 'greedy' or 'gold'")
     if batch_size < 1:

@@ -17,7 +17,7 @@ import torch
 from engine.catalog import build_catalog
 from engine.errors import UserError
 from engine.hooks import hooked
-from engine.loader import TINY_MODEL_DIR, LoadedModel, load_model
+from engine.loader import TINY_MODEL_DIR, LoadedModel, check_attention, load_model
 from engine.recorder import ModelInput, record_batches
 
 STEPS = tuple(range(1, 12))
@@ -212,3 +212,89 @@ def test_second_config_generates_long_enough(second):
 def test_second_config_recording_equals_lone_generate(second, batch_size):
     lm, catalog = second
     assert_equal_to_lone(lm, catalog, speech_items(ALL), batch_size=batch_size)
+
+
+def hand_attention(attn, hidden, n_valid, chunk_size, left_chunks):
+    """The conformer's self-attention written out: scores + relative-key bias, keys masked to the
+    example's valid frames and to its attention chunks with -inf, softmax, weighted values.
+    Returns (output (B, T, C), rows (B, T) that have a key to attend to; the others are NaN)."""
+    B, T, _ = hidden.shape
+    H, D = attn.num_heads, attn.head_size
+    q, k, v = (lin(hidden).view(B, T, H, D).transpose(1, 2) for lin in (attn.linear_q, attn.linear_k, attn.linear_v))
+    scores = q @ k.transpose(2, 3) / math.sqrt(D)
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    if attn.position_embeddings_type == "relative_key":
+        dist = (j - i).clamp(-attn.left_max_position_embeddings, attn.right_max_position_embeddings)
+        emb = attn.distance_embedding(dist + attn.left_max_position_embeddings)  # (T, T, D)
+        scores = scores + torch.einsum("bhld,lrd->bhlr", q, emb) / math.sqrt(D)
+    allowed = j[None] < n_valid[:, None, None]  # (B, T, T): padded keys are never attended
+    if chunk_size is not None:
+        chunk = i // chunk_size
+        start = (chunk - left_chunks).clamp(min=0) * chunk_size if left_chunks >= 0 else torch.zeros_like(chunk)
+        allowed = allowed & (j >= start) & (j < (chunk + 1) * chunk_size)
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    out = torch.softmax(scores, dim=-1) @ v
+    return attn.linear_out(out.transpose(1, 2).reshape(B, T, H * D)), allowed.any(-1)
+
+
+@pytest.mark.parametrize("which", ["tiny", "second"])
+def test_speech_encoder_attention_equals_hand_computation(tiny, second, which):
+    lm, _ = tiny if which == "tiny" else second
+    model, config = lm.model, lm.model.config
+    waves = [wave(n, i) for i, n in enumerate([9600, 20100, 13300])]  # padded batch, one masked pad frame
+    feats = lm.feature_extractor(waves, sampling_rate=16000, return_tensors="pt", padding=True)
+    n_valid = feats["attention_mask"].sum(1)
+    for layer in range(len(model.speech_encoder.encoder.layers)):
+        attn = model.speech_encoder.encoder.layers[layer].self_attn
+        seen = {}
+
+        def keep_input(module, args, kwargs):
+            seen["in"] = (args[0] if args else kwargs["hidden_states"]).clone()
+
+        def keep_output(module, args, output):
+            seen["out"] = output[0].clone()
+
+        pre = attn.register_forward_pre_hook(keep_input, with_kwargs=True)
+        post = attn.register_forward_hook(keep_output)
+        try:
+            with torch.no_grad():
+                model.speech_encoder(**feats)
+                expected, rows = hand_attention(attn, seen["in"], n_valid, config.speech_encoder_chunk_size,
+                                          config.speech_encoder_left_chunk_num)
+        finally:
+            pre.remove()
+            post.remove()
+        # rows with no key exist only past an utterance's end in a padded batch (chunks there hold
+        # no valid frame); every row of a lone run, its masked pad frame included, has one
+        lone_width = torch.tensor([lm.feature_extractor([w], sampling_rate=16000)["input_features"][0].shape[0]
+                                   for w in waves])
+        assert rows[torch.arange(rows.shape[1])[None] < lone_width[:, None]].all()
+        torch.testing.assert_close(seen["out"][rows], expected[rows], atol=2e-5, rtol=0)
+
+
+def test_other_attention_implementations_are_refused(tiny):
+    with pytest.raises(UserError, match="attn_implementation 'eager' is not supported"):
+        load_model(str(TINY_MODEL_DIR), attn_implementation="eager")
+    lm = load_model(str(TINY_MODEL_DIR))
+    check_attention(lm.model)  # what the loader pins passes
+    lm.model.set_attn_implementation("eager")
+    with pytest.raises(UserError, match="'eager' is not supported"):
+        check_attention(lm.model)
+    _, catalog = tiny
+    with pytest.raises(UserError, match="'eager' is not supported"):
+        next(record_batches(lm, catalog, speech_items([16000])))
+
+
+def test_unreproducible_chunk_rows_are_refused_when_batched():
+    """left_chunk_num 0: a masked pad frame starting a chunk attends to nothing; batched, refused."""
+    lm = second_model()
+    lm.model.config.speech_encoder_left_chunk_num = 0
+    catalog = build_catalog(lm.model)
+    # 13300 samples: 40 valid frames + 1 masked; chunk size 9 does not divide 40, 8 does
+    lm.model.config.speech_encoder_chunk_size = 8
+    items = speech_items([13300, 20100])
+    with pytest.raises(UserError, match="s0-13300.*batch_size 1"):
+        list(record_batches(lm, catalog, items, steps=(1,), batch_size=2))
+    assert_equal_to_lone(lm, catalog, items[:1], batch_size=1)  # alone it is what transformers computes
+    lm.model.config.speech_encoder_chunk_size = 9
+    list(record_batches(lm, catalog, items, steps=(1,), batch_size=2))  # 40 % 9 != 0: nothing to refuse
