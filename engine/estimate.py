@@ -81,6 +81,26 @@ def _rss() -> int:
     return 0
 
 
+def stage_process_rss() -> int:
+    """Resident bytes of a fresh stage process once it has imported what every stage imports
+    (torch, transformers' SeamlessM4T v2, the pipeline), measured in a new interpreter: the
+    calling process may hold anything (a model being built, other estimates)."""
+    import subprocess
+    import sys
+
+    code = ("import torch, transformers, zarr\n"
+            "from transformers import SeamlessM4Tv2Model, AutoConfig\n"
+            "import engine.pipeline, engine.catalog, engine.store\n"
+            "from engine.estimate import _rss\n"
+            "print(_rss())")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                             cwd=config_mod.REPO_ROOT, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return _rss()
+
+
 def _peak_above_now(fn) -> tuple[float, int]:
     """(seconds, peak extra resident bytes) of ``fn()``; the peak uses Linux's resettable VmHWM."""
     try:
@@ -201,6 +221,39 @@ def _calibrate_generate(batch: int) -> dict:
         per_step[layers] = (_best(lambda: run(steps), 2) - _best(lambda: run(1), 2)) / (steps - 1)
     layer = max(0.0, (per_step[4] - per_step[1]) / 3)
     return {"step_s": max(1e-5, per_step[1] - layer), "layer_s": layer}
+
+
+def _calibrate_recorder(batch: int, audio_s: float) -> dict:
+    """The recorder's own costs apart from the model's arithmetic, measured by recording one
+    speech and one text batch of ``batch`` examples with the tiny fixture model (hidden size 96,
+    so its arithmetic is negligible): CPU seconds per batch (features, hooks, teacher-forced
+    pass, copies) and per greedy step, and the CPU seconds of loading a model directory."""
+    from transformers.utils import logging as hf_logging
+
+    from engine.loader import TINY_MODEL_DIR, load_model
+    from engine.recorder import ModelInput, record_batches
+
+    hf_logging.set_verbosity_error()
+    t0 = cpu_seconds()
+    lm = load_model(TINY_MODEL_DIR, device="cpu", dtype="float32")
+    load = cpu_seconds() - t0
+    from engine.catalog import build_catalog
+
+    cat = build_catalog(lm.model)
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(int(16000 * max(audio_s, 0.5)))).astype(np.float32)
+    inputs = {"speech": [ModelInput(f"s{i}/deu/S2T", "deu", "speech", "eng", waveform=wav) for i in range(batch)],
+              "text": [ModelInput(f"s{i}/deu/T2T", "deu", "text", "eng", text="Das Wetter ist heute schön.")
+                       for i in range(batch)]}
+    out = {"load_s": load}
+    for modality, items in inputs.items():
+        def run(n_new):
+            list(record_batches(lm, cat, items, steps=(1, 6, 11), batch_size=batch, max_new_tokens=n_new))
+        short, long = _best(lambda: run(11), 2), _best(lambda: run(27), 2)
+        step = max(0.0, (long - short) / 16)
+        out[f"{modality}_batch_s"] = max(0.0, short - 11 * step)
+        out[f"{modality}_step_s"] = step
+    return out
 
 
 def _calibrate_store(rows: int, cols: int, dtype: str) -> dict:
@@ -336,7 +389,7 @@ def estimate(cfg: dict) -> dict:
     preflight_s = 2 * (cpu_seconds() - c0)
     _SPENT["cpu"] += cpu_seconds() - c0
     _SPENT["wall"] += time.perf_counter() - t0
-    base_rss = _rss()
+    base_rss = stage_process_rss()
 
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -414,29 +467,35 @@ def estimate(cfg: dict) -> dict:
     else:
         audio_s = {lang: AUDIO_SECONDS.get(cfg["data"]["source"], 12.0) for lang in langs}
     frames = float(np.mean(list(audio_s.values()))) * 50  # fbank 100/s stacked by 2
+    rec = _calibrate_recorder(max(1, min(bs, max(n_id, n_steer))), float(np.mean(list(audio_s.values()))))
+    cal["recorder"] = rec
     max_frames = max(audio_s.values()) * 50 * 1.15  # a batch pads to its longest utterance
     tokens = TEXT_TOKENS if sel is None else min(TEXT_TOKENS * 2, max(mean_chars.values()) / 2.5 + 2)
 
     # ---- model compute per batch of B examples -------------------------------------------------
     def encode_s(modality: str, B: int) -> float:
+        """Encoder arithmetic plus the recorder's own per-batch cost (features, hooks, copies)."""
+        fixed = rec[f"{modality}_batch_s"] * B / max(1, min(bs, max(n_id, n_steer)))
         if modality == "speech":
             T = max_frames
             attn = 2 * T * T * d_model * len(model.speech_encoder.encoder.layers)
-            return (p_speech * T + attn) * B * mm["encode"]
-        return p_text * tokens * 1.3 * B * mm["encode"]
+            return fixed + (p_speech * T + attn) * B * mm["encode"]
+        return fixed + p_text * tokens * 1.3 * B * mm["encode"]
 
     def decode_s(B: int, n_new: int, modality: str) -> float:
         T_enc = max_frames / 8 if modality == "speech" else tokens
         per_step = (p_dec + p_lm) * B * mm["decode"] + 2 * B * T_enc * d_model * dec_layers * mm["encode"]
-        return n_new * (per_step + gen["step_s"] + gen["layer_s"] * dec_layers)
+        # framework cost per step: the recorder's generate on the 2-layer fixture, plus the
+        # measured cost of every further decoder layer
+        return n_new * (per_step + rec[f"{modality}_step_s"] + gen["layer_s"] * max(0, dec_layers - 2))
 
     def forced_s(B: int, width_tokens: int) -> float:
-        return p_dec * B * width_tokens * mm["encode"] + gen["step_s"] + gen["layer_s"] * dec_layers
+        return p_dec * B * width_tokens * mm["encode"] + gen["layer_s"] * max(0, dec_layers - 2)
 
     def batches(n_rows: int, B: int) -> list[int]:
         return [min(B, n_rows - i) for i in range(0, n_rows, B)] if n_rows else []
 
-    load_s = weight_bytes * cal["sha256_s_per_byte"] * 0.5  # loading reads the bytes once, faster than hashing
+    load_s = rec["load_s"] + weight_bytes * cal["sha256_s_per_byte"] * 0.5  # reads the bytes once, faster than hashing
 
     # ---- per stage -------------------------------------------------------------------------------
     stages: dict[str, dict] = {}
@@ -543,6 +602,7 @@ def estimate(cfg: dict) -> dict:
         "matmul_gmac_s": {k2: round(1e-9 / v, 2) for k2, v in cal["matmul_s_per_mac"].items()},
         "generate_ms_per_step": round(1e3 * cal["generate"]["step_s"], 3),
         "generate_ms_per_layer_step": round(1e3 * cal["generate"]["layer_s"], 3),
+        "recorder_s": {k2: round(v, 4) for k2, v in rec.items()},
         "sha256_mb_s": round(1e-6 / cal["sha256_s_per_byte"], 1),
         "store_write_mvalues_s": round(1e-6 / cal["store"]["write_s_per_value"], 2),
         "store_read_mvalues_s": round(1e-6 / cal["store"]["read_s_per_value"], 2),
