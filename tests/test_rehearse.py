@@ -13,8 +13,9 @@ from engine.catalog import build_catalog
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "fixtures" / "tiny_model"
 #: the paper profile's settings shrunk to the tiny architecture (its k must fit 2 layers of width 96)
+#: and to one steering pair (deu -> jpn) without the random control, so the test takes about a minute
 SMALL = ["rank.k=20", "rank.k_sweep=[10, 20]", "steer.k=10", "rank.n_boot=2", "steer.max_new_tokens=12",
-         "record.max_new_tokens=11"]
+         "record.max_new_tokens=11", 'data.langs=["deu", "jpn"]', "steer.random_control=false"]
 
 
 def test_depth_cut_keeps_every_width_of_large():
