@@ -20,7 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("engine.catalog", "list the neurons of a model config; last line is JSON counts"),
     "bench": ("engine.benchmarks", "benchmarks (ap, record); last line is a JSON object of figures"),
     "run": ("engine.cli", "run the resumable pipeline for a profile (default: tiny, offline)"),
-    "estimate": ("engine.estimate", "print disk, RAM and example counts a profile's run will need"),
+    "estimate": ("engine.estimate", "per stage: time, peak RAM, GPU memory and disk a profile's run will need"),
+    "rehearse": ("engine.rehearse", "run every stage on a random-weight model of the real architecture and "
+                 "compare with the estimate; last line is JSON"),
     "claims": ("engine.report", "run the claims suite (pytest claims/) and write the claims report"),
 }
 

@@ -69,17 +69,23 @@ class Run:
         self.rank = int(os.environ.get("RANK", "0"))
 
     # -- keys ---------------------------------------------------------------------------------
+    _weights: str | None = None
+
     def weights_revision(self) -> str:
-        """Content hash of a local model's files, else the configured Hub revision."""
-        path = Path(config_mod.model_path(self.cfg))
-        if path.is_dir():
-            h = hashlib.sha256()
-            for f in sorted(path.rglob("*")):
-                if f.is_file():
-                    h.update(f.relative_to(path).as_posix().encode())
-                    h.update(hashlib.sha256(f.read_bytes()).digest())
-            return "sha256:" + h.hexdigest()[:16]
-        return self.cfg["model"]["revision"] or "main"
+        """Content hash of a local model's files, else the configured Hub revision.
+
+        Computed once per Run, streamed in bounded memory; file digests are cached under the
+        output root by (path, size, mtime), so later processes of the same run skip the read.
+        """
+        if self._weights is None:
+            path = Path(config_mod.model_path(self.cfg))
+            if path.is_dir():
+                from engine.fingerprint import directory_digest
+
+                self._weights = directory_digest(path, self.root.parent / "cache" / "weights-sha256.json")
+            else:
+                self._weights = self.cfg["model"]["revision"] or "main"
+        return self._weights
 
     def provenance(self, stage: str) -> dict:
         """Everything that determines a stage's output; its hash is the stage key."""

@@ -15,14 +15,14 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 LAYERS = (
     ("base", ("errors", "hooks", "data.languages", "config")),
     ("data", ("data", "data.corpus", "data.fleurs", "data.speech", "data.tasks")),
-    ("mechanics", ("catalog", "loader", "recorder", "store")),
+    ("mechanics", ("catalog", "fingerprint", "loader", "recorder", "store")),
     ("science", ("ranking", "overlap", "control", "langid", "steering", "steering_eval")),
     ("run", ("run",)),
     ("stages", ("stages", "stages.data", "stages.speech", "stages.record", "stages.rank", "stages.compare",
                 "stages.steer", "stages.report")),
     ("orchestration", ("pipeline",)),
     ("outputs", ("claims", "plots", "report", "results", "estimate")),
-    ("entry points", ("engine", "__main__", "cli", "benchmarks", "benchmarks.ap", "benchmarks.record")),
+    ("entry points", ("engine", "__main__", "cli", "rehearse", "benchmarks", "benchmarks.ap", "benchmarks.record")),
 )
 
 
