@@ -216,7 +216,7 @@ def _calibrate_generate(batch: int) -> dict:
 
         def run(n):
             with torch.no_grad():
-                _greedy(lm, states, mask, "text", [4] * batch, n)
+                _greedy(lm, states, mask, [4] * batch, n)
         run(2)
         per_step[layers] = (_best(lambda: run(steps), 2) - _best(lambda: run(1), 2)) / (steps - 1)
     layer = max(0.0, (per_step[4] - per_step[1]) / 3)
