@@ -14,7 +14,7 @@ from engine.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("engine.catalog", "list the neurons of a model config; last line is JSON counts"),
-    "bench": ("engine.benchmarks", "benchmarks (ap, record); last line is a JSON object of figures"),
+    "bench": ("engine.benchmarks", "benchmarks (ap, bootstrap, compare, record); last line is a JSON object of figures"),
     "run": ("engine.pipeline", "run the resumable pipeline for a profile (default: tiny, offline)"),
     "estimate": ("engine.pipeline", "print disk, RAM and example counts a profile's run will need"),
     "claims": ("engine.report", "run the claims suite (pytest claims/) and write the claims report"),

@@ -344,6 +344,9 @@ def stage_rank(run: Run) -> None:
     device = ranking_device(run.cfg)
     out = run.dir("rank")
     steps = run.cfg["record"]["steps"]
+    # the cuts later stages take: rank.k everywhere, steer.k on the ASR decoder (control neurons)
+    cuts = {"rank": run.cfg["rank"]["k"], "steer": run.cfg["steer"]["k"]}
+    ties: list[dict] = []
     for task in RECORD_TASKS:
         meta = json.loads((run.dir("record") / task / "meta.json").read_text())
         labels = np.array([langs.index(lang) for lang in meta["langs"]])
@@ -359,17 +362,24 @@ def stage_rank(run: Run) -> None:
                                 "step); raise data.n_identify or record.max_new_tokens")
             idx = np.flatnonzero(rows)
             row_langs = np.asarray(meta["langs"])[idx]
-            ap, on, off = [], [], []
+            ap, sep, on, off = [], [], [], []
             n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
             for _, block in _progress(st.iter_col_blocks(rows=idx), total=n_chunks, desc=f"rank {task} {name}",
                                       unit="chunk", leave=False):
-                ap.append(average_precision(on_device(block, device), labels[idx], n_labels=len(langs)))
+                # AP and its tie-breaker (the point-biserial r) in one pass over the block
+                a, r = average_precision(on_device(block, device), labels[idx], n_labels=len(langs),
+                                         return_separation=True)
+                ap.append(a)
+                sep.append(r)
                 if task == "ASR" and name.startswith("decoder_t"):
                     medians = [median_activations(block, row_langs, lang, chunk_cols=block.shape[1])
                                for lang in langs]
                     on.append(np.stack([m[0] for m in medians]))
                     off.append(np.stack([m[1] for m in medians]))
-            _save_npy(out / task / f"{name}_ap.npy", np.concatenate(ap, axis=1))
+            ap, sep = np.concatenate(ap, axis=1), np.concatenate(sep, axis=1)
+            _save_npy(out / task / f"{name}_ap.npy", ap)
+            _save_npy(out / task / f"{name}_sep.npy", sep)
+            ties.extend(tie_records(task, name, ap, langs, cuts))
             if on:
                 _save_npy(out / task / f"{name}_on_p50.npy", np.concatenate(on, axis=1))
                 _save_npy(out / task / f"{name}_off_p50.npy", np.concatenate(off, axis=1))
@@ -377,7 +387,44 @@ def stage_rank(run: Run) -> None:
                                                    for i, lang in enumerate(langs)}
                   for name, v in (("decoder_t" + k, meta["valid"][k]) for k in meta["valid"])}
         atomic_write_json(out / task / "excluded.json", counts)
+    atomic_write_json(out / "ties.json", ties)
     run.complete("rank", tasks=list(RECORD_TASKS), steps=steps)
+
+
+def tie_records(task: str, name: str, ap: np.ndarray, langs: list[str], cuts: dict[str, int]) -> list[dict]:
+    """The tie group at every top-k / bottom-k cut of one AP matrix ``[L, N]`` (``ranking.cut_ties``).
+
+    One record per (language, side, k): ``task``, ``matrix`` (e.g. "decoder_t1"), ``step`` (None
+    for encoders), ``lang``, ``side``, ``for`` (which stage takes that cut), and the counts
+    ``k, value, tied, above, taken``. ``taken < tied`` means the secondary key (point-biserial
+    r) decided which tied neurons made the cut. Only the cuts later stages take are recorded:
+    top-k at rank.k of S2T and T2T (compare: overlaps, k sweep, distributions) and top-k and
+    bottom-k at steer.k of the ASR decoder (steering's control neurons).
+    """
+    from engine.ranking import cut_ties
+
+    step = int(name.removeprefix("decoder_t")) if name.startswith("decoder_t") else None
+    if task == "ASR":
+        wanted = [("top", "steer", cuts["steer"]), ("bottom", "steer", cuts["steer"])] if step is not None else []
+    else:
+        wanted = [("top", "rank", cuts["rank"])]
+    records = []
+    for li, lang in enumerate(langs):
+        seen = set()
+        for side, use, k in wanted:
+            k = min(int(k), ap.shape[1])
+            if (side, k) in seen:  # rank.k == steer.k: one record serves both
+                continue
+            seen.add((side, k))
+            uses = sorted({u for s, u, kk in wanted if s == side and min(int(kk), ap.shape[1]) == k})
+            records.append({"task": task, "matrix": name, "step": step, "lang": lang, "side": side,
+                            "for": uses, **cut_ties(ap[li], k, side)})
+    return records
+
+
+def load_sep(run: Run, task: str, name: str) -> np.ndarray:
+    """The point-biserial r ``[L, N]`` saved beside the AP: the secondary key of top-k."""
+    return np.load(run.dir("rank") / task / f"{name}_sep.npy")
 
 
 def ranking_device(cfg: dict) -> str:
@@ -436,6 +483,8 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
         **compare,
         "steering": steering,
         "excluded": excluded,
+        # the tie group at every top-k / bottom-k cut (pipeline.tie_records)
+        "ties": json.loads((run.dir("rank") / "ties.json").read_text()),
     }
     atomic_write_json(run.dir("report") / "analysis.json", analysis)
     # wall time differs between identical runs: kept out of analysis.json so that file is reproducible

@@ -202,6 +202,33 @@ def excluded_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
     return ["task", "step"] + ["excluded"] * (width - 2), [r + [""] * (width - len(r)) for r in rows]
 
 
+TIES_NOTE = ("Each cell: neurons whose AP equals the AP at the cut (tied) and how many of them the set "
+             "took. \u2020 marks a cut inside a tie group (taken < tied): the secondary key, the "
+             "point-biserial r of activation and language, decided which tied neurons made the cut.")
+
+
+def ties_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
+    """The tie group at every top-k / bottom-k cut (``analysis["ties"]``), one row per cut."""
+    records = (analysis or {}).get("ties") or []
+    langs = list(dict.fromkeys(r["lang"] for r in records))
+    cuts: dict[tuple, dict] = {}
+    for r in records:
+        key = (r["task"], r["matrix"], r["side"], r["k"], "+".join(r.get("for", [])))
+        cuts.setdefault(key, {})[r["lang"]] = r
+    rows = []
+    for key, by_lang in cuts.items():
+        cells = []
+        for lang in langs:
+            r = by_lang.get(lang)
+            if r is None or not r["k"]:
+                cells.append("")
+                continue
+            mark = " \u2020" if r["taken"] < r["tied"] else ""
+            cells.append(f"{r['tied']} tied, took {r['taken']} (AP {_fmt(r['value'], 3)}){mark}")
+        rows.append([str(v) for v in key] + cells)
+    return ["task", "matrix", "side", "k", "for"] + langs, rows
+
+
 def qualitative_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
     """Table 2-style examples: gold, steered ASR output, steered TR output."""
     rows = []
@@ -398,6 +425,9 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     x_header, x_rows = excluded_table(analysis)
     md += ["## Examples excluded per step (output ended before the step)", "",
            _md_table(x_header, x_rows) if x_rows else "_none recorded_", ""]
+    t_header, t_rows = ties_table(analysis)
+    md += ["## Ties at the top-k / bottom-k cuts", "", TIES_NOTE, "",
+           _md_table(t_header, t_rows) if t_rows else "_none recorded_", ""]
     paths["md"] = out_dir / "claims-report.md"
     paths["md"].write_text("\n".join(md), encoding="utf-8")
 
@@ -440,6 +470,9 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     x_header, x_rows = excluded_table(analysis)
     parts.append("<h2>Examples excluded per step (output ended before the step)</h2>"
                  + (_html_table(x_header, x_rows) if x_rows else "<p><i>none recorded</i></p>"))
+    t_header, t_rows = ties_table(analysis)
+    parts.append("<h2>Ties at the top-k / bottom-k cuts</h2>" + f"<p>{e(TIES_NOTE)}</p>"
+                 + (_html_table(t_header, t_rows) if t_rows else "<p><i>none recorded</i></p>"))
     parts.append("</body></html>")
     paths["html"] = out_dir / "claims-report.html"
     paths["html"].write_text("".join(parts), encoding="utf-8")

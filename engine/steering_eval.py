@@ -199,7 +199,8 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                  pairs: Sequence[tuple[str, str]] = PAIRS, interventions: Sequence[str] = INTERVENTIONS,
                  positions: str = "all", tau: float = 10.0, seed: int = 0, batch_size: int = 8,
                  max_new_tokens: int | None = None, fasttext_model: str | None = None,
-                 to_input: Callable | None = None) -> SteeringResult:
+                 to_input: Callable | None = None,
+                 separation: Mapping[int, np.ndarray] | None = None) -> SteeringResult:
     """Run the steering experiment and score it.
 
     ``held_out``: Examples (split "steer") of tasks ASR and TR; ``identify``: the examples the
@@ -207,7 +208,9 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
     rows at step t; ``on_p50[t]``: [len(langs), n_decoder] medians of each language's ASR
     decoder activity at step t. ``positions``: "all" (every decoding position) or "from_t"
     (positions ≥ t). ``to_input``: Example -> ModelInput (default loads speech from
-    ``audio_path``). Returns the section with "rows", "effect_ratio", "qualitative".
+    ``audio_path``). ``separation[t]``: [len(langs), n_decoder] point-biserial r of the same
+    rows, the secondary key that orders neurons of equal AP (``ranking.top_k``); None: the
+    lower index. Returns the section with "rows", "effect_ratio", "qualitative".
     """
     check_held_out(held_out, identify)
     if positions not in ("all", "from_t"):
@@ -263,10 +266,11 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
         for src, tgt in pairs:
             li = langs.index(tgt)
             chosen = {}
+            sep_row = None if separation is None else np.asarray(separation[t][li])
             if "median" in interventions:
-                chosen["median"] = control_neurons(np.asarray(ap[t][li]), k)
+                chosen["median"] = control_neurons(np.asarray(ap[t][li]), k, sep_row)
             if "random" in interventions:
-                n = control_neurons(np.asarray(ap[t][li]), k).size
+                n = control_neurons(np.asarray(ap[t][li]), k, sep_row).size
                 chosen["random"] = random_neurons(n_decoder, n, [seed, li, t])
             for kind, neurons in chosen.items():
                 values = np.asarray(on_p50[t][li])[neurons]
@@ -402,7 +406,7 @@ def run_experiment(run) -> dict:
 
     Reads ``run.cfg["steer"]`` (k, tau, positions, max_new_tokens, random_control, seed, and
     optionally fasttext_model: a path to lid.176.bin), the held-out ASR/TR examples, the ASR
-    decoder AP rows and on_p50 medians of every step. Pairs: the paper's 8 restricted to
+    decoder AP rows, their point-biserial r (tie-breaker) and on_p50 medians of every step. Pairs: the paper's 8 restricted to
     ``data.langs``. Also writes ``steering_outputs.json``
     (every generated text) and ``steering_tables.md`` into the stage directory.
     """
@@ -415,6 +419,7 @@ def run_experiment(run) -> dict:
     ident = [x for task in pipeline.RECORD_TASKS for x in pipeline.task_examples(run, task, "identify")]
     rank_dir = run.dir("rank") / "ASR"
     ap = {t: pipeline.load_ap(run, "ASR", f"decoder_t{t}") for t in steps}
+    separation = {t: pipeline.load_sep(run, "ASR", f"decoder_t{t}") for t in steps}
     on_p50 = {t: np.load(rank_dir / f"decoder_t{t}_on_p50.npy") for t in steps}
     langs = list(cfg["data"]["langs"])
     pairs = [(src, tgt) for src, tgt in PAIRS if src in langs and tgt in langs]
@@ -428,7 +433,7 @@ def run_experiment(run) -> dict:
         positions=steer_cfg.get("positions", "all"), tau=float(steer_cfg["tau"]),
         seed=int(steer_cfg.get("seed", 0)), batch_size=int(cfg["model"]["batch_size"]),
         max_new_tokens=steer_cfg.get("max_new_tokens"), fasttext_model=steer_cfg.get("fasttext_model") or None,
-        to_input=lambda x: pipeline.model_inputs(run, [x])[0])
+        to_input=lambda x: pipeline.model_inputs(run, [x])[0], separation=separation)
     out_dir = run.dir("steer")
     atomic_write_json(out_dir / "steering_outputs.json", result.outputs)
     atomic_write_bytes(out_dir / "steering_tables.md", markdown_tables(result.section).encode("utf-8"))

@@ -162,3 +162,22 @@ def test_end_to_end_diagonal_ratio_with_bootstrap():
     full = ratio(np.arange(n))
     lo, hi = bootstrap_ci(ratio, labels, n_boot=40, seed=0)
     assert full > 0.9 and lo > 0.5 and lo <= hi <= 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 60), st.data())
+def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
+    # coarse AP levels make large tie groups at the cuts; the secondary key breaks them
+    from engine.analysis import overlap_sweep, set_statistics
+
+    levels = st.sampled_from([0.1, 0.5, 1.0])
+    ap_s, ap_t = (data.draw(hnp.arrays(np.float64, (L, N), elements=levels)) for _ in range(2))
+    sep_s, sep_t = (data.draw(hnp.arrays(np.float64, (L, N), elements=st.sampled_from([-0.2, 0.0, 0.7])))
+                    for _ in range(2))
+    ks = sorted(data.draw(st.lists(st.integers(0, N), min_size=1, max_size=4)))
+    got = overlap_sweep(ap_s, ap_t, ks, sep_s, sep_t)
+    for n, k in enumerate(ks):
+        sets_s = [top_k(ap_s[i], k, sep_s[i]) for i in range(L)]
+        sets_t = [top_k(ap_t[j], k, sep_t[j]) for j in range(L)]
+        np.testing.assert_array_equal(got[n], overlap_matrix(sets_s, sets_t))
+    assert set_statistics(ap_s, ap_t, ks[-1], sep_s, sep_t)["matrix"] == got[-1].tolist()
