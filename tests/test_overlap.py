@@ -181,3 +181,38 @@ def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
         sets_t = [top_k(ap_t[j], k, sep_t[j]) for j in range(L)]
         np.testing.assert_array_equal(got[n], overlap_matrix(sets_s, sets_t))
     assert set_statistics(ap_s, ap_t, ks[-1], sep_s, sep_t)["matrix"] == got[-1].tolist()
+
+
+def test_bootstrap_ap_equals_recomputing_each_resample_on_its_rows(tmp_path):
+    # the compare stage's bootstrap (one sort per neuron, weighted counts, flat files read one
+    # resample at a time) against the obvious way: AP of the resampled rows, and r likewise
+    from engine.analysis import bootstrap_ap, paired_resamples
+    from engine.ranking import point_biserial
+    from engine.store import MatrixStore
+
+    rng = np.random.default_rng(11)
+    study = ["deu", "spa", "cmn"]
+    sids = [f"s{i}" for i in range(6)]
+    example_ids = [f"{sid}/{lang}/T2T" for lang in study for sid in sids]
+    langs = [eid.split("/")[1] for eid in example_ids]
+    valid = rng.random(len(example_ids)) > 0.2
+    for lang in study:  # every language keeps at least one valid row
+        valid[langs.index(lang)] = True
+    meta = {"example_ids": example_ids, "langs": langs, "valid": {"6": valid.tolist()}}
+    x = np.round(rng.standard_normal((len(example_ids), 23)), 1).astype(np.float16)  # ties
+    store = MatrixStore.create(tmp_path / "m", len(example_ids), 23, rows_per_block=4, cols_per_chunk=8)
+    for blk in range(store.n_blocks):
+        a, b = store.block_rows(blk)
+        store.write_block(blk, x[a:b])
+    resamples = paired_resamples(sids * 3, langs, study, 5, seed=3)
+    files = bootstrap_ap(store, meta, "6", resamples, study, tmp_path / "boot")
+    index = {f"{lang}/{eid.split('/')[0]}": row for row, (eid, lang) in enumerate(zip(example_ids, langs))
+             if valid[row]}
+    labels = np.array([study.index(lang) for lang in langs])
+    for b, keys in enumerate(resamples):
+        rows = np.array([index[key] for key in keys if key in index])
+        ap, sep = files.resample(b)
+        np.testing.assert_allclose(ap, average_precision(x[rows], labels[rows], n_labels=3), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(sep, point_biserial(x[rows], labels[rows], n_labels=3), rtol=0, atol=1e-6)
+    files.delete()
+    assert not files.ap_path.exists() and not files.sep_path.exists()

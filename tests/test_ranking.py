@@ -444,3 +444,27 @@ def test_resampled_ap_multiword_packing_and_errors():
         resampled_average_precision(x, labels, -np.ones((1, 3000), int))
     with pytest.raises(UserError, match="shape"):
         resampled_average_precision(x, labels, np.ones((1, 5), int))
+
+
+def test_tie_records_cover_every_cut_later_stages_take():
+    from engine.pipeline import tie_records
+
+    ap = np.array([[1.0, 1.0, 1.0, 0.5, 0.2, 0.2], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    rec = tie_records("S2T", "decoder_t1", ap, ["deu", "fra"], {"rank": 2, "steer": 1})
+    assert [(r["lang"], r["side"], r["k"], r["for"]) for r in rec] == [("deu", "top", 2, ["rank"]),
+                                                                        ("fra", "top", 2, ["rank"])]
+    assert (rec[0]["tied"], rec[0]["taken"], rec[0]["step"]) == (3, 2, 1) and rec[1]["tied"] == 1
+    asr = tie_records("ASR", "decoder_t6", ap, ["deu", "fra"], {"rank": 2, "steer": 2})
+    assert [(r["side"], r["for"]) for r in asr if r["lang"] == "deu"] == [("top", ["steer"]), ("bottom", ["steer"])]
+    bottom = next(r for r in asr if r["lang"] == "deu" and r["side"] == "bottom")
+    assert (bottom["value"], bottom["tied"], bottom["taken"]) == (0.2, 2, 2)
+    assert tie_records("ASR", "encoder", ap, ["deu", "fra"], {"rank": 2, "steer": 2}) == []
+
+
+def test_control_neurons_break_ties_by_separation():
+    from engine.steering import control_neurons
+
+    ap = np.array([1.0, 1.0, 1.0, 0.5, 0.1, 0.1, 0.1])
+    sep = np.array([0.2, 0.9, 0.5, 0.0, -0.1, -0.8, -0.3])
+    np.testing.assert_array_equal(control_neurons(ap, 2, sep), [1, 2, 5, 6])
+    np.testing.assert_array_equal(control_neurons(ap, 2), [0, 1, 4, 5])  # no key: lower index
