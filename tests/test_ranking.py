@@ -108,7 +108,7 @@ def test_oracle_comparison_fails_for_ungrouped_ties(n, data, value):
 
 @settings(max_examples=60, deadline=None)
 @given(st.data(), st.sampled_from([np.float16, "bfloat16"]))
-def test_counting_path_on_arbitrary_16bit_values(data, dtype):
+def test_radix_path_on_arbitrary_16bit_values(data, dtype):
     # any finite bit pattern: -0.0 vs +0.0, subnormals, the largest magnitudes, few levels
     n = data.draw(st.integers(2, 200))
     n_labels = data.draw(st.integers(1, min(4, n)))
@@ -468,3 +468,20 @@ def test_control_neurons_break_ties_by_separation():
     sep = np.array([0.2, 0.9, 0.5, 0.0, -0.1, -0.8, -0.3])
     np.testing.assert_array_equal(control_neurons(ap, 2, sep), [1, 2, 5, 6])
     np.testing.assert_array_equal(control_neurons(ap, 2), [0, 1, 4, 5])  # no key: lower index
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_descending_keys_preserve_order_over_every_16bit_pattern(dtype):
+    # exhaustive: every finite fp16 / bf16 value; keys ascend exactly as values descend, and two
+    # keys are equal exactly when the values are (-0.0 == +0.0)
+    from engine.ranking import _descending_keys
+
+    bits = np.arange(2**16, dtype=np.uint16)
+    values = torch.from_numpy(bits.view(np.int16)).view(dtype).to(torch.float64).numpy()
+    finite = np.isfinite(values)
+    bits, values = bits[finite], values[finite]
+    keys = _descending_keys(bits).astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    v, k = values[order], keys[order]
+    assert np.all(np.diff(v) <= 0)
+    np.testing.assert_array_equal(np.diff(k) == 0, np.diff(v) == 0)
