@@ -168,7 +168,7 @@ def test_end_to_end_diagonal_ratio_with_bootstrap():
 @given(st.integers(1, 5), st.integers(2, 60), st.data())
 def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
     # coarse AP levels make large tie groups at the cuts; the secondary key breaks them
-    from engine.analysis import overlap_sweep, set_statistics
+    from engine.stages.compare import overlap_sweep, set_statistics
 
     levels = st.sampled_from([0.1, 0.5, 1.0])
     ap_s, ap_t = (data.draw(hnp.arrays(np.float64, (L, N), elements=levels)) for _ in range(2))
@@ -186,7 +186,7 @@ def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
 def test_bootstrap_ap_equals_recomputing_each_resample_on_its_rows(tmp_path):
     # the compare stage's bootstrap (one sort per neuron, weighted counts, flat files read one
     # resample at a time) against the obvious way: AP of the resampled rows, and r likewise
-    from engine.analysis import bootstrap_ap, paired_resamples
+    from engine.stages.compare import bootstrap_ap, paired_resamples
     from engine.ranking import point_biserial
     from engine.store import MatrixStore
 

@@ -447,7 +447,7 @@ def test_resampled_ap_multiword_packing_and_errors():
 
 
 def test_tie_records_cover_every_cut_later_stages_take():
-    from engine.pipeline import tie_records
+    from engine.stages.report import tie_records
 
     ap = np.array([[1.0, 1.0, 1.0, 0.5, 0.2, 0.2], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
     rec = tie_records("S2T", "decoder_t1", ap, ["deu", "fra"], {"rank": 2, "steer": 1})

@@ -35,7 +35,7 @@ def synthetic_ap(L: int, n_neurons: int, seed: int) -> tuple[np.ndarray, ...]:
 
 
 def main(args) -> int:
-    from engine.analysis import overlap_sweep, rank_statistics, resample_statistics, statistics_of_overlap
+    from engine.stages.compare import overlap_sweep, rank_statistics, resample_statistics, statistics_of_overlap
 
     L, n_neurons, k = int(args.langs), int(args.neurons), int(args.k)
     ks = [int(v) for v in args.k_sweep.split(",") if v.strip()]

@@ -25,7 +25,8 @@ import numpy as np
 
 from engine import overlap as ov
 from engine.ranking import on_device, resampled_average_precision, top_k
-from engine.store import MatrixStore
+from engine.run import Run, load_ap, load_catalog, load_sep, matrices, ranking_device
+from engine.store import MatrixStore, atomic_write_json
 
 QUANTILES = (2.5, 97.5)
 
@@ -205,8 +206,6 @@ def distribution(ap_row: np.ndarray, components, k: int, separation: np.ndarray 
 
 def compare(run, catalog) -> dict:
     """Everything the claims about language-representation neurons read (analysis.json)."""
-    from engine.pipeline import _matrices, load_ap, load_sep, ranking_device
-
     cfg = run.cfg
     study = list(cfg["data"]["langs"])
     k, ks, n_boot = cfg["rank"]["k"], list(cfg["rank"]["k_sweep"]), cfg["rank"]["n_boot"]
@@ -226,7 +225,7 @@ def compare(run, catalog) -> dict:
         entry = {"k": k, "langs": study, **statistics_of_overlap(point[0]), **rank_statistics(ap_s, ap_x)}
         boots = {}
         for task, side in (("S2T", "speech"), ("T2T", "text")):
-            store = MatrixStore(_matrices(run, task)[name])
+            store = MatrixStore(matrices(run, task)[name])
             boots[side] = bootstrap_ap(store, metas[task], step, resamples, study, work / f"boot_{side}_t{t}",
                                        ranking_device(cfg))
         samples = {"diagonal_ratio": [], "total": [], "spearman_diag_concentration": [],
@@ -257,3 +256,9 @@ def compare(run, catalog) -> dict:
         load_ap(run, "T2T", "encoder")[focus], catalog.stack("text_encoder"), k,
         load_sep(run, "T2T", "encoder")[focus])
     return result
+
+
+def stage_compare(run: Run) -> None:
+    result = compare(run, load_catalog(run))
+    atomic_write_json(run.dir("compare") / "compare.json", result)
+    run.complete("compare")
