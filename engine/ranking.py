@@ -2,8 +2,8 @@
 
 ``average_precision`` reproduces ``sklearn.metrics.average_precision_score`` (one-vs-rest,
 label ``l`` positive) for every (language, neuron) pair, ties included, from **one sort per
-neuron** shared by all languages. Neurons are processed in chunks, so peak
-memory is set by ``memory_budget_mb``, not by the size of the matrix.
+neuron** shared by all languages. Neurons are processed in chunks, so peak memory is set by
+``memory_budget_mb``, not by the size of the matrix.
 
 How it stays exact. scikit-learn puts one threshold at each distinct score value (tied scores
 form one threshold) and computes ``AP = sum_g (R_g - R_{g-1}) P_g`` over thresholds ``g`` in
@@ -16,20 +16,42 @@ so one integer cumulative sum per neuron serves all L languages. Integer counts 
 the only rounding is one float64 division per example and the float64 sum (differences from
 scikit-learn are ~1e-16, far below 1e-12).
 
-Two ways to order each neuron's examples (both tested against scikit-learn and each other):
+How each neuron's examples are ordered (both tested against scikit-learn and each other):
 
-- fp16 / bf16 scores (``method="auto"``): a **counting sort** on the 16-bit keys. The value's
-  bits map to an order-preserving integer (-0.0 and +0.0 share one key); a histogram of the
-  packed increments per key, summed cumulatively from the largest key down, gives at every key
-  the counts of all examples scoring ``>=`` it, which is ``TP_l`` and ``N`` at that threshold's
-  end; ties group for free. Cost per neuron: O(n + key range), no comparison sort.
-- other dtypes (or ``method="sort"``): a stable ``torch.sort`` descending; the last position of
-  each run of equal values is a threshold end and each element reads the counts there.
+- fp16 / bf16 scores (``method="auto"``): the value's 16 bits map to an order-preserving
+  16-bit key (-0.0 and +0.0 share one key), and on CPU numpy's stable argsort of 16-bit
+  integers, a two-pass **radix sort**, orders every row in O(n); on CUDA a stable
+  ``torch.sort`` of the keys. Cost per neuron is proportional to the number of examples (the
+  former counting sort walked all 65,536 keys per neuron whatever n).
+- other dtypes (or ``method="sort"``): a stable ``torch.sort`` descending of the values.
+
+Both give, per row, the descending order and for every sorted position the position of the
+last element of its run of equal values (its threshold end); each element reads the running
+counts there.
+
+**Resamples without re-sorting** (``resampled_average_precision``). A bootstrap resample
+reorders nothing: it gives each example a multiplicity (0, 1, 2, ...). AP on the resampled
+rows equals AP with those multiplicities as integer weights over the same order (duplicated
+rows have equal scores, so they fall in one threshold), so each neuron is sorted once and
+every resample only costs weighted running counts over that order.
+
+**Ties at the top-k cut and the secondary key.** A perfect separator has AP = 1.0, and at a
+step where inputs differ only by the language tag many neurons are perfect separators, so the
+top-k cut can fall inside a group of equal AP. Ordering that group by flat index would fill
+top-k with the first components of the first layer. Instead ``top_k`` / ``bottom_k`` order
+by AP first and, among equal AP, by a second measure of how well the neuron separates the
+language: the **point-biserial correlation** ``r`` between the activation and the one-vs-rest
+label (Pearson's r with the 0/1 label), computed in the same pass as AP
+(``average_precision(..., return_separation=True)``, ``point_biserial``). It is bounded in
+[-1, 1], continuous (it grows with the gap between the language's activations and the rest
+relative to their spread, where AP saturates at 1 for every perfect separator), and 0 for a
+constant neuron. Top-k prefers higher r, bottom-k lower r; the last fallback is the lower flat
+index, so the order is total and deterministic. ``cut_ties`` reports the size of the tie
+group at a cut, so a reader can see when the secondary key decided it.
 
 Neurons are processed in chunks (peak memory follows the chunk, not the matrix); on CPU chunks
-run in parallel threads with one intra-op thread each, because several steps (cumulative sums
-over flattened chunks, ``nonzero``, ``scatter_add``) are serial inside torch. Figures:
-``python -m engine bench ap``.
+run in parallel threads with one intra-op thread each, because several steps (cumulative sums,
+scatter_add) are serial inside torch. Figures: ``python -m engine bench ap``.
 """
 from __future__ import annotations
 
@@ -41,13 +63,20 @@ import torch
 
 from engine.errors import UserError
 
-__all__ = ["average_precision", "top_k", "bottom_k"]
+__all__ = ["average_precision", "resampled_average_precision", "point_biserial", "top_k",
+           "bottom_k", "cut_ties"]
 
 # Working bytes per (example, neuron) element of a chunk, counted from the live tensors of
-# _chunk_ap: sorted values (4-8), sort indices (8), label codes (8), threshold mask (1), group
-# index and end positions (~14), packed increments, counts and gathered counts (24), float64
-# numerators/denominators/contributions (24), with slack for the allocator.
+# _ordered_sums: keys and order (10-16), label codes (8), group ends (8), packed increments,
+# counts and gathered counts (24), float64 numerators/contributions (16), the float64 copy for
+# the point-biserial statistic (16), with slack for the allocator.
 _BYTES_PER_ELEMENT = 112
+# About 2**18 elements per chunk keeps the working set in cache (measured faster than bigger
+# chunks); the memory budget can only make chunks smaller.
+_CHUNK_ELEMENTS = 2**18
+# Largest magnitude bits of a finite value (sign bit cleared): fp16's exponent is 5 bits,
+# bf16's 8; at and above these the value is inf or NaN.
+_NONFINITE_MAG = {torch.float16: 0x7C00, torch.bfloat16: 0x7F80}
 
 
 def _as_tensor(array, name: str) -> torch.Tensor:
@@ -73,7 +102,8 @@ def _sort_dtype(dtype: torch.dtype) -> torch.dtype:
     raise UserError(f"scores have dtype {dtype}; use a float (fp16, bf16, fp32, fp64) array")
 
 
-def _validate_labels(labels, n_examples: int, n_labels: int | None, device) -> tuple[torch.Tensor, int]:
+def _validate_labels(labels, n_examples: int, n_labels: int | None, device,
+                     require_all: bool = True) -> tuple[torch.Tensor, int]:
     lab = _as_tensor(labels, "labels")
     if lab.ndim != 1 or lab.shape[0] != n_examples:
         raise UserError(
@@ -93,16 +123,226 @@ def _validate_labels(labels, n_examples: int, n_labels: int | None, device) -> t
         raise UserError("need at least one label")
     counts = torch.bincount(lab, minlength=n_labels)
     missing = torch.nonzero(counts == 0).flatten().tolist()
-    if missing:
+    if missing and require_all:
         raise UserError(
             f"label(s) {missing} have no positive example, so their average precision is undefined; "
             "drop those languages or add examples")
     return lab, n_labels
 
 
+def _packing(lab: torch.Tensor, n_labels: int, max_positives: int, max_total: int):
+    """Bit-field layout of the running counts: one field per label, the total on top.
+
+    Returns ``(bits, top_shift, code, units, label_bins)``: ``code[i]`` = 64 * word + field
+    shift of example i's label (also its accumulation bin), ``units[w][i]`` = what one copy of
+    example i adds to word w's running counts, ``label_bins[l]`` = bin of label l.
+    """
+    device = lab.device
+    bits = max(1, int(max_positives).bit_length())
+    total_bits = max(1, int(max_total).bit_length())
+    per_word = (63 - total_bits) // bits
+    if per_word < 1:
+        raise UserError(f"{max_total} examples are too many for packed counts")
+    n_words = math.ceil(n_labels / per_word)
+    top_shift = 63 - total_bits
+    word = lab // per_word
+    shift = (lab % per_word) * bits
+    code = word * 64 + shift
+    units = [torch.where(word == w, torch.ones_like(shift) << shift, torch.zeros_like(shift))
+             | (1 << top_shift) for w in range(n_words)]
+    labels = torch.arange(n_labels, device=device)
+    label_bins = (labels // per_word) * 64 + (labels % per_word) * bits
+    if device.type == "cpu":  # the CPU path runs in numpy (its gathers are several times faster)
+        code, units = code.numpy(), [u.numpy() for u in units]
+    return bits, top_shift, code, units, label_bins
+
+
+def _chunk_size(chunk_size, n: int, memory_budget_mb: float, in_flight: int, per_example: int = 1) -> int:
+    budget_elements = int(memory_budget_mb * 2**20 // _BYTES_PER_ELEMENT) // max(1, in_flight)
+    if chunk_size is None:
+        chunk_size = max(1, min(budget_elements, _CHUNK_ELEMENTS) // (n * per_example))
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise UserError(f"chunk_size must be >= 1, got {chunk_size}")
+    return chunk_size
+
+
+def _check_scores(scores) -> torch.Tensor:
+    x = _as_tensor(scores, "scores")
+    if x.ndim != 2:
+        raise UserError(f"scores must be 2-D [n_examples, n_neurons], got shape {tuple(x.shape)}")
+    if x.shape[0] < 1:
+        raise UserError("scores has no examples (n_examples = 0)")
+    _sort_dtype(x.dtype)
+    return x
+
+
+def _nonfinite_error() -> UserError:
+    return UserError("scores contain NaN or infinite values; remove or fill them before ranking")
+
+
+def _descending_keys(bits: np.ndarray) -> np.ndarray:
+    """uint16 keys of fp16/bf16 bit patterns whose ascending order is the values' descending one.
+
+    ``0x7FFF - m`` for a value >= 0 and ``0x7FFF + m`` for a value < 0, with ``m`` the bits
+    without the sign (monotone in the magnitude for both formats), so -0.0 and +0.0 share a key.
+    Branch-free: ``0x7FFF - m + 2 * sign * m``.
+    """
+    magnitude = bits & np.uint16(0x7FFF)
+    sign = bits >> np.uint16(15)
+    return np.uint16(0x7FFF) - magnitude + ((magnitude * sign) << np.uint16(1))
+
+
+def _order_chunk(block: torch.Tensor, radix: bool):
+    """Descending order of each row of ``block [c, n]`` and the threshold end of every position.
+
+    Returns ``(order, end)``: ``order`` int64 ``[c, n]`` (``block[i, order[i, p]]`` is
+    non-increasing in p) and ``end`` int64 ``[c, n]``: for sorted position ``(i, p)`` the flat
+    index ``i * n + q`` of the last sorted position q of row i holding the same value (tied
+    values form one threshold), or ``None`` when no row of the chunk has a tie. numpy arrays for
+    a CPU block, tensors on the block's device otherwise.
+    ``radix``: ``block`` holds fp16/bf16 values, ordered by their order-preserving 16-bit keys
+    (on CPU numpy's stable sort of 16-bit integers, a radix sort, O(n) per row); otherwise by a
+    stable comparison sort of the float values. NaN/inf raise ``UserError``.
+    """
+    c, n = block.shape
+    device = block.device
+    if device.type == "cpu":
+        if radix:
+            bits = block.contiguous().view(torch.int16).numpy().view(np.uint16)
+            if c and n and int((bits & np.uint16(0x7FFF)).max()) >= _NONFINITE_MAG[block.dtype]:
+                raise _nonfinite_error()
+            key = _descending_keys(bits)
+            order = np.argsort(key, axis=1, kind="stable")
+            sorted_key = np.take(key, order + (np.arange(c) * n)[:, None])
+        else:
+            # Stable sort is the fastest CPU comparison sort here; the order inside a tie does
+            # not matter because a tie is one threshold.
+            values, order_t = torch.sort(block, dim=1, descending=True, stable=True)
+            sorted_key, order = values.numpy(), order_t.numpy()
+            # Descending sort puts NaN first; the extremes tell whether every value is finite.
+            if c and not (np.isfinite(sorted_key[:, 0]).all() and np.isfinite(sorted_key[:, -1]).all()):
+                raise _nonfinite_error()
+        is_end = np.empty((c, n), dtype=bool)
+        is_end[:, -1] = True
+        np.not_equal(sorted_key[:, :-1], sorted_key[:, 1:], out=is_end[:, :-1])
+        if is_end.all():  # no ties in the chunk: every element is its own threshold
+            return order, None
+        # Rows close with an end, so counting ends over the flattened chunk numbers the groups
+        # globally; a position's group is the number of ends before it.
+        flat = is_end.reshape(-1)
+        group = np.empty(c * n, dtype=np.int64)
+        group[0] = 0
+        np.cumsum(flat[:-1], out=group[1:])
+        return order, np.take(np.flatnonzero(flat), group).reshape(c, n)
+    if radix:
+        bits = block.contiguous().view(torch.int16).to(torch.int32)
+        magnitude = bits & 0x7FFF
+        if c and n and int(magnitude.max()) >= _NONFINITE_MAG[block.dtype]:
+            raise _nonfinite_error()
+        sorted_key, order = torch.sort(torch.where(bits < 0, 0x7FFF + magnitude, 0x7FFF - magnitude),
+                                       dim=1, stable=True)
+    else:
+        sorted_key, order = torch.sort(block, dim=1, descending=True, stable=True)
+        if not (bool(torch.isfinite(sorted_key[:, 0]).all()) and bool(torch.isfinite(sorted_key[:, -1]).all())):
+            raise _nonfinite_error()
+    is_end = torch.ones((c, n), dtype=torch.bool, device=device)
+    torch.ne(sorted_key[:, :-1], sorted_key[:, 1:], out=is_end[:, :-1])
+    if bool(is_end.all()):
+        return order, None
+    # the nearest end at or after each position: a reverse running minimum of end positions
+    ends = torch.where(is_end, torch.arange(n, device=device), n)
+    ends = torch.flip(torch.cummin(torch.flip(ends, (1,)), dim=1).values, (1,))
+    return order, ends + torch.arange(c, device=device)[:, None] * n
+
+
+def _ordered_sums(order, end, packing, n_bins: int, weights=None):
+    """Per (neuron, label bin) sums of ``w * TP_l(g) / N_g`` over one chunk's sorted examples.
+
+    ``order``/``end``: from ``_order_chunk`` (numpy on CPU, tensors elsewhere). ``weights``:
+    None (every example once) or the int multiplicities ``[n]`` of one resample. Every example
+    contributes its weight times the precision at its threshold end, where ``TP_l`` and ``N``
+    are (weighted) running counts, exact integers packed as in ``_packing``. Returns float64
+    ``[c, n_bins]`` (numpy or tensor like ``order``); each row is summed serially in sorted
+    order, so the result does not depend on the chunking.
+    """
+    bits, top_shift, code, units, _ = packing
+    c, n = order.shape
+    field_mask = (1 << bits) - 1
+    single_word = len(units) == 1
+    if isinstance(order, np.ndarray):
+        sorted_code = np.take(code, order)  # [c, n]
+        shift = sorted_code if single_word else sorted_code & 63
+        sorted_w = None if weights is None else np.take(weights, order)
+        sums = torch.zeros((c, n_bins), dtype=torch.float64)
+        for w, unit in enumerate(units):
+            counts = np.take(unit, order)
+            if sorted_w is not None:
+                counts *= sorted_w
+            np.cumsum(counts, axis=1, out=counts)
+            if end is not None:
+                counts = np.take(counts, end)  # the counts at each element's threshold end
+            own = np.right_shift(counts, shift)
+            own &= field_mask
+            if sorted_w is not None:
+                own *= sorted_w
+            contrib = own.astype(np.float64)
+            total = np.right_shift(counts, top_shift, out=counts)
+            if sorted_w is not None:  # 0 / 0 where nothing weighted precedes an unweighted example
+                np.maximum(total, 1, out=total)
+            contrib /= total  # float64 division: scikit-learn's precision TP / N
+            if not single_word:  # elements of other words read a foreign field: drop them
+                contrib *= (sorted_code >> 6) == w
+            # a serial per-row sum in sorted order: the result does not depend on the chunking
+            sums.scatter_add_(1, torch.from_numpy(sorted_code), torch.from_numpy(contrib))
+        return sums
+    sorted_code = code[order]
+    shift = sorted_code if single_word else sorted_code & 63
+    sorted_w = None if weights is None else weights[order]
+    sums = torch.zeros((c, n_bins), dtype=torch.float64, device=order.device)
+    for w, unit in enumerate(units):
+        counts = unit[order] if sorted_w is None else unit[order] * sorted_w
+        counts = torch.cumsum(counts, dim=1)
+        if end is not None:
+            counts = counts.view(-1)[end]
+        own = torch.bitwise_right_shift(counts, shift).bitwise_and_(field_mask)
+        if sorted_w is not None:
+            own.mul_(sorted_w)
+        total = torch.bitwise_right_shift(counts, top_shift)
+        contrib = own.to(torch.float64).div_(total.clamp_(min=1) if sorted_w is not None else total)
+        if not single_word:
+            contrib.mul_((sorted_code >> 6) == w)
+        sums.scatter_add_(1, sorted_code, contrib)
+    return sums
+
+
+def _point_biserial_chunk(block: torch.Tensor, lab: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Point-biserial r ``[c, L]`` of a chunk ``[c, n]`` (any float dtype) against 0/1 labels.
+
+    ``r_l = S_l / sqrt(SS * n_l * (n - n_l) / n)`` with ``SS`` the sum of squared deviations from
+    the neuron's mean and ``S_l`` the sum of deviations over label l's examples (centred sums
+    in float64, so a large mean costs no precision). 0 where SS = 0 (constant neuron) or
+    ``n_l`` is 0 or n.
+    """
+    c, n = block.shape
+    # contiguous rows: a row's sums then do not depend on the layout or the chunk it came in
+    x = block.to(torch.float64).contiguous()
+    x = x - x.sum(dim=1, keepdim=True) / n  # out of place: block may be the caller's array
+    ss = (x * x).sum(dim=1)  # [c]
+    s = torch.zeros((c, positives.shape[0]), dtype=torch.float64, device=block.device)
+    s.index_add_(1, lab, x)
+    return _r_from_sums(s, ss[:, None], positives[None, :], torch.tensor(float(n), dtype=torch.float64))
+
+
+def _r_from_sums(s, ss, n_pos, n_total) -> torch.Tensor:
+    denom = torch.sqrt(ss.clamp(min=0) * n_pos * (n_total - n_pos) / n_total)
+    r = torch.where(denom > 0, s / torch.where(denom > 0, denom, 1.0), 0.0)
+    return r.clamp_(-1.0, 1.0)
+
+
 def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size: int | None = None,
                       memory_budget_mb: float = 256.0, threads: int | None = None,
-                      method: str = "auto") -> np.ndarray:
+                      method: str = "auto", return_separation: bool = False):
     """One-vs-rest average precision of every neuron for every label, as scikit-learn computes it.
 
     Parameters
@@ -123,10 +363,12 @@ def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size
         CPU only: chunks processed in parallel, each with one intra-op thread; default
         ``torch.get_num_threads()``. Results do not depend on it.
     method : "auto" | "sort"
-        "auto": fp16/bf16 scores use a counting sort on their 16-bit keys (one histogram and
-        one cumulative sum per neuron; ties are equal keys, so they group for free), other
-        dtypes a comparison sort. "sort": always the comparison sort. Both give the same AP
+        "auto": fp16/bf16 scores are ordered by their 16-bit keys (radix sort on CPU), other
+        dtypes by a comparison sort. "sort": always the comparison sort. Both give the same AP
         (tested against each other and against scikit-learn).
+    return_separation : bool
+        Also return the point-biserial correlation of every (label, neuron), computed in the
+        same pass (see ``point_biserial``): the secondary key of ``top_k`` / ``bottom_k``.
 
     Returns
     -------
@@ -134,186 +376,172 @@ def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size
         ``ap[l, j] == average_precision_score(labels == l, scores[:, j])`` to ~1e-16. Tied scores
         form one threshold (scikit-learn semantics). A constant neuron gets the positive rate
         ``mean(labels == l)``. With ``n_neurons == 0`` the result has shape ``[L, 0]``.
+        With ``return_separation``: ``(ap, r)``, r float64 ``[L, n_neurons]``.
     """
-    x = _as_tensor(scores, "scores")
-    if x.ndim != 2:
-        raise UserError(f"scores must be 2-D [n_examples, n_neurons], got shape {tuple(x.shape)}")
+    x = _check_scores(scores)
     n, n_neurons = x.shape
-    if n < 1:
-        raise UserError("scores has no examples (n_examples = 0)")
     sort_dtype = _sort_dtype(x.dtype)
     device = x.device
     lab, L = _validate_labels(labels, n, n_labels, device)
     positives = torch.bincount(lab, minlength=L).to(torch.float64)
-
     if method not in ("auto", "sort"):
         raise UserError(f"method must be 'auto' or 'sort', got {method!r}")
-    explicit_chunk = chunk_size
-    # About 2**20 elements per chunk keeps the working set cache-friendly (measured faster
-    # than bigger chunks); the memory budget can only make chunks smaller.
     in_flight = max(1, threads if threads is not None else torch.get_num_threads())
-    budget_elements = int(memory_budget_mb * 2**20 // _BYTES_PER_ELEMENT) // in_flight
-    if chunk_size is None:
-        chunk_size = max(1, min(budget_elements, 2**20) // n)
-    chunk_size = int(chunk_size)
-    if chunk_size < 1:
-        raise UserError(f"chunk_size must be >= 1, got {chunk_size}")
-
-    # Running counts are packed into bit fields of one int64: one field of width `bits` per
-    # label (enough for that label's positives) and, on top, a field counting all examples
-    # (N_g). Labels that do not fit in one word go to further words, each with its own N field.
-    bits = max(1, int(positives.max().item()).bit_length())
-    total_bits = n.bit_length()
-    per_word = (63 - total_bits) // bits
-    if per_word < 1:
-        raise UserError(f"n_examples={n} is too large for packed counts")
-    n_words = math.ceil(L / per_word)
-    top_shift = 63 - total_bits
-    # Per example: `code` = 64 * word + field shift of its label (also its accumulation bin);
-    # increments[w] = what the example adds to word w's running counts.
-    word = lab // per_word
-    shift = (lab % per_word) * bits
-    code = word * 64 + shift
-    increments = [torch.where(word == w, torch.ones_like(shift) << shift, torch.zeros_like(shift))
-                  | (1 << top_shift) for w in range(n_words)]
-    packing = (bits, top_shift, code, increments)
-    # bin of label l in the accumulator, to read the per-label sums back
-    label_bins = (torch.arange(L, device=device) // per_word) * 64 + \
-        (torch.arange(L, device=device) % per_word) * bits
+    chunk_size = _chunk_size(chunk_size, n, memory_budget_mb, in_flight)
+    packing = _packing(lab, L, int(positives.max().item()), n)
+    label_bins = packing[4]
+    n_bins = 64 * len(packing[3])
+    radix = x.dtype in (torch.float16, torch.bfloat16) and method != "sort"
 
     out = torch.empty((L, n_neurons), dtype=torch.float64, device=device)
-
-    counting = x.dtype in (torch.float16, torch.bfloat16) and method != "sort"
-    if counting:
-        field_shift = shift
-        in_words = [(word == w).to(torch.float64) for w in range(n_words)]
-        if explicit_chunk is None:
-            chunk_size = max(1, min(budget_elements, 2**20) // (n + 2**16))
+    sep = torch.empty((L, n_neurons), dtype=torch.float64, device=device) if return_separation else None
 
     def run(start: int) -> None:
         stop = min(start + chunk_size, n_neurons)
-        if counting:
-            block = x[:, start:stop].t().contiguous()  # [c, n] 16-bit floats
-            sums = _chunk_ap_counting(block, packing, field_shift, in_words)[:, label_bins]
+        # [c, n]: ordering along the last dim of a contiguous block is the fastest layout
+        if radix:
+            block = x[:, start:stop].t().contiguous()
         else:
-            # [c, n]: sorting along the last dim of a contiguous block is the fastest layout
             block = torch.empty((stop - start, n), dtype=sort_dtype, device=device)
             block.copy_(x[:, start:stop].t())  # one pass: cast and transpose
-            sums = _chunk_ap(block, packing)[:, label_bins]
+        order, end = _order_chunk(block, radix)
+        sums = torch.as_tensor(_ordered_sums(order, end, packing, n_bins))[:, label_bins]
         out[:, start:stop] = sums.t() / positives[:, None]
+        if sep is not None:
+            sep[:, start:stop] = _point_biserial_chunk(block, lab, positives).t()
 
-    starts = range(0, n_neurons, chunk_size)
+    _run_chunks(run, range(0, n_neurons, chunk_size), device, threads)
+    ap = out.cpu().numpy()
+    return (ap, sep.cpu().numpy()) if return_separation else ap
+
+
+def _run_chunks(run, starts, device, threads) -> None:
     workers = min(threads if threads is not None else torch.get_num_threads(), len(starts))
     if device.type != "cpu" or workers <= 1:
         for start in starts:
             run(start)
-    else:
-        # Chunks in parallel, one intra-op thread each: several steps (flat cumsum, nonzero,
-        # scatter) are serial inside torch, so chunk-level threads use the cores better. Torch
-        # ops release the GIL; set_num_threads in a worker only affects that worker thread.
-        def worker(start: int) -> None:
-            torch.set_num_threads(1)
-            run(start)
+        return
+    # Chunks in parallel, one intra-op thread each: several steps (cumsum, scatter) are serial
+    # inside torch, so chunk-level threads use the cores better. Torch ops and numpy's sort
+    # release the GIL; set_num_threads in a worker only affects that worker thread.
+    def worker(start: int) -> None:
+        torch.set_num_threads(1)
+        run(start)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(worker, start) for start in starts]:
-                future.result()
-    return out.cpu().numpy()
-
-
-def _chunk_ap(block: torch.Tensor, packing) -> torch.Tensor:
-    """Sum over examples of TP_l(g)/N_g per (neuron, label bin) for one chunk ``[c, n]``."""
-    c, n = block.shape
-    device = block.device
-    bits, top_shift, code, increments = packing
-    # Stable sort is the fastest CPU sort here; the order inside a tie does not matter because
-    # a tie is one threshold.
-    values, order = torch.sort(block, dim=1, descending=True, stable=True)
-    # Descending sort puts NaN first; the extremes tell whether every value is finite.
-    if not (bool(torch.isfinite(values[:, 0]).all()) and bool(torch.isfinite(values[:, -1]).all())):
-        raise UserError("scores contain NaN or infinite values; remove or fill them before ranking")
-    sorted_code = code[order]  # [c, n]
-
-    # Threshold ends: last position of every run of equal values (each row's last position too).
-    is_end = torch.ones((c, n), dtype=torch.bool, device=device)
-    torch.ne(values[:, :-1], values[:, 1:], out=is_end[:, :-1])
-    del values
-    if bool(is_end.all()):  # no ties in the chunk: every element is its own threshold
-        group = flat_end = None
-    else:
-        is_end = is_end.view(-1)
-        flat_end = torch.nonzero(is_end).squeeze(1)  # ascending flat positions of ends
-        # Rows always close with an end, so counting ends over the flattened chunk numbers the
-        # groups globally; an element's group is the number of ends before it.
-        group = torch.empty(c * n, dtype=torch.int64, device=device)
-        group[0] = 0
-        torch.cumsum(is_end[:-1], dim=0, out=group[1:])
-    del is_end
-
-    # Each element of label l contributes TP_l(g) / N_g at its threshold g; summed over the
-    # elements of label l in g this is (TP_l(g) - TP_l(g-1)) * TP_l(g) / N_g, scikit-learn's
-    # term (the 1/P_l factor is applied by the caller).
-    single_word = len(increments) == 1
-    field_shift = sorted_code.view(-1) if single_word else (sorted_code & 63).view(-1)
-    sums = torch.zeros((c, 64 * len(increments)), dtype=torch.float64, device=device)
-    field_mask = (1 << bits) - 1
-    for w, increment in enumerate(increments):
-        if single_word:  # computing the increment is cheaper than gathering it
-            sorted_increment = torch.bitwise_left_shift(1, sorted_code).bitwise_or_(1 << top_shift)
-        else:
-            sorted_increment = increment[order]
-        counts = torch.cumsum(sorted_increment, dim=1).view(-1)
-        del sorted_increment
-        if group is not None:
-            counts = counts[flat_end][group]  # the counts at each element's threshold end
-        own = torch.bitwise_right_shift(counts, field_shift).bitwise_and_(field_mask).to(torch.float64)
-        n_at_end = torch.bitwise_right_shift(counts, top_shift)
-        del counts
-        contrib = own.div_(n_at_end)  # float64 division: scikit-learn's precision TP / N
-        if len(increments) > 1:  # elements of other words read a foreign field: drop them
-            contrib.mul_((sorted_code >> 6).view(-1) == w)
-        sums.scatter_add_(1, sorted_code, contrib.view(c, n))
-    return sums
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(worker, start) for start in starts]:
+            future.result()
 
 
-def _chunk_ap_counting(block: torch.Tensor, packing, field_shift, in_words) -> torch.Tensor:
-    """Per (neuron, label bin) sums of TP_l(g)/N_g for a 16-bit chunk ``[c, n]``, by counting sort.
+def point_biserial(scores, labels, *, n_labels: int | None = None) -> np.ndarray:
+    """Point-biserial correlation ``r[l, j]`` of ``scores[:, j]`` with the label ``labels == l``.
 
-    A 16-bit float maps to an order-preserving integer key (-0.0 and +0.0 share one key, as
-    they compare equal). Histogramming the packed label increments by key and taking a
-    cumulative sum from the largest key down gives, at each key, the packed counts of all
-    examples scoring >= that value: exactly TP_l and N at that value's threshold end.
+    That is Pearson's r between the activation and the 0/1 one-vs-rest label:
+    ``(mean_pos - mean_neg) * sqrt(p (1 - p)) / std`` (population std, ``p`` the positive
+    rate). Bounded in [-1, 1]; 0 for a constant neuron. float64 ``[L, n_neurons]``; the same
+    values ``average_precision(..., return_separation=True)`` returns (it is computed there in
+    the same pass; this is the stand-alone form).
     """
-    c, n = block.shape
-    bits, top_shift, code, increments = packing
-    if not bool(torch.isfinite(block).all()):
-        raise UserError("scores contain NaN or infinite values; remove or fill them before ranking")
-    raw = block.view(torch.int16).to(torch.int64)
-    key = torch.where(raw >= 0, raw + 32768, 32768 - (raw & 0x7FFF))  # 1..65535, -0 == +0
-    del raw
-    top_key = int(key.max())
-    position = torch.sub(top_key, key)  # 0 = the largest value
-    del key
-    width = int(position.max()) + 1
-    field_mask = (1 << bits) - 1
-    sums = torch.zeros((c, 64 * len(increments)), dtype=torch.float64, device=block.device)
-    bins = code.expand(c, n)
-    for increment, in_word in zip(increments, in_words):
-        hist = torch.zeros((c, width), dtype=torch.int64, device=block.device)
-        hist.scatter_add_(1, position, increment.expand(c, n))
-        counts = torch.cumsum(hist, dim=1).gather(1, position)  # counts at >= own value
-        del hist
-        own = torch.bitwise_right_shift(counts, field_shift).bitwise_and_(field_mask).to(torch.float64)
-        contrib = own.div_(torch.bitwise_right_shift(counts, top_shift))
-        del counts
-        if len(increments) > 1:  # examples of other words read a foreign field: drop them
-            contrib.mul_(in_word)
-        # a serial per-row sum: the result does not depend on the chunking
-        sums.scatter_add_(1, bins, contrib)
-    return sums
+    x = _check_scores(scores)
+    lab, L = _validate_labels(labels, x.shape[0], n_labels, x.device)
+    positives = torch.bincount(lab, minlength=L).to(torch.float64)
+    return _point_biserial_chunk(x.t(), lab, positives).t().cpu().numpy()
 
 
-def _check_row(ap_row, k: int) -> np.ndarray:
+def resampled_average_precision(scores, labels, weights, *, n_labels: int | None = None,
+                                chunk_size: int | None = None, memory_budget_mb: float = 256.0,
+                                threads: int | None = None, method: str = "auto"):
+    """AP and point-biserial r of every neuron for B resamples of the rows, one sort per neuron.
+
+    Parameters
+    ----------
+    scores : array [n_examples, n_neurons] (as for ``average_precision``).
+    labels : array [n_examples] of integers in ``0..L-1``.
+    weights : integer array [B, n_examples] >= 0
+        ``weights[b, i]`` = how many times row i occurs in resample b (a bootstrap resample's
+        ``bincount``). Every label must have a positive total weight in every resample.
+    Others as for ``average_precision``.
+
+    Returns
+    -------
+    (ap, r) : float64 ``[B, L, n_neurons]`` each
+        ``ap[b]`` equals ``average_precision`` of the resampled rows (row i repeated
+        ``weights[b, i]`` times) to ~1e-16: a resample reorders nothing, so the order and the
+        tie groups of one sort serve every resample, with weighted running counts. ``r[b]`` is
+        the point-biserial correlation on the resampled rows (weighted moments, float64).
+    """
+    x = _check_scores(scores)
+    n, n_neurons = x.shape
+    sort_dtype = _sort_dtype(x.dtype)
+    device = x.device
+    lab, L = _validate_labels(labels, n, n_labels, device, require_all=False)
+    w = _as_tensor(weights, "weights")
+    if w.ndim != 2 or w.shape[1] != n:
+        raise UserError(f"weights must have shape [n_resamples, n_examples=[{n}]], got {tuple(w.shape)}")
+    if w.is_floating_point() and not torch.equal(w, w.round()):
+        raise UserError("weights must be integer multiplicities (how often each row is drawn)")
+    w = w.to(device=device, dtype=torch.int64)
+    if w.numel() and int(w.min()) < 0:
+        raise UserError("weights must be >= 0 (multiplicities)")
+    B = w.shape[0]
+    onehot = torch.nn.functional.one_hot(lab, L).to(torch.int64)  # [n, L]
+    positives = w @ onehot  # [B, L] weighted positives
+    if B and bool((positives == 0).any()):
+        b, l = torch.nonzero(positives == 0)[0].tolist()
+        raise UserError(f"resample {b} has no example of label {l}, so its average precision is "
+                        "undefined; resample within each language (stratified)")
+    if method not in ("auto", "sort"):
+        raise UserError(f"method must be 'auto' or 'sort', got {method!r}")
+    totals = w.sum(dim=1)  # [B]
+    packing = _packing(lab, L, int(positives.max()) if B else 1, int(totals.max()) if B else 1)
+    label_bins = packing[4]
+    n_bins = 64 * len(packing[3])
+    radix = x.dtype in (torch.float16, torch.bfloat16) and method != "sort"
+    in_flight = max(1, threads if threads is not None else torch.get_num_threads())
+    chunk_size = _chunk_size(chunk_size, n, memory_budget_mb, in_flight)
+    # multiplicities in the smallest integer type that holds them: gathering them is the
+    # largest cost of a resample
+    small = torch.int8 if int(w.max() if w.numel() else 0) < 2**7 else torch.int16 \
+        if int(w.max()) < 2**15 else torch.int64
+    w_gather = w.to(small) if device.type == "cpu" else w
+    w_gather = w_gather.numpy() if device.type == "cpu" else w_gather
+    wf = w.t().to(torch.float64)  # [n, B]
+    pos_f = positives.to(torch.float64)
+    tot_f = totals.to(torch.float64)
+    label_rows = [torch.nonzero(lab == l).squeeze(1) for l in range(L)]
+    ap = torch.empty((B, L, n_neurons), dtype=torch.float64, device=device)
+    sep = torch.empty((B, L, n_neurons), dtype=torch.float64, device=device)
+
+    def run(start: int) -> None:
+        stop = min(start + chunk_size, n_neurons)
+        if radix:
+            block = x[:, start:stop].t().contiguous()
+        else:
+            block = torch.empty((stop - start, n), dtype=sort_dtype, device=device)
+            block.copy_(x[:, start:stop].t())
+        order, end = _order_chunk(block, radix)  # one sort serves every resample
+        for b in range(B):
+            sums = torch.as_tensor(_ordered_sums(order, end, packing, n_bins, w_gather[b]))[:, label_bins]
+            ap[b, :, start:stop] = sums.t() / pos_f[b][:, None]
+        # weighted moments about the neuron's mean over all rows (a fixed shift per neuron keeps
+        # the sums of squares well conditioned), per label by matrix products
+        xd = block.to(torch.float64)
+        xd = xd - xd.mean(dim=1, keepdim=True)  # out of place: block may be the caller's array
+        m1 = xd @ wf  # [c, B]
+        m2 = (xd * xd) @ wf
+        s = torch.stack([xd[:, rows] @ wf[rows] for rows in label_rows], dim=1)  # [c, L, B]
+        mean = m1 / tot_f  # [c, B]
+        ss = m2 - m1 * mean
+        centred = s - pos_f.t()[None] * mean[:, None, :]
+        r = _r_from_sums(centred, ss[:, None, :], pos_f.t()[None], tot_f[None, None, :])
+        sep[:, :, start:stop] = r.permute(2, 1, 0)
+
+    if B and n_neurons:
+        _run_chunks(run, range(0, n_neurons, chunk_size), device, threads)
+    return ap.cpu().numpy(), sep.cpu().numpy()
+
+
+def _check_row(ap_row, k: int, separation=None) -> tuple[np.ndarray, np.ndarray | None]:
     row = np.asarray(ap_row)
     if row.ndim != 1:
         raise UserError(f"ap_row must be 1-D [n_neurons], got shape {row.shape}")
@@ -321,34 +549,84 @@ def _check_row(ap_row, k: int) -> np.ndarray:
         raise UserError("ap_row contains NaN; rank only finite average precisions")
     if not 0 <= int(k) <= row.shape[0]:
         raise UserError(f"k={k} is outside 0..{row.shape[0]} (the number of neurons)")
-    return row
+    sep = None
+    if separation is not None:
+        sep = np.asarray(separation, dtype=np.float64)
+        if sep.shape != row.shape:
+            raise UserError(f"separation must have the AP row's shape {row.shape}, got {sep.shape}")
+        if np.isnan(sep).any():
+            raise UserError("separation contains NaN; pass the point-biserial r of the same pass")
+    return row.astype(np.float64), sep
 
 
-def top_k(ap_row: np.ndarray, k: int) -> np.ndarray:
+def _best(primary: np.ndarray, secondary: np.ndarray | None, k: int) -> np.ndarray:
+    """Indices of the k smallest ``(primary, secondary, index)`` in that order (lexicographic)."""
+    k = int(k)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < primary.size:
+        # every neuron tied with the k-th value is a candidate; the rest cannot enter
+        kth = np.partition(primary, k - 1)[k - 1]
+        candidates = np.flatnonzero(primary <= kth)
+    else:
+        candidates = np.arange(primary.size)
+    keys = (candidates, primary[candidates]) if secondary is None else \
+        (candidates, secondary[candidates], primary[candidates])
+    # -0.0 and 0.0 compare equal, so they tie as values do
+    return candidates[np.lexsort(keys)[:k]].astype(np.int64)
+
+
+def top_k(ap_row: np.ndarray, k: int, separation: np.ndarray | None = None) -> np.ndarray:
     """Flat indices of the ``k`` neurons with the highest AP, best first.
 
-    Tie-breaking (deterministic): among equal AP values the lower flat neuron index comes
-    first (stable sort on ``-ap``). ``-0.0`` and ``0.0`` are equal. NaN raises ``UserError``.
+    Order (deterministic, total): AP descending; among equal AP, ``separation`` descending
+    (the point-biserial r of the same language, see the module docstring); then the lower flat
+    index. Without ``separation`` equal AP goes to the lower index. ``-0.0 == 0.0``; NaN raises
+    ``UserError``. ``top_k(row, k, sep)`` is a prefix of ``top_k(row, K, sep)`` for k <= K.
     Returns int64 ``[k]``.
     """
-    row = _check_row(ap_row, k)
-    return np.argsort(-row.astype(np.float64), kind="stable")[: int(k)].astype(np.int64)
+    row, sep = _check_row(ap_row, k, separation)
+    return _best(-row, None if sep is None else -sep, k)
 
 
-def bottom_k(ap_row: np.ndarray, k: int) -> np.ndarray:
+def bottom_k(ap_row: np.ndarray, k: int, separation: np.ndarray | None = None) -> np.ndarray:
     """Flat indices of the ``k`` neurons with the lowest AP, lowest first.
 
-    Tie-breaking (deterministic): among equal AP values the lower flat neuron index comes
-    first (stable sort on ``ap``). NaN raises ``UserError``. Returns int64 ``[k]``.
+    Order: AP ascending; among equal AP, ``separation`` ascending (most negatively associated
+    with the language first); then the lower flat index. NaN raises ``UserError``. Returns
+    int64 ``[k]``.
     """
-    row = _check_row(ap_row, k)
-    return np.argsort(row.astype(np.float64), kind="stable")[: int(k)].astype(np.int64)
+    row, sep = _check_row(ap_row, k, separation)
+    return _best(row, sep, k)
+
+
+def cut_ties(ap_row: np.ndarray, k: int, side: str = "top") -> dict:
+    """The tie group at the top-k (or bottom-k) cut of one AP row.
+
+    Returns ``{"k", "value", "tied", "above", "taken"}``: ``value`` the AP of the k-th neuron,
+    ``tied`` how many neurons have exactly that AP, ``above`` how many are strictly better
+    (all of them are in the set), ``taken = k - above`` how many of the tie group the set
+    holds. ``taken < tied`` means the secondary key decided which tied neurons made the cut.
+    k = 0: ``value`` None and counts 0.
+    """
+    if side not in ("top", "bottom"):
+        raise UserError(f"side must be 'top' or 'bottom', got {side!r}")
+    row, _ = _check_row(ap_row, k)
+    k = int(k)
+    if k == 0:
+        return {"k": 0, "value": None, "tied": 0, "above": 0, "taken": 0}
+    key = -row if side == "top" else row
+    kth = float(np.partition(key, k - 1)[k - 1])
+    above = int(np.count_nonzero(key < kth))
+    tied = int(np.count_nonzero(key == kth))
+    return {"k": k, "value": float(-kth if side == "top" else kth) + 0.0, "tied": tied, "above": above,
+            "taken": k - above}
 
 
 def on_device(block: np.ndarray, device: str):
     """A stored activation block as ``average_precision`` input on ``device``.
 
-    On CPU the numpy array is passed as it is (fp16 keeps the 16-bit counting sort); elsewhere
+    On CPU the numpy array is passed as it is (fp16 keeps the 16-bit radix path); elsewhere
     it becomes a tensor on that device. AP of fp16 values equals AP of the same values in
     float32 (the cast is exact), so the store's precision is the only rounding.
     """

@@ -202,6 +202,33 @@ def excluded_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
     return ["task", "step"] + ["excluded"] * (width - 2), [r + [""] * (width - len(r)) for r in rows]
 
 
+TIES_NOTE = ("Each cell: neurons whose AP equals the AP at the cut (tied) and how many of them the set "
+             "took. \u2020 marks a cut inside a tie group (taken < tied): the secondary key, the "
+             "point-biserial r of activation and language, decided which tied neurons made the cut.")
+
+
+def ties_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
+    """The tie group at every top-k / bottom-k cut (``analysis["ties"]``), one row per cut."""
+    records = (analysis or {}).get("ties") or []
+    langs = list(dict.fromkeys(r["lang"] for r in records))
+    cuts: dict[tuple, dict] = {}
+    for r in records:
+        key = (r["task"], r["matrix"], r["side"], r["k"], "+".join(r.get("for", [])))
+        cuts.setdefault(key, {})[r["lang"]] = r
+    rows = []
+    for key, by_lang in cuts.items():
+        cells = []
+        for lang in langs:
+            r = by_lang.get(lang)
+            if r is None or not r["k"]:
+                cells.append("")
+                continue
+            mark = " \u2020" if r["taken"] < r["tied"] else ""
+            cells.append(f"{r['tied']} tied, took {r['taken']} (AP {_fmt(r['value'], 3)}){mark}")
+        rows.append([str(v) for v in key] + cells)
+    return ["task", "matrix", "side", "k", "for"] + langs, rows
+
+
 def qualitative_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
     """Table 2-style examples: gold, steered ASR output, steered TR output."""
     rows = []
@@ -375,7 +402,7 @@ def glance(profile: str, records: dict, analysis: dict | None) -> dict:
     return {"regression": regression, "paper": science}
 
 
-def _markdown(profile, g, header, records, figures, missing, tables, q_table, x_table) -> str:
+def _markdown(profile, g, header, records, figures, missing, tables, q_table, x_table, t_table) -> str:
     md = [f"# Claims report — profile `{profile}`", "", "## At a glance", "",
           f"1. **Regression — do the numbers match the recorded baselines?** {g['regression']['text']}",
           f"2. **The paper's statements on this model:** {g['paper']['text']} Why: {g['paper']['why']}", "",
@@ -407,10 +434,12 @@ def _markdown(profile, g, header, records, figures, missing, tables, q_table, x_
     md += ["### Table 2: qualitative examples", "", _md_table(*q_table) if q_table[1] else "_none in the artifact_", ""]
     md += ["## Examples excluded per step (output ended before the step)", "",
            _md_table(*x_table) if x_table[1] else "_none recorded_", ""]
+    md += ["## Ties at the top-k / bottom-k cuts", "", TIES_NOTE, "",
+           _md_table(*t_table) if t_table[1] else "_none recorded_", ""]
     return "\n".join(md)
 
 
-def _html(profile, g, header, records, figures, missing, tables, q_table, x_table) -> str:
+def _html(profile, g, header, records, figures, missing, tables, q_table, x_table, t_table) -> str:
     e = html.escape
     regression = e(g["regression"]["text"])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Claims report {e(profile)}</title>",
@@ -469,6 +498,8 @@ def _html(profile, g, header, records, figures, missing, tables, q_table, x_tabl
                  + (_html_table(*q_table) if q_table[1] else "<p><i>none in the artifact</i></p>"))
     parts.append("<h2>Examples excluded per step (output ended before the step)</h2>"
                  + (_html_table(*x_table) if x_table[1] else "<p><i>none recorded</i></p>"))
+    parts.append("<h2>Ties at the top-k / bottom-k cuts</h2>" + f"<p>{e(TIES_NOTE)}</p>"
+                 + (_html_table(*t_table) if t_table[1] else "<p><i>none recorded</i></p>"))
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -496,7 +527,7 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     figures, missing = make_figures(analysis) if analysis else ({}, {k: "no analysis" for k in FIGURE_TITLES})
     g = glance(profile, records, analysis)
     parts = (profile, g, header, records, figures, missing, steering_tables(analysis, registry),
-             qualitative_table(analysis), excluded_table(analysis))
+             qualitative_table(analysis), excluded_table(analysis), ties_table(analysis))
     counts = {}
     for r in records.values():
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1

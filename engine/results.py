@@ -167,6 +167,13 @@ class RunResults:
         name = "encoder" if step is None else f"decoder_t{int(step)}"
         return np.load(self.stage_dir("rank") / task / f"{name}_ap.npy")
 
+    def separation(self, task: str, step: int | None = None) -> np.ndarray:
+        """Point-biserial r of every neuron, [n_langs, n_neurons]: the secondary key that orders
+        neurons of equal AP in top-k / bottom-k (``engine.ranking.top_k``)."""
+        self._check(task, step=step)
+        name = "encoder" if step is None else f"decoder_t{int(step)}"
+        return np.load(self.stage_dir("rank") / task / f"{name}_sep.npy")
+
     def _stack(self, task: str, step: int | None) -> str:
         return "text_decoder" if step is not None else ENCODER_OF[task]
 
@@ -188,16 +195,18 @@ class RunResults:
         from engine.ranking import top_k
 
         self._check(task, lang, step)
-        row = self.ap(task, step)[self.langs.index(lang)]
-        return self.neurons(task, top_k(row, k or self.k), lang, step)
+        i = self.langs.index(lang)
+        return self.neurons(task, top_k(self.ap(task, step)[i], k or self.k, self.separation(task, step)[i]),
+                            lang, step)
 
     def bottom_k(self, task: str, lang: str, step: int | None = None, k: int | None = None) -> list[Neuron]:
         """``lang``'s k lowest-AP neurons, lowest first."""
         from engine.ranking import bottom_k
 
         self._check(task, lang, step)
-        row = self.ap(task, step)[self.langs.index(lang)]
-        return self.neurons(task, bottom_k(row, k or self.k), lang, step)
+        i = self.langs.index(lang)
+        return self.neurons(task, bottom_k(self.ap(task, step)[i], k or self.k, self.separation(task, step)[i]),
+                            lang, step)
 
     def control_set(self, lang: str, step: int, k: int | None = None) -> list[Neuron]:
         """Language-control neurons of ``lang`` at ``step``: ASR top-k ∪ bottom-k (k defaults to
@@ -206,8 +215,9 @@ class RunResults:
 
         self._check("ASR", lang, step)
         k = k or int(self.analysis["steering"].get("config", {}).get("k", self.k))
-        row = self.ap("ASR", step)[self.langs.index(lang)]
-        return self.neurons("ASR", control_neurons(row, k), lang, step)
+        i = self.langs.index(lang)
+        return self.neurons("ASR", control_neurons(self.ap("ASR", step)[i], k, self.separation("ASR", step)[i]),
+                            lang, step)
 
     # -- set and rank statistics -------------------------------------------------------------
     def overlap(self, step: int) -> Overlap:
@@ -241,12 +251,14 @@ class RunResults:
         self._check("S2T", lang)
         i, cat = self.langs.index(lang), self.catalog
         out = {"lang": lang, "k": k,
-               "speech_encoder": distribution(self.ap("S2T")[i], cat.stack("speech_encoder"), k),
-               "text_encoder": distribution(self.ap("T2T")[i], cat.stack("text_encoder"), k),
+               "speech_encoder": distribution(self.ap("S2T")[i], cat.stack("speech_encoder"), k,
+                                              self.separation("S2T")[i]),
+               "text_encoder": distribution(self.ap("T2T")[i], cat.stack("text_encoder"), k,
+                                            self.separation("T2T")[i]),
                "text_decoder": {}}
         for t in self.steps:
             out["text_decoder"][str(t)] = {
-                side: distribution(self.ap(task, t)[i], cat.stack("text_decoder"), k)
+                side: distribution(self.ap(task, t)[i], cat.stack("text_decoder"), k, self.separation(task, t)[i])
                 for side, task in (("speech", "S2T"), ("text", "T2T"))}
         return out
 

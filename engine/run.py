@@ -205,6 +205,11 @@ def matrices(run: Run, task: str) -> dict[str, Path]:
 def load_ap(run: Run, task: str, name: str) -> np.ndarray:
     return np.load(run.dir("rank") / task / f"{name}_ap.npy")
 
+def load_sep(run: Run, task: str, name: str) -> np.ndarray:
+    """The point-biserial r ``[L, N]`` saved beside the AP: the secondary key of top-k."""
+    return np.load(run.dir("rank") / task / f"{name}_sep.npy")
+
+
 def load_catalog(run: Run):
     from engine.catalog import Catalog
 

@@ -45,12 +45,14 @@ DECODER = "text_decoder"
 # Neuron selection and values
 
 
-def control_neurons(ap_row: np.ndarray, k: int) -> np.ndarray:
+def control_neurons(ap_row: np.ndarray, k: int, separation: np.ndarray | None = None) -> np.ndarray:
     """Language-control neurons of one language and step: top-k ∪ bottom-k of its ASR AP row.
 
-    ``ap_row``: [n_neurons] float AP over the decoder stack at one step. Returns sorted unique
-    int64 flat indices (2k of them unless 2k > n_neurons, then all neurons); k = 0 gives none.
-    Tie-breaking is ``engine.ranking.top_k`` / ``bottom_k``'s.
+    ``ap_row``: [n_neurons] float AP over the decoder stack at one step; ``separation``: the
+    same row's point-biserial r (the rank stage's ``*_sep.npy``), which orders neurons of equal
+    AP (``engine.ranking.top_k`` / ``bottom_k``; without it, the lower index). Returns sorted
+    unique int64 flat indices (2k of them unless 2k > n_neurons, then all neurons); k = 0 gives
+    none.
     """
     from engine.ranking import bottom_k, top_k
 
@@ -62,7 +64,7 @@ def control_neurons(ap_row: np.ndarray, k: int) -> np.ndarray:
     if k == 0:
         return np.zeros(0, dtype=np.int64)
     k = min(k, ap_row.size)
-    chosen = np.union1d(np.asarray(top_k(ap_row, k)), np.asarray(bottom_k(ap_row, k)))
+    chosen = np.union1d(np.asarray(top_k(ap_row, k, separation)), np.asarray(bottom_k(ap_row, k, separation)))
     return chosen.astype(np.int64)
 
 

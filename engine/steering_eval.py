@@ -198,7 +198,8 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                  pairs: Sequence[tuple[str, str]] = PAIRS, interventions: Sequence[str] = INTERVENTIONS,
                  positions: str = "all", tau: float = 10.0, seed: int = 0, batch_size: int = 8,
                  max_new_tokens: int | None = None, fasttext_model: str | None = None,
-                 to_input: Callable | None = None) -> SteeringResult:
+                 to_input: Callable | None = None,
+                 separation: Mapping[int, np.ndarray] | None = None) -> SteeringResult:
     """Run the steering experiment and score it.
 
     ``held_out``: Examples (split "steer") of tasks ASR and TR; ``identify``: the examples the
@@ -206,7 +207,9 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
     rows at step t; ``on_p50[t]``: [len(langs), n_decoder] medians of each language's ASR
     decoder activity at step t. ``positions``: "all" (every decoding position) or "from_t"
     (positions ≥ t). ``to_input``: Example -> ModelInput (default loads speech from
-    ``audio_path``). Returns the section with "rows", "effect_ratio", "qualitative".
+    ``audio_path``). ``separation[t]``: [len(langs), n_decoder] point-biserial r of the same
+    rows, the secondary key that orders neurons of equal AP (``ranking.top_k``); None: the
+    lower index. Returns the section with "rows", "effect_ratio", "qualitative".
     """
     check_held_out(held_out, identify)
     if positions not in ("all", "from_t"):
@@ -262,10 +265,11 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
         for src, tgt in pairs:
             li = langs.index(tgt)
             chosen = {}
+            sep_row = None if separation is None else np.asarray(separation[t][li])
             if "median" in interventions:
-                chosen["median"] = control_neurons(np.asarray(ap[t][li]), k)
+                chosen["median"] = control_neurons(np.asarray(ap[t][li]), k, sep_row)
             if "random" in interventions:
-                n = control_neurons(np.asarray(ap[t][li]), k).size
+                n = control_neurons(np.asarray(ap[t][li]), k, sep_row).size
                 chosen["random"] = random_neurons(n_decoder, n, [seed, li, t])
             for kind, neurons in chosen.items():
                 values = np.asarray(on_p50[t][li])[neurons]

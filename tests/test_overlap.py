@@ -162,3 +162,57 @@ def test_end_to_end_diagonal_ratio_with_bootstrap():
     full = ratio(np.arange(n))
     lo, hi = bootstrap_ci(ratio, labels, n_boot=40, seed=0)
     assert full > 0.9 and lo > 0.5 and lo <= hi <= 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 60), st.data())
+def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
+    # coarse AP levels make large tie groups at the cuts; the secondary key breaks them
+    from engine.stages.compare import overlap_sweep, set_statistics
+
+    levels = st.sampled_from([0.1, 0.5, 1.0])
+    ap_s, ap_t = (data.draw(hnp.arrays(np.float64, (L, N), elements=levels)) for _ in range(2))
+    sep_s, sep_t = (data.draw(hnp.arrays(np.float64, (L, N), elements=st.sampled_from([-0.2, 0.0, 0.7])))
+                    for _ in range(2))
+    ks = sorted(data.draw(st.lists(st.integers(0, N), min_size=1, max_size=4)))
+    got = overlap_sweep(ap_s, ap_t, ks, sep_s, sep_t)
+    for n, k in enumerate(ks):
+        sets_s = [top_k(ap_s[i], k, sep_s[i]) for i in range(L)]
+        sets_t = [top_k(ap_t[j], k, sep_t[j]) for j in range(L)]
+        np.testing.assert_array_equal(got[n], overlap_matrix(sets_s, sets_t))
+    assert set_statistics(ap_s, ap_t, ks[-1], sep_s, sep_t)["matrix"] == got[-1].tolist()
+
+
+def test_bootstrap_ap_equals_recomputing_each_resample_on_its_rows(tmp_path):
+    # the compare stage's bootstrap (one sort per neuron, weighted counts, flat files read one
+    # resample at a time) against the obvious way: AP of the resampled rows, and r likewise
+    from engine.stages.compare import bootstrap_ap, paired_resamples
+    from engine.ranking import point_biserial
+    from engine.store import MatrixStore
+
+    rng = np.random.default_rng(11)
+    study = ["deu", "spa", "cmn"]
+    sids = [f"s{i}" for i in range(6)]
+    example_ids = [f"{sid}/{lang}/T2T" for lang in study for sid in sids]
+    langs = [eid.split("/")[1] for eid in example_ids]
+    valid = rng.random(len(example_ids)) > 0.2
+    for lang in study:  # every language keeps at least one valid row
+        valid[langs.index(lang)] = True
+    meta = {"example_ids": example_ids, "langs": langs, "valid": {"6": valid.tolist()}}
+    x = np.round(rng.standard_normal((len(example_ids), 23)), 1).astype(np.float16)  # ties
+    store = MatrixStore.create(tmp_path / "m", len(example_ids), 23, rows_per_block=4, cols_per_chunk=8)
+    for blk in range(store.n_blocks):
+        a, b = store.block_rows(blk)
+        store.write_block(blk, x[a:b])
+    resamples = paired_resamples(sids * 3, langs, study, 5, seed=3)
+    files = bootstrap_ap(store, meta, "6", resamples, study, tmp_path / "boot")
+    index = {f"{lang}/{eid.split('/')[0]}": row for row, (eid, lang) in enumerate(zip(example_ids, langs))
+             if valid[row]}
+    labels = np.array([study.index(lang) for lang in langs])
+    for b, keys in enumerate(resamples):
+        rows = np.array([index[key] for key in keys if key in index])
+        ap, sep = files.resample(b)
+        np.testing.assert_allclose(ap, average_precision(x[rows], labels[rows], n_labels=3), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(sep, point_biserial(x[rows], labels[rows], n_labels=3), rtol=0, atol=1e-6)
+    files.delete()
+    assert not files.ap_path.exists() and not files.sep_path.exists()

@@ -9,7 +9,8 @@ from hypothesis.extra import numpy as hnp
 from sklearn.metrics import average_precision_score
 
 from engine.errors import UserError
-from engine.ranking import average_precision, bottom_k, top_k
+from engine.ranking import (average_precision, bottom_k, cut_ties, point_biserial,
+                            resampled_average_precision, top_k)
 
 TOL = 1e-12
 
@@ -107,7 +108,7 @@ def test_oracle_comparison_fails_for_ungrouped_ties(n, data, value):
 
 @settings(max_examples=60, deadline=None)
 @given(st.data(), st.sampled_from([np.float16, "bfloat16"]))
-def test_counting_path_on_arbitrary_16bit_values(data, dtype):
+def test_radix_path_on_arbitrary_16bit_values(data, dtype):
     # any finite bit pattern: -0.0 vs +0.0, subnormals, the largest magnitudes, few levels
     n = data.draw(st.integers(2, 200))
     n_labels = data.draw(st.integers(1, min(4, n)))
@@ -182,8 +183,11 @@ def test_chunking_does_not_change_results():
     labels = rng.integers(0, 4, 500)
     x = rng.standard_normal((500, 37)).astype(np.float16)
     ref = average_precision(x, labels, chunk_size=37)
+    ref_r = average_precision(x, labels, chunk_size=37, return_separation=True)[1]
     for chunk in (1, 5, 16):
         np.testing.assert_array_equal(average_precision(x, labels, chunk_size=chunk), ref)
+        np.testing.assert_array_equal(average_precision(x, labels, chunk_size=chunk, return_separation=True)[1],
+                                      ref_r)
     np.testing.assert_array_equal(average_precision(x, labels, memory_budget_mb=0.001), ref)
     for threads in (1, 2, 3):
         np.testing.assert_array_equal(average_precision(x, labels, chunk_size=5, threads=threads), ref)
@@ -296,3 +300,188 @@ def test_cuda_ranking_equals_cpu_ranking():
     labels = rng.integers(0, 5, 300)
     np.testing.assert_allclose(average_precision(on_device(block, "cuda"), labels),
                                average_precision(block, labels), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The secondary key (point-biserial r), ties at the cut, resamples without re-sorting
+
+
+def pearson_with_label(x, labels, n_labels):
+    """The slow obvious oracle of the point-biserial r: scipy's Pearson r per (label, neuron)."""
+    from scipy.stats import pearsonr
+
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros((n_labels, x.shape[1]))
+    for l in range(n_labels):
+        y = (labels == l).astype(np.float64)
+        for j in range(x.shape[1]):
+            if np.ptp(x[:, j]) > 0 and 0 < y.sum() < len(y):
+                out[l, j] = pearsonr(x[:, j], y).statistic
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(ranking_problem())
+def test_separation_is_pearson_r_with_the_label(problem):
+    x, labels, n_labels, chunk = problem
+    ap, r = average_precision(x, labels, n_labels=n_labels, chunk_size=chunk, return_separation=True)
+    np.testing.assert_array_equal(ap, average_precision(x, labels, n_labels=n_labels, chunk_size=chunk))
+    np.testing.assert_allclose(r, pearson_with_label(x, labels, n_labels), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(r, point_biserial(x, labels, n_labels=n_labels))
+    assert np.all(np.abs(r) <= 1.0)
+
+
+def test_separation_does_not_modify_float64_input_and_constant_neuron_is_zero():
+    labels = np.array([0, 0, 1, 1, 2])
+    x = np.c_[np.full(5, 3.0), np.arange(5.0)]
+    before = x.copy()
+    _, r = average_precision(x, labels, return_separation=True)
+    np.testing.assert_array_equal(x, before)
+    assert np.all(r[:, 0] == 0.0) and r[2, 1] > 0 and r[0, 1] < 0
+
+
+def planted_tie_problem(seed, n_per_lang=12, n_perfect=40, n_noise=30, L=3):
+    """Activations where language 0 has ``n_perfect`` perfect separators (AP = 1.0) placed at the
+    *end* of the flat index, with planted, distinct margins, plus noise neurons before them."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(L), n_per_lang)
+    noise = rng.standard_normal((labels.size, n_noise))
+    gaps = rng.permutation(np.linspace(0.5, 4.0, n_perfect))  # larger gap, larger r
+    perfect = rng.uniform(0, 0.2, (labels.size, n_perfect)) + (labels == 0)[:, None] * gaps[None, :]
+    return np.c_[noise, perfect].astype(np.float32), labels, n_noise, gaps
+
+
+def test_planted_tie_group_larger_than_k_is_cut_by_separation():
+    x, labels, n_noise, gaps = planted_tie_problem(0)
+    k = 10
+    ap, r = average_precision(x, labels, return_separation=True)
+    perfect = n_noise + np.arange(gaps.size)
+    assert np.all(ap[0, perfect] == 1.0) and np.count_nonzero(ap[0] == 1.0) == gaps.size > k
+    chosen = top_k(ap[0], k, r[0])
+    # the k tied neurons with the largest r, best first, deterministic, not the lowest indices
+    expected = perfect[np.lexsort((perfect, -r[0, perfect]))][:k]
+    np.testing.assert_array_equal(chosen, expected)
+    assert not np.array_equal(np.sort(chosen), perfect[:k])
+    # r orders the planted perfect separators by their planted gap (monotone, saturating)
+    from scipy.stats import spearmanr
+    assert spearmanr(r[0, perfect], gaps).statistic > 0.9
+    for _ in range(3):
+        np.testing.assert_array_equal(top_k(ap[0], k, r[0]), chosen)
+    assert cut_ties(ap[0], k) == {"k": k, "value": 1.0, "tied": gaps.size, "above": 0, "taken": k}
+
+
+@settings(max_examples=80, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(1, 80), elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+       st.data())
+def test_top_k_holds_everything_above_the_cut_and_orders_ties_by_separation(ap, data):
+    k = data.draw(st.integers(0, len(ap)))
+    sep = data.draw(hnp.arrays(np.float64, len(ap), elements=st.sampled_from([-0.5, 0.0, 0.3, 0.9])))
+    idx = range(len(ap))
+    assert top_k(ap, k, sep).tolist() == sorted(idx, key=lambda i: (-ap[i], -sep[i], i))[:k]
+    assert bottom_k(ap, k, sep).tolist() == sorted(idx, key=lambda i: (ap[i], sep[i], i))[:k]
+    chosen = set(top_k(ap, k, sep).tolist())
+    if k:
+        tie = cut_ties(ap, k)
+        above = {i for i in idx if ap[i] > tie["value"]}
+        assert above <= chosen and len(above) == tie["above"]
+        assert tie["tied"] == int(np.sum(ap == tie["value"])) and tie["taken"] == k - tie["above"]
+        low = cut_ties(ap, k, "bottom")
+        assert {i for i in idx if ap[i] < low["value"]} <= set(bottom_k(ap, k, sep).tolist())
+    for kk in range(k + 1):  # a smaller k is a prefix: one ordering serves a whole k sweep
+        assert top_k(ap, kk, sep).tolist() == top_k(ap, k, sep).tolist()[:kk]
+
+
+def test_cut_ties_edge_cases():
+    assert cut_ties(np.array([0.2, 0.1]), 0) == {"k": 0, "value": None, "tied": 0, "above": 0, "taken": 0}
+    assert cut_ties(np.array([0.2, 0.1, 0.1]), 2, "bottom") == {"k": 2, "value": 0.1, "tied": 2,
+                                                                "above": 0, "taken": 2}
+    with pytest.raises(UserError, match="side"):
+        cut_ties(np.zeros(3), 1, "middle")
+    with pytest.raises(UserError, match="separation"):
+        top_k(np.zeros(3), 1, np.zeros(4))
+
+
+@st.composite
+def resample_problem(draw):
+    x, labels, n_labels, chunk = draw(ranking_problem())
+    n = len(labels)
+    B = draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    weights = np.zeros((B, n), np.int64)
+    for b in range(B):  # stratified: within each label, as many draws as it has rows
+        for l in range(n_labels):
+            rows = np.flatnonzero(labels == l)
+            np.add.at(weights[b], rng.choice(rows, rows.size), 1)
+    return x, labels, n_labels, chunk, weights
+
+
+@settings(max_examples=80, deadline=None)
+@given(resample_problem(), st.sampled_from(["auto", "sort"]))
+def test_resampled_ap_equals_sklearn_on_duplicated_rows(problem, method):
+    x, labels, n_labels, chunk, weights = problem
+    ap, r = resampled_average_precision(x, labels, weights, n_labels=n_labels, chunk_size=chunk,
+                                        method=method)
+    assert ap.shape == r.shape == (len(weights), n_labels, x.shape[1])
+    for b, w in enumerate(weights):
+        rows = np.repeat(np.arange(len(labels)), w)
+        np.testing.assert_allclose(ap[b], sklearn_ap(x[rows], labels[rows], n_labels), rtol=0, atol=TOL)
+        np.testing.assert_allclose(r[b], pearson_with_label(x[rows], labels[rows], n_labels),
+                                   rtol=0, atol=1e-9)
+
+
+def test_resampled_ap_multiword_packing_and_errors():
+    rng = np.random.default_rng(7)
+    labels = rng.choice(5, 3000, p=[0.8, 0.05, 0.05, 0.05, 0.05])
+    x = np.round(rng.standard_normal((3000, 4)) * 4).astype(np.float16)
+    w = rng.integers(0, 3, (2, 3000))
+    ap, _ = resampled_average_precision(x, labels, w, chunk_size=3)
+    for b in range(2):
+        rows = np.repeat(np.arange(3000), w[b])
+        np.testing.assert_allclose(ap[b], sklearn_ap(x[rows], labels[rows], 5), rtol=0, atol=TOL)
+    with pytest.raises(UserError, match="no example of label"):
+        resampled_average_precision(x, labels, np.where(labels == 2, 0, 1)[None])
+    with pytest.raises(UserError, match=">= 0"):
+        resampled_average_precision(x, labels, -np.ones((1, 3000), int))
+    with pytest.raises(UserError, match="shape"):
+        resampled_average_precision(x, labels, np.ones((1, 5), int))
+
+
+def test_tie_records_cover_every_cut_later_stages_take():
+    from engine.stages.report import tie_records
+
+    ap = np.array([[1.0, 1.0, 1.0, 0.5, 0.2, 0.2], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    rec = tie_records("S2T", "decoder_t1", ap, ["deu", "fra"], {"rank": 2, "steer": 1})
+    assert [(r["lang"], r["side"], r["k"], r["for"]) for r in rec] == [("deu", "top", 2, ["rank"]),
+                                                                        ("fra", "top", 2, ["rank"])]
+    assert (rec[0]["tied"], rec[0]["taken"], rec[0]["step"]) == (3, 2, 1) and rec[1]["tied"] == 1
+    asr = tie_records("ASR", "decoder_t6", ap, ["deu", "fra"], {"rank": 2, "steer": 2})
+    assert [(r["side"], r["for"]) for r in asr if r["lang"] == "deu"] == [("top", ["steer"]), ("bottom", ["steer"])]
+    bottom = next(r for r in asr if r["lang"] == "deu" and r["side"] == "bottom")
+    assert (bottom["value"], bottom["tied"], bottom["taken"]) == (0.2, 2, 2)
+    assert tie_records("ASR", "encoder", ap, ["deu", "fra"], {"rank": 2, "steer": 2}) == []
+
+
+def test_control_neurons_break_ties_by_separation():
+    from engine.steering import control_neurons
+
+    ap = np.array([1.0, 1.0, 1.0, 0.5, 0.1, 0.1, 0.1])
+    sep = np.array([0.2, 0.9, 0.5, 0.0, -0.1, -0.8, -0.3])
+    np.testing.assert_array_equal(control_neurons(ap, 2, sep), [1, 2, 5, 6])
+    np.testing.assert_array_equal(control_neurons(ap, 2), [0, 1, 4, 5])  # no key: lower index
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_descending_keys_preserve_order_over_every_16bit_pattern(dtype):
+    # exhaustive: every finite fp16 / bf16 value; keys ascend exactly as values descend, and two
+    # keys are equal exactly when the values are (-0.0 == +0.0)
+    from engine.ranking import _descending_keys
+
+    bits = np.arange(2**16, dtype=np.uint16)
+    values = torch.from_numpy(bits.view(np.int16)).view(dtype).to(torch.float64).numpy()
+    finite = np.isfinite(values)
+    bits, values = bits[finite], values[finite]
+    keys = _descending_keys(bits).astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    v, k = values[order], keys[order]
+    assert np.all(np.diff(v) <= 0)
+    np.testing.assert_array_equal(np.diff(k) == 0, np.diff(v) == 0)

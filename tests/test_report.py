@@ -173,6 +173,19 @@ def test_cli_runs_pytest_on_claims(monkeypatch, tmp_path, capsys):
     assert str(out.resolve() / "claims-report.html") in capsys.readouterr().out
 
 
+def test_ties_table_marks_cuts_decided_by_the_secondary_key():
+    from engine.report import ties_table
+
+    rec = [{"task": "S2T", "matrix": "decoder_t1", "step": 1, "lang": lang, "side": "top", "for": ["rank"],
+            "k": 50, "value": 1.0, "tied": tied, "above": 0 if tied > 50 else 50 - tied,
+            "taken": 50 if tied > 50 else tied} for lang, tied in (("deu", 180), ("fra", 1))]
+    header, rows = ties_table({"ties": rec})
+    assert header == ["task", "matrix", "side", "k", "for", "deu", "fra"]
+    assert rows == [["S2T", "decoder_t1", "top", "50", "rank", "180 tied, took 50 (AP 1.000) \u2020",
+                     "1 tied, took 1 (AP 1.000)"]]
+    assert ties_table({}) == (["task", "matrix", "side", "k", "for"], [])
+
+
 def test_glance_separates_regression_from_the_papers_statements(tmp_path, sample, registry):
     # a regression profile whose numbers all match their baselines while most paper checks fail:
     # the report must say both, apart, and why the paper is not expected to hold there

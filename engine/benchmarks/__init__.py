@@ -1,7 +1,10 @@
-"""``python -m engine bench {ap,record}``: benchmarks whose last printed line is one JSON object.
+"""``python -m engine bench {ap,bootstrap,compare,record}``: benchmarks whose last line is JSON.
 
 ``ap``: exact average precision of a synthetic fp16 activation matrix against scikit-learn and
-against a bare ``torch.sort`` (engine.benchmarks.ap). ``record``: cost of recording every
+against a bare ``torch.sort`` (engine.benchmarks.ap). ``bootstrap``: bootstrap resamples' AP from
+one sort per neuron against re-ranking each resample (engine.benchmarks.bootstrap).
+``compare``: the compare stage's statistics per resample and step at the Large decoder's width
+(engine.benchmarks.compare). ``record``: cost of recording every
 neuron against plain greedy generation (engine.benchmarks.record).
 """
 from __future__ import annotations
@@ -37,6 +40,30 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
     ap.add_argument("--chunk-size", type=int, default=None, help="neurons per chunk (default: automatic)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2, help="keep the fastest of N runs, default 2")
+
+    boot = sub.add_parser("bootstrap", help="bootstrap AP from one sort per neuron vs re-ranking resamples",
+                          description="Time resampled_average_precision (one sort per neuron, weighted "
+                                      "counts per resample) against a full ranking of each resample's "
+                                      "rows; last line is JSON.")
+    boot.add_argument("--examples", type=int, default=5000, help="rows (examples), default 5000")
+    boot.add_argument("--neurons", type=int, default=2048, help="columns (neurons), default 2048")
+    boot.add_argument("--langs", type=int, default=5, help="languages (labels), default 5")
+    boot.add_argument("--resamples", type=int, default=10, help="bootstrap resamples, default 10")
+    boot.add_argument("--full-resamples", type=int, default=2,
+                      help="resamples ranked in full for the comparison, default 2")
+    boot.add_argument("--seed", type=int, default=0)
+    boot.add_argument("--repeats", type=int, default=2, help="keep the fastest of N runs, default 2")
+
+    cmp = sub.add_parser("compare", help="compare-stage statistics per bootstrap resample and step",
+                         description="Set statistics at k, Spearman statistics and the k sweep of one "
+                                     "resample at the Large decoder's width; last line is JSON.")
+    cmp.add_argument("--neurons", type=int, default=491520,
+                     help="neurons per step, default 491520 (the Large decoder)")
+    cmp.add_argument("--langs", type=int, default=5, help="languages, default 5")
+    cmp.add_argument("--k", type=int, default=1000, help="k of the main statistics, default 1000")
+    cmp.add_argument("--k-sweep", default="100,250,500,1000,2000,4000", help="comma-separated ks")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--repeats", type=int, default=2, help="keep the fastest of N runs, default 2")
 
     rec = sub.add_parser("record", help="recording overhead vs plain greedy generation",
                          description="Time record_batches (all catalog neurons, chosen steps) "

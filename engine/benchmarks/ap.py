@@ -7,7 +7,7 @@ language signal so APs are not all ~1/L. fp16 makes ties common, as in stored ac
 Timed in one process with ``time.perf_counter``:
 
 - ``ap_s``: ``engine.ranking.average_precision`` on the whole matrix (all languages), default
-  method (for fp16: the counting sort on 16-bit keys); ``ap_sort_method_s``: the same with
+  method (for fp16: a radix sort of the 16-bit keys, O(n) per neuron); ``ap_sort_method_s``: the same with
   ``method="sort"`` (comparison sort), one run;
 - ``sklearn``: ``average_precision_score`` on a seeded sample of neurons x every language
   (values cast to float64, which is what sklearn would see), per (neuron, language);

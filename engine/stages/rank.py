@@ -33,17 +33,22 @@ def stage_rank(run: Run) -> None:
                                 "step); raise data.n_identify or record.max_new_tokens")
             idx = np.flatnonzero(rows)
             row_langs = np.asarray(meta["langs"])[idx]
-            ap, on, off = [], [], []
+            ap, sep, on, off = [], [], [], []
             n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
             for _, block in progress(st.iter_col_blocks(rows=idx), total=n_chunks, desc=f"rank {task} {name}",
                                       unit="chunk", leave=False):
-                ap.append(average_precision(on_device(block, device), labels[idx], n_labels=len(langs)))
+                # AP and its tie-breaker (the point-biserial r) in one pass over the block
+                a, r = average_precision(on_device(block, device), labels[idx], n_labels=len(langs),
+                                         return_separation=True)
+                ap.append(a)
+                sep.append(r)
                 if task == "ASR" and name.startswith("decoder_t"):
                     medians = [median_activations(block, row_langs, lang, chunk_cols=block.shape[1])
                                for lang in langs]
                     on.append(np.stack([m[0] for m in medians]))
                     off.append(np.stack([m[1] for m in medians]))
             save_npy(out / task / f"{name}_ap.npy", np.concatenate(ap, axis=1))
+            save_npy(out / task / f"{name}_sep.npy", np.concatenate(sep, axis=1))
             if on:
                 save_npy(out / task / f"{name}_on_p50.npy", np.concatenate(on, axis=1))
                 save_npy(out / task / f"{name}_off_p50.npy", np.concatenate(off, axis=1))

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 
-from engine.run import RECORD_TASKS, STAGES, Run
+import numpy as np
+
+from engine.ranking import cut_ties
+from engine.run import RECORD_TASKS, STAGES, Run, load_ap
 from engine.store import atomic_write_json
 
 
@@ -21,8 +24,43 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
         **compare,
         "steering": steering,
         "excluded": excluded,
+        # the tie group at every top-k / bottom-k cut the compare and steer stages took
+        "ties": [rec for task in RECORD_TASKS
+                 for name in ["encoder", *(f"decoder_t{t}" for t in run.cfg["record"]["steps"])]
+                 for rec in tie_records(task, name, load_ap(run, task, name), run.cfg["data"]["langs"],
+                                        {"rank": run.cfg["rank"]["k"], "steer": run.cfg["steer"]["k"]})],
     }
     atomic_write_json(run.dir("report") / "analysis.json", analysis)
     # wall time differs between identical runs: kept out of analysis.json so that file is reproducible
     atomic_write_json(run.dir("report") / "timing.json", {"wall_time_s": round(wall_time_s, 1)})
     run.complete("report")
+
+
+def tie_records(task: str, name: str, ap: np.ndarray, langs: list[str], cuts: dict[str, int]) -> list[dict]:
+    """The tie group at every top-k / bottom-k cut of one AP matrix ``[L, N]`` (``ranking.cut_ties``).
+
+    One record per (language, side, k): ``task``, ``matrix`` (e.g. "decoder_t1"), ``step`` (None
+    for encoders), ``lang``, ``side``, ``for`` (which stage takes that cut), and the counts
+    ``k, value, tied, above, taken``. ``taken < tied`` means the secondary key (point-biserial
+    r) decided which tied neurons made the cut. Only the cuts later stages take are recorded:
+    top-k at rank.k of S2T and T2T (compare: overlaps, k sweep, distributions) and top-k and
+    bottom-k at steer.k of the ASR decoder (steering's control neurons). Computed here, from the
+    saved AP, because this stage's key covers both rank.k and steer.k.
+    """
+    step = int(name.removeprefix("decoder_t")) if name.startswith("decoder_t") else None
+    if task == "ASR":
+        wanted = [("top", "steer", cuts["steer"]), ("bottom", "steer", cuts["steer"])] if step is not None else []
+    else:
+        wanted = [("top", "rank", cuts["rank"])]
+    records = []
+    for li, lang in enumerate(langs):
+        seen = set()
+        for side, use, k in wanted:
+            k = min(int(k), ap.shape[1])
+            if (side, k) in seen:  # rank.k == steer.k: one record serves both
+                continue
+            seen.add((side, k))
+            uses = sorted({u for s, u, kk in wanted if s == side and min(int(kk), ap.shape[1]) == k})
+            records.append({"task": task, "matrix": name, "step": step, "lang": lang, "side": side,
+                            "for": uses, **cut_ties(ap[li], k, side)})
+    return records

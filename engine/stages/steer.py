@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.errors import UserError
-from engine.run import RECORD_TASKS, Run, load_ap, model_inputs, task_examples
+from engine.run import RECORD_TASKS, Run, load_ap, load_sep, model_inputs, task_examples
 from engine.steering_eval import PAIRS, TASK_MODALITY, markdown_tables, run_steering
 from engine.store import atomic_write_bytes, atomic_write_json
 
@@ -16,7 +16,7 @@ def run_experiment(run) -> dict:
 
     Reads ``run.cfg["steer"]`` (k, tau, positions, max_new_tokens, random_control, seed, and
     optionally fasttext_model: a path to lid.176.bin), the held-out ASR/TR examples, the ASR
-    decoder AP rows and on_p50 medians of every step. Pairs: the paper's 8 restricted to
+    decoder AP rows, their point-biserial r (tie-breaker) and on_p50 medians of every step. Pairs: the paper's 8 restricted to
     ``data.langs``. Also writes ``steering_outputs.json``
     (every generated text) and ``steering_tables.md`` into the stage directory.
     """
@@ -26,6 +26,7 @@ def run_experiment(run) -> dict:
     ident = [x for task in RECORD_TASKS for x in task_examples(run, task, "identify")]
     rank_dir = run.dir("rank") / "ASR"
     ap = {t: load_ap(run, "ASR", f"decoder_t{t}") for t in steps}
+    separation = {t: load_sep(run, "ASR", f"decoder_t{t}") for t in steps}
     on_p50 = {t: np.load(rank_dir / f"decoder_t{t}_on_p50.npy") for t in steps}
     langs = list(cfg["data"]["langs"])
     pairs = [(src, tgt) for src, tgt in PAIRS if src in langs and tgt in langs]
@@ -39,7 +40,7 @@ def run_experiment(run) -> dict:
         positions=steer_cfg.get("positions", "all"), tau=float(steer_cfg["tau"]),
         seed=int(steer_cfg.get("seed", 0)), batch_size=int(cfg["model"]["batch_size"]),
         max_new_tokens=steer_cfg.get("max_new_tokens"), fasttext_model=steer_cfg.get("fasttext_model") or None,
-        to_input=lambda x: model_inputs(run, [x])[0])
+        to_input=lambda x: model_inputs(run, [x])[0], separation=separation)
     out_dir = run.dir("steer")
     atomic_write_json(out_dir / "steering_outputs.json", result.outputs)
     atomic_write_bytes(out_dir / "steering_tables.md", markdown_tables(result.section).encode("utf-8"))
