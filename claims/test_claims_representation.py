@@ -10,7 +10,7 @@ class TestSection4_1_DistributionOfLanguageNeurons:
     """§4.1, Figs. 2 and 3: where German top-1000 neurons sit."""
 
     def test_R7_speech_encoder_middle_layers_pointwise_conv(self, claim):
-        """Speech encoder: layers ≈4–10; pointwise conv over-, attention under-represented."""
+        """Speech encoder: layers ≈4–10; a pointwise conv over-, attention under-represented."""
         claim("R7")
 
     def test_R8_text_encoder_peaks_at_first_layer(self, claim):
@@ -46,7 +46,7 @@ class TestAppendixA3_Spearman:
     """A.3, Fig. 5: global rank correlation."""
 
     def test_R5_spearman_concentration_stable_and_typological(self, claim):
-        """Concentration 22.9/20.1/20.9%, max at t=1; {de,es,fr} vs {ja,zh} clusters."""
+        """Concentration 22.9/20.1/20.9%: stable, max at t=1; {de,es,fr} vs {ja,zh} clusters."""
         claim("R5")
 
 
@@ -54,5 +54,5 @@ class TestAppendixA4_KSensitivity:
     """A.4, Fig. 6: robustness to k."""
 
     def test_R6_t1_highest_for_every_k(self, claim):
-        """For every k, diagonal ratio highest at t=1; partial recovery at t=11."""
+        """For every k, diagonal ratio highest at t=1 (sweep-wide on intervals); partial recovery at t=11."""
         claim("R6")

@@ -18,11 +18,11 @@ class TestSection5_1_LanguageControl:
         claim("S2")
 
     def test_S3_t6_transfers_to_text_repetition(self, claim):
-        """t=6 neurons shift text repetition too: 10.34%–63.12%."""
+        """t=6 neurons shift text repetition for every pair (10.34%–63.12%), clearly above the unsteered run."""
         claim("S3")
 
     def test_S4_asr_control_higher_at_t11_than_t6(self, claim):
-        """ASR control rate rises from t=6 to t=11 for every pair."""
+        """ASR control rate rises from t=6 to t=11 for every pair (points); the mean rise on its interval."""
         claim("S4")
 
     def test_T1_table1_cells(self, claim):
@@ -34,7 +34,7 @@ class TestAppendixA5_EffectRatio:
     """A.5, Table 3: cross-modal effect ratio CR_TR / CR_ASR."""
 
     def test_S5_mean_effect_ratio_rises(self, claim):
-        """Mean ratio 0.36 (t=6) → 0.49 (t=11), rising for every valid pair."""
+        """Mean ratio 0.36 (t=6) → 0.49 (t=11) on its interval, rising for every valid pair."""
         claim("S5")
 
     def test_T3_table3_cells(self, claim):

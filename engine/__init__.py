@@ -1,12 +1,12 @@
 """Generation-step-aware cross-modal language neurons in SeamlessM4T v2.
 
-Modules, one concept each: ``ranking`` (average precision, top/bottom-k), ``overlap``
-(cross-modal set and rank statistics), ``control`` (script control rate, effect ratio),
-``catalog`` (which neurons exist), ``loader`` (one model for all tasks), ``recorder``
-(activations per example and decoding step), ``data`` (corpora, speech, task views),
-``store`` (on-disk activations), ``steering`` (median-value intervention), ``pipeline``
-(resumable stages and profiles), ``report`` (claims report), ``plots`` (its figures),
-``results`` (a finished run for notebooks: ``engine.open_run``).
+Data flows one way: ``data`` → ``stages`` (data, speech, record, rank, compare, steer,
+report, each reading earlier artifacts through ``run``) → ``pipeline`` (order, resume) →
+outputs (``claims``, ``report``, ``plots``, ``results``). The science works on plain arrays:
+``ranking`` (average precision, top/bottom-k), ``overlap`` (cross-modal set and rank
+statistics), ``control`` (script control rate), ``steering`` (median-value intervention),
+on the mechanics of ``catalog``, ``loader``, ``recorder`` and ``store``. A finished run opens
+read-only with ``engine.open_run``. README "Layout" has the whole map.
 """
 from engine.errors import UserError
 

@@ -3,9 +3,14 @@
 Two ways to judge one claim:
 
 - ``check(claim_id, analysis, registry_entry) -> Verdict``: the PAPER's bounds (profile
-  ``paper``). Ordering claims compare bootstrap CIs (``lower(A) > upper(B)``), level claims
-  compare within the registry's tolerance, qualitative claims follow the operational
-  definition written in ``fixtures/claims_registry.json``.
+  ``paper``). Level claims compare within the registry's tolerance, qualitative claims follow
+  the operational definition written in ``fixtures/claims_registry.json``. Each ordering is
+  judged the way the paper's sentence can be read, as the entry's ``ordering_decision`` says:
+  on separated bootstrap CIs (``lower(A) > upper(B)``) where the paper states a large
+  difference as a finding; on point estimates where it reports point estimates of a small or
+  qualified difference ("stable", "partially recovers", every pair of a table); and on an
+  interval-based aggregate (the mean over pairs or over k) where the sentence is about the
+  trend as a whole.
 - ``measurements(claim_id, analysis) -> dict`` plus ``compare_baseline``: the numbers a
   claim looks at, compared with recorded regression baselines (profile ``tiny``).
 
@@ -22,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from statistics import NormalDist
+
 import numpy as np
 
 REGISTRY_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "claims_registry.json"
@@ -31,6 +38,8 @@ CLAIM_IDS = ("R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9",
 RTOL = 1e-5
 ATOL = 1e-9
 SIG_DIGITS = 6
+#: Two-sided 95% normal quantile: turns a row's 95% CI into a standard error (half-width / Z95).
+Z95 = NormalDist().inv_cdf(0.975)
 
 
 @dataclass
@@ -85,15 +94,73 @@ def _greater_ci(a_ci, b_ci) -> bool:
     return a_ci[0] > b_ci[1]
 
 
+def se_from_ci(ci) -> float:
+    """Standard error implied by a 95% interval ``[lo, hi]``: ``(hi - lo) / (2 * Z95)``.
+
+    A percentile-bootstrap interval of a roughly normal statistic is read this way; an
+    asymmetric interval contributes its mean half-width. NaN when ``ci`` is None or holds None.
+    """
+    if ci is None or ci[0] is None or ci[1] is None:
+        return float("nan")
+    return (float(ci[1]) - float(ci[0])) / (2.0 * Z95)
+
+
+def mean_difference_ci(a, a_se, b, b_se) -> tuple[float, float, float]:
+    """Mean over items of ``a_i - b_i`` with a normal 95% interval.
+
+    ``a``, ``b``: point estimates, ``a_se``, ``b_se``: their standard errors (sequences of
+    one length n >= 1). The items are treated as independent, so
+    ``se = sqrt(sum(a_se**2 + b_se**2)) / n``; where ``a_i`` and ``b_i`` are measured on the
+    same inputs (steering at two steps on one held-out set) their errors correlate
+    positively and this interval is conservative (too wide). Returns ``(mean, lo, hi)``;
+    NaN throughout if any input is NaN or n == 0.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a_se, b_se = np.asarray(a_se, float), np.asarray(b_se, float)
+    if a.size == 0 or not all(np.isfinite(x).all() for x in (a, b, a_se, b_se)):
+        return float("nan"), float("nan"), float("nan")
+    d = float(np.mean(a - b))
+    se = float(np.sqrt(np.sum(a_se ** 2 + b_se ** 2)) / a.size)
+    return d, d - Z95 * se, d + Z95 * se
+
+
+def ratio_se(num: float, num_se: float, den: float, den_se: float) -> float:
+    """Delta-method standard error of ``num / den`` for independent num and den:
+    ``sqrt(num_se**2 + (num/den)**2 * den_se**2) / |den|``. NaN if den is 0 or an input NaN."""
+    if den == 0 or any(math.isnan(float(x)) for x in (num, num_se, den, den_se)):
+        return float("nan")
+    r = num / den
+    return math.sqrt(num_se ** 2 + r ** 2 * den_se ** 2) / abs(den)
+
+
 def _rows(analysis: dict, intervention: str = "median") -> list[dict]:
     return [r for r in analysis["steering"]["rows"] if r.get("intervention", "median") == intervention]
 
 
-def _row(analysis: dict, src: str, tgt: str, task: str, step: int | str) -> dict:
-    for r in _rows(analysis):
-        if r["src"] == src and r["tgt"] == tgt and r["task"] == task and int(r["step"]) == int(step):
+def _find_row(analysis: dict, src: str, tgt: str, task: str, step, intervention: str = "median") -> dict | None:
+    """The steering row of (src, tgt, task, step, intervention), or None. The unsteered
+    baseline ("none") has step None."""
+    for r in _rows(analysis, intervention):
+        if r["src"] != src or r["tgt"] != tgt or r["task"] != task:
+            continue
+        if (r["step"] is None and step is None) or (
+                r["step"] is not None and step is not None and int(r["step"]) == int(step)):
             return r
-    raise KeyError(f"steering row src={src} tgt={tgt} task={task} step={step} intervention=median")
+    return None
+
+
+def _row(analysis: dict, src: str, tgt: str, task: str, step: int | str, intervention: str = "median") -> dict:
+    r = _find_row(analysis, src, tgt, task, step, intervention)
+    if r is None:
+        raise KeyError(f"steering row src={src} tgt={tgt} task={task} step={step} intervention={intervention}")
+    return r
+
+
+def _row_ci(r: dict) -> tuple[float, float]:
+    ci = r.get("control_rate_ci")
+    if not ci:
+        return float("nan"), float("nan")
+    return _f(ci[0]), _f(ci[1])
 
 
 def _pairs(analysis: dict) -> list[tuple[str, str]]:
@@ -203,6 +270,8 @@ def _m_R5(a):
         out[f"concentration_ci_lo.{t}"], out[f"concentration_ci_hi.{t}"] = lo, hi
         w, b = _typology(o["spearman"], list(o["langs"]), R5_GROUPS)
         out[f"rho_within.{t}"], out[f"rho_between.{t}"] = w, b
+    conc = [out[f"concentration.{t}"] for t in _steps(a)]
+    out["concentration_spread"] = float(max(conc) - min(conc)) if conc else float("nan")
     return out
 
 
@@ -218,6 +287,13 @@ def _m_R6(a):
             if t in cis:
                 lo, hi = cis[t][i]
                 out[f"ratio_ci_lo.k{k}.{t}"], out[f"ratio_ci_hi.k{k}.{t}"] = _f(lo), _f(hi)
+    later = [t for t in a["k_sweep"]["diagonal_ratio"] if t != "1"]
+    if ks and "1" in cis and later and all(t in cis for t in later):
+        # the k's share one set of bootstrap resamples, so their errors move together and
+        # the interval of a sweep average is at most the average of the intervals
+        out["sweep_mean_lower.1"] = float(np.mean([out[f"ratio_ci_lo.k{k}.1"] for k in ks]))
+        out["sweep_mean_upper.later"] = float(np.mean(
+            [max(out[f"ratio_ci_hi.k{k}.{t}"] for t in later) for k in ks]))
     return out
 
 
@@ -231,12 +307,15 @@ def _m_R7(a):
     in_band = np.arange(len(by_layer))
     in_band = (in_band >= lo) & (in_band <= hi)
     total = by_layer.sum()
-    return {
+    out = {
         "band_share": float(by_layer[in_band].sum() / total) if total else float("nan"),
         "band_uniform_share": float(in_band.sum() / len(by_layer)) if len(by_layer) else float("nan"),
-        "pointwise_enrichment": _enrichment(d, _is_pointwise),
         "attention_enrichment": _enrichment(d, _is_speech_attention),
     }
+    # "certain pointwise convolutional submodules": each pointwise convolution on its own
+    for name in sorted(n for n in d["component_sizes"] if _is_pointwise(n)):
+        out[f"enrichment.{name}"] = _enrichment(d, lambda c, name=name: c == name)
+    return out
 
 
 def _m_R8(a):
@@ -279,19 +358,67 @@ def _m_S2(a):
     return _m_control(a, step_filter={6}, task_filter={"ASR"})
 
 
+#: S3's references for "transfer": the unsteered run ("none", step None) and, when the
+#: artifact has it, the same number of random neurons at t=6 ("random").
+S3_REFERENCES = (("none", None), ("random", 6))
+
+
 def _m_S3(a):
-    return _m_control(a, step_filter={1, 6}, task_filter={"TR"})
+    out = _m_control(a, step_filter={1, 6}, task_filter={"TR"})
+    for src, tgt in _pairs(a):
+        for kind, step in (("median", 6),) + S3_REFERENCES:
+            r = _find_row(a, src, tgt, "TR", step, kind)
+            if r is None:
+                continue
+            key = f"{src}-{tgt}.TR." + ("none" if kind == "none" else f"{step}" + ("" if kind == "median" else f".{kind}"))
+            if kind != "median":
+                out[f"cr.{key}"] = _f(r["control_rate"])
+            out[f"cr_ci_lo.{key}"], out[f"cr_ci_hi.{key}"] = _row_ci(r)
+    return out
 
 
 def _m_S4(a):
-    return _m_control(a, step_filter={6, 11}, task_filter={"ASR"})
+    out = _m_control(a, step_filter={6, 11}, task_filter={"ASR"})
+    pairs = []
+    for src, tgt in _pairs(a):
+        r6, r11 = _find_row(a, src, tgt, "ASR", 6), _find_row(a, src, tgt, "ASR", 11)
+        if r6 is None or r11 is None:
+            continue
+        for t, r in (("6", r6), ("11", r11)):
+            out[f"cr_ci_lo.{src}-{tgt}.ASR.{t}"], out[f"cr_ci_hi.{src}-{tgt}.ASR.{t}"] = _row_ci(r)
+        pairs.append((_f(r11["control_rate"]), se_from_ci(r11.get("control_rate_ci")),
+                      _f(r6["control_rate"]), se_from_ci(r6.get("control_rate_ci"))))
+    if pairs:
+        a11, se11, a6, se6 = zip(*pairs)
+        d, lo, hi = mean_difference_ci(a11, se11, a6, se6)
+        out["mean_rise.6-11"], out["mean_rise_ci_lo.6-11"], out["mean_rise_ci_hi.6-11"] = d, lo, hi
+    return out
+
+
+def _effect_ratio_spread(a, p) -> float:
+    """Delta-method standard error of one effect-ratio pair, from its rows' CIs."""
+    tr = _find_row(a, p["src"], p["tgt"], "TR", p["step"])
+    asr = _find_row(a, p["src"], p["tgt"], "ASR", p["step"])
+    if tr is None or asr is None:
+        return float("nan")
+    return ratio_se(_f(p["cr_tr"]), se_from_ci(tr.get("control_rate_ci")),
+                    _f(p["cr_asr"]), se_from_ci(asr.get("control_rate_ci")))
 
 
 def _m_S5(a):
     er = a["steering"]["effect_ratio"]
     out = {f"mean.{t}": _f(v) for t, v in er["mean"].items()}
+    valid: dict[str, list[tuple[float, float]]] = {}
     for p in er["pairs"]:
         out[f"ratio.{p['src']}-{p['tgt']}.{int(p['step'])}"] = _f(p.get("ratio"))
+        if p.get("ratio") is not None:
+            valid.setdefault(str(int(p["step"])), []).append((_f(p["ratio"]), _effect_ratio_spread(a, p)))
+    if valid.get("6") and valid.get("11"):
+        # the mean over the valid pairs of each step, as the paper's 0.36 and 0.49
+        m6, m11 = (float(np.mean([r for r, _ in valid[t]])) for t in ("6", "11"))
+        se6, se11 = (float(np.sqrt(sum(s ** 2 for _, s in valid[t])) / len(valid[t])) for t in ("6", "11"))
+        d, lo, hi = mean_difference_ci([m11], [se11], [m6], [se6])
+        out["mean_rise.6-11"], out["mean_rise_ci_lo.6-11"], out["mean_rise_ci_hi.6-11"] = d, lo, hi
     return out
 
 
@@ -397,10 +524,13 @@ def _c_R5(a, e, j):
     for t, p in e["paper"]["spearman_diag_concentration"].items():
         v = m[f"concentration.{t}"]
         j.require(abs(v - p) <= tol, f"|concentration(t={t}) {v:.4f} - paper {p}| <= {tol}")
-    ci1 = (m["concentration_ci_lo.1"], m["concentration_ci_hi.1"])
+    spread = e["tolerance"]["max_spread"]
+    j.require(m["concentration_spread"] <= spread,
+              f"stable: max - min concentration over steps {m['concentration_spread']:.4f} <= {spread}")
+    c1 = m["concentration.1"]
     for t in ("6", "11"):
-        cit = (m[f"concentration_ci_lo.{t}"], m[f"concentration_ci_hi.{t}"])
-        j.require(_greater_ci(ci1, cit), f"concentration CI lower bound at t=1 ({ci1[0]:.4f}) > upper bound at t={t} ({cit[1]:.4f})")
+        ct = m[f"concentration.{t}"]
+        j.require(c1 > ct, f"highest at t=1 (point estimates): concentration(t=1) {c1:.4f} > (t={t}) {ct:.4f}")
     for t in _steps(a):
         w, b = m[f"rho_within.{t}"], m[f"rho_between.{t}"]
         j.require(w > b, f"t={t}: mean within-group rho {w:.4f} > mean between-group rho {b:.4f}")
@@ -413,14 +543,14 @@ def _c_R6(a, e, j):
     recovered = 0
     for k in ks:
         r1, r6, r11 = (m[f"ratio.k{k}.{t}"] for t in ("1", "6", "11"))
-        if f"ratio_ci_lo.k{k}.1" in m and f"ratio_ci_hi.k{k}.6" in m and f"ratio_ci_hi.k{k}.11" in m:
-            lo1 = m[f"ratio_ci_lo.k{k}.1"]
-            hi6, hi11 = m[f"ratio_ci_hi.k{k}.6"], m[f"ratio_ci_hi.k{k}.11"]
-            j.require(lo1 > hi6 and lo1 > hi11,
-                      f"k={k}: CI lower bound at t=1 {lo1:.4f} > CI upper bounds at t=6 {hi6:.4f} and t=11 {hi11:.4f}")
-        else:
-            j.require(r1 > r6 and r1 > r11, f"k={k}: ratio(t=1) {r1:.4f} > ratio(t=6) {r6:.4f} and ratio(t=11) {r11:.4f} (no CI in artifact)")
+        j.require(r1 > r6 and r1 > r11, f"k={k}: ratio(t=1) {r1:.4f} > ratio(t=6) {r6:.4f} and ratio(t=11) {r11:.4f}")
         recovered += r11 > r6
+    if "sweep_mean_lower.1" in m:
+        lo1, hi_later = m["sweep_mean_lower.1"], m["sweep_mean_upper.later"]
+        j.require(lo1 > hi_later, f"over the sweep: mean CI lower bound at t=1 {lo1:.4f} > "
+                                  f"mean CI upper bound of the later steps {hi_later:.4f}")
+    else:
+        j.require(False, "artifact has k_sweep.diagonal_ratio_ci at every step (the sweep-wide comparison needs it)")
     need = e["tolerance"]["recovery_min_share"]
     share = recovered / len(ks) if ks else 0.0
     j.require(bool(ks) and share >= need, f"share of k with ratio(t=11) > ratio(t=6): {share:.2f} >= {need}")
@@ -432,7 +562,11 @@ def _c_R7(a, e, j):
     m = _m_R7(a)
     j.require(m["band_share"] > m["band_uniform_share"],
               f"share of top-k in layers 4-10 {m['band_share']:.4f} > uniform {m['band_uniform_share']:.4f}")
-    j.require(m["pointwise_enrichment"] > 1, f"pointwise_conv enrichment {m['pointwise_enrichment']:.3f} > 1")
+    pointwise = {k.split(".", 1)[1]: v for k, v in m.items() if k.startswith("enrichment.")}
+    best = max(pointwise, key=lambda n: pointwise[n], default=None)
+    j.require(best is not None and pointwise[best] > 1,
+              "some pointwise_conv component enriched > 1: " +
+              (", ".join(f"{n} {v:.3f}" for n, v in sorted(pointwise.items())) or "none in the artifact"))
     j.require(m["attention_enrichment"] < 1, f"self_attn.linear_* enrichment {m['attention_enrichment']:.3f} < 1")
     return m
 
@@ -489,15 +623,28 @@ def _c_S3(a, e, j):
     m = _m_S3(a)
     lo = e["paper"]["min"] - e["tolerance"]["abs"]
     hi = e["paper"]["max"] + e["tolerance"]["abs"]
+    shift = e["tolerance"]["min_shift"]
     pairs = _pairs(a)
     j.require(bool(pairs), "artifact has steering pairs")
     for src, tgt in pairs:
-        k6, k1 = f"cr.{src}-{tgt}.TR.6", f"cr.{src}-{tgt}.TR.1"
+        p = f"{src}-{tgt}.TR"
+        k6, k1 = f"cr.{p}.6", f"cr.{p}.1"
         if k6 not in m or k1 not in m:
             j.require(False, f"TR rows at steps 1 and 6 for {src}-{tgt}")
             continue
         j.require(m[k6] > m[k1], f"{src}-{tgt} TR control rate at t=6 {m[k6]:.2f} > at t=1 {m[k1]:.2f}")
         j.require(lo <= m[k6] <= hi, f"{src}-{tgt} TR control rate at t=6 {m[k6]:.2f} in [{lo:.2f}, {hi:.2f}]")
+        if f"cr.{p}.none" not in m:
+            j.require(False, f"{src}-{tgt}: unsteered TR row (intervention 'none') present")
+        lo6 = m[f"cr_ci_lo.{p}.6"]
+        for ref in (f"{p}.none", f"{p}.6.random"):
+            if f"cr.{ref}" not in m:
+                continue
+            name = "unsteered" if ref.endswith("none") else "random neurons"
+            j.require(m[k6] - m[f"cr.{ref}"] >= shift,
+                      f"{src}-{tgt} TR t=6 {m[k6]:.2f} exceeds {name} {m[f'cr.{ref}']:.2f} by >= {shift} points")
+            j.require(lo6 > m[f"cr_ci_hi.{ref}"],
+                      f"{src}-{tgt} TR t=6 CI lower {lo6:.2f} > {name} CI upper {m[f'cr_ci_hi.{ref}']:.2f}")
     return m
 
 
@@ -505,21 +652,15 @@ def _c_S4(a, e, j):
     m = _m_S4(a)
     pairs = _pairs(a)
     j.require(bool(pairs), "artifact has steering pairs")
-    used_ci = False
     for src, tgt in pairs:
-        try:
-            r6, r11 = _row(a, src, tgt, "ASR", 6), _row(a, src, tgt, "ASR", 11)
-        except KeyError as exc:
-            j.require(False, str(exc))
+        k6, k11 = f"cr.{src}-{tgt}.ASR.6", f"cr.{src}-{tgt}.ASR.11"
+        if k6 not in m or k11 not in m:
+            j.require(False, f"ASR rows at steps 6 and 11 for {src}-{tgt}")
             continue
-        if r6.get("control_rate_ci") and r11.get("control_rate_ci"):
-            used_ci = True
-            ok = _greater_ci(r11["control_rate_ci"], r6["control_rate_ci"])
-            j.require(ok, f"{src}-{tgt} ASR CI lower at t=11 {r11['control_rate_ci'][0]:.2f} > CI upper at t=6 {r6['control_rate_ci'][1]:.2f}")
-        else:
-            j.require(r11["control_rate"] > r6["control_rate"],
-                      f"{src}-{tgt} ASR control rate at t=11 {r11['control_rate']:.2f} > at t=6 {r6['control_rate']:.2f}")
-    m["compared_on_ci"] = float(used_ci)
+        j.require(m[k11] > m[k6], f"{src}-{tgt} ASR control rate at t=11 {m[k11]:.2f} > at t=6 {m[k6]:.2f}")
+    d, lo = m.get("mean_rise.6-11", float("nan")), m.get("mean_rise_ci_lo.6-11", float("nan"))
+    j.require(lo > 0, f"mean rise over pairs t=6 -> t=11 {d:.2f} points, 95% CI lower bound {lo:.2f} > 0 "
+                      "(from the rows' control_rate_ci)")
     return m
 
 
@@ -529,7 +670,9 @@ def _c_S5(a, e, j):
     for t, p in e["paper"]["mean"].items():
         v = m.get(f"mean.{t}", float("nan"))
         j.require(abs(v - p) <= tol, f"|mean effect ratio(t={t}) {v:.3f} - paper {p}| <= {tol}")
-    j.require(m.get("mean.11", float("nan")) > m.get("mean.6", float("nan")), "mean effect ratio at t=11 > at t=6")
+    d, lo = m.get("mean_rise.6-11", float("nan")), m.get("mean_rise_ci_lo.6-11", float("nan"))
+    j.require(lo > 0, f"mean effect ratio rises t=6 -> t=11 by {d:.3f}, 95% CI lower bound {lo:.3f} > 0 "
+                      "(delta method on the rows' control_rate_ci)")
     both = 0
     for src, tgt in _pairs(a):
         r6, r11 = m.get(f"ratio.{src}-{tgt}.6", float("nan")), m.get(f"ratio.{src}-{tgt}.11", float("nan"))

@@ -1,24 +1,80 @@
 """Command line: ``python -m engine <command> --help``.
 
 Each command lives in the module that owns its concept; that module exposes
-``<command>_arguments(parser)`` and ``<command>_command(args) -> int``. Modules are
+``<command>_arguments(parser)`` and ``<command>_command(args) -> int``. ``run`` is the CLI's
+own: it drives ``engine.pipeline`` and prints where the artifacts are. Modules are
 imported only when their command is chosen, so ``--help`` stays quick.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+import time
+from pathlib import Path
 
 from engine.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("engine.catalog", "list the neurons of a model config; last line is JSON counts"),
     "bench": ("engine.benchmarks", "benchmarks (ap, record); last line is a JSON object of figures"),
-    "run": ("engine.pipeline", "run the resumable pipeline for a profile (default: tiny, offline)"),
-    "estimate": ("engine.pipeline", "print disk, RAM and example counts a profile's run will need"),
+    "run": ("engine.cli", "run the resumable pipeline for a profile (default: tiny, offline)"),
+    "estimate": ("engine.estimate", "per stage: time, peak RAM, GPU memory and disk a profile's run will need"),
+    "rehearse": ("engine.rehearse", "run every stage on a random-weight model of the real architecture and "
+                 "compare with the estimate; last line is JSON"),
     "claims": ("engine.report", "run the claims suite (pytest claims/) and write the claims report"),
 }
+
+
+def run_arguments(parser) -> None:
+    from engine.config import profile_arguments
+    from engine.run import STAGES
+
+    profile_arguments(parser)
+    parser.add_argument("--out", default=None, help="output root (default: the profile's output.root, 'runs')")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)} (earlier stages must be complete)")
+    parser.add_argument("--force", action="store_true", help="recompute the selected stages even if complete")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another run holds the output root, wait for it and then reuse what it finished "
+                             "(default: exit at once with one line naming that process)")
+    parser.description = ("run the resumable pipeline for a profile. One run per output root at a time: a second "
+                          "`engine run` on the same --out exits with status 2 and one line naming the process that "
+                          "holds it, or with --wait queues behind it.")
+
+
+def run_command(args) -> int:
+    from engine import config as config_mod
+    from engine.pipeline import run_pipeline
+    from engine.run import STAGES
+
+    cfg = config_mod.load_profile(args.profile, args.overrides)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UserError(f"unknown stage(s) {unknown}; stages are {','.join(STAGES)}")
+    t0 = time.perf_counter()
+    run = run_pipeline(cfg, out=args.out, stages=stages, force=args.force, wait=args.wait)
+    if run.rank == 0:
+        print(f"artifacts: {run.root}")
+        if run.done("report"):
+            print(f"analysis: {run.dir('report') / 'analysis.json'}")
+            print("report:   python -m engine claims --profile " + cfg["profile"]["name"]
+                  + "  (writes reports/latest/claims-report.html)")
+        print(json.dumps({"wall_time_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": _peak_rss_mb(),
+                          "bytes_written": _du(run.root)}))
+    return 0
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def _parser(argv: list[str]) -> argparse.ArgumentParser:

@@ -232,3 +232,10 @@ def canonical(obj) -> str:
 
 def section(cfg: dict, *names: str) -> dict:
     return {n: copy.deepcopy(cfg[n]) for n in names}
+
+
+def profile_arguments(parser) -> None:
+    """--profile and --set, shared by every command that reads a profile."""
+    parser.add_argument("--profile", default="tiny", help="profile name or .toml path (default: tiny)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a profile setting, e.g. --set rank.k=50 (repeatable)")

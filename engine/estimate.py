@@ -1,45 +1,59 @@
-"""What a run will need, computed from the neuron catalog before anything runs.
+"""What a run will need, per stage, computed before anything runs.
 
-Disk and RAM figures are upper bounds from array sizes (activations are stored uncompressed
-size at most; zstd usually saves little on fp16 activations). The model is built on the meta
-device, so the Large model's figures need no weights and no network.
+Sizes come from the neuron catalog and the model's parameter counts (the model is built on the
+meta device, so Large needs no weights and no network). Costs come from throughputs *measured
+at estimate time on this code and this machine* (``calibrate``): matrix products in the model's
+dtype at decoding and at encoding batch shapes, the framework's per-step cost of transformers'
+greedy ``generate`` through the recorder, streamed SHA-256, the activation store's write and read
+path, exact AP and the bootstrap on store blocks of the run's row count, the compare statistics
+at two widths, espeak-ng synthesis, and the resident size of a stage process. A code change that
+makes a stage faster or slower therefore shows in the next estimate.
+
+Per stage the estimate gives ``time_s`` (inside the stage's process, start-up imports excluded),
+``peak_rss_bytes``, ``gpu_peak_bytes`` (CUDA devices) and ``disk_bytes`` (what the stage leaves
+under the output root). ``python -m engine rehearse`` measures the same figures on a random-weight
+model of the real architecture; its test holds RAM and disk within ±30 % and time within a factor
+of 2 on CPU. Assumptions that cannot be measured here (GPU throughput when no GPU is visible,
+XTTS speed, FLEURS durations) are stated in ``assumptions`` and in the printed lines.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from engine import config as config_mod
 
-#: Sustained inference throughput assumed for the time figure (A100-class GPU, bf16, small
-#: batches with greedy decoding); CPU runs are far slower. A rough guide, stated as such.
-ASSUMED_TFLOPS = {"cuda": 20.0, "cpu": 0.2}
-#: Greedy decoding is latency-bound: seconds per decoding step of one batch for the Large
-#: decoder (24 layers + 256k-token output layer, LARGE_DECODER_PARAMS); smaller decoders scale
-#: by parameter count, down to 10 ms (framework overhead of one step).
-ASSUMED_STEP_S = {"cuda": 0.025, "cpu": 0.3}
-LARGE_DECODER_PARAMS = 6.05e8  # text_decoder + lm_head of SeamlessM4Tv2Config()
-#: Seconds per (neuron, example) of exact AP ranking: measured by `bench ap` on this 2-core CPU
-#: (5,000 x 20,480 fp16 in 2.3 s); a GPU is assumed 20x faster.
-RANK_S_PER_CELL = {"cpu": 2.3 / (5000 * 20480), "cuda": 2.3 / (5000 * 20480) / 20}
-#: Seconds to synthesise one utterance (XTTS v2 on a GPU; espeak-ng is about 0.01 s).
-ASSUMED_TTS_S = {"xtts": 1.0, "espeak": 0.02, "natural": 0.0}
-TEXT_TOKENS = 40  # generous length of an input sentence in tokens
-AUDIO_SECONDS = {"fleurs": 12.0, "embedded": 4.0}  # generous per-sentence durations of the two sources
+#: When the run's device is CUDA but none is visible here, GPU throughput cannot be measured:
+#: an A100/H100-class GPU in bf16 is assumed (dense products; greedy decoding is bound by
+#: reading the weights once per step).
+ASSUMED_GPU = {"tflops": 200.0, "weight_read_gbps": 1500.0, "step_overhead_s": 0.004, "layer_overhead_s": 0.0006,
+               "ap_speedup": 20.0}
+#: Seconds to synthesise one utterance with XTTS v2 on a GPU (not installed here to measure).
+ASSUMED_TTS_S = {"xtts": 1.0, "natural": 0.0}
+AUDIO_SECONDS = {"fleurs": 12.0}  # generous per-sentence duration of FLEURS speech
+TEXT_TOKENS = 40  # generous input length in tokens when the sentences are not known in advance
+SELECTION_BYTES_PER_TEXT = 150  # selection.json bytes per (sentence, language) when texts are unknown
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+STAGES = ("data", "speech", "record", "rank", "compare", "steer", "report")
 
 
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}"
         n /= 1024
 
 
 def _dur(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def _model_config(cfg: dict):
@@ -53,14 +67,311 @@ def _model_config(cfg: dict):
     return None, cfg["model"]["id"]
 
 
-def estimate(cfg: dict) -> dict:
+# ------------------------------------------------------------------------------------------------
+# measurement helpers
+# ------------------------------------------------------------------------------------------------
+def _rss() -> int:
+    """Current resident set of this process in bytes (0 where /proc is absent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def stage_process_rss() -> int:
+    """Resident bytes of a fresh stage process once it has imported what every stage imports
+    (torch, transformers' SeamlessM4T v2, the pipeline), measured in a new interpreter: the
+    calling process may hold anything (a model being built, other estimates)."""
+    import subprocess
+    import sys
+
+    code = ("import torch, transformers, zarr\n"
+            "from transformers import SeamlessM4Tv2Model, AutoConfig\n"
+            "import engine.pipeline, engine.catalog, engine.store\n"
+            "from engine.estimate import _rss\n"
+            "print(_rss())")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                             cwd=config_mod.REPO_ROOT, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return _rss()
+
+
+def _peak_above_now(fn) -> tuple[float, int]:
+    """(seconds, peak extra resident bytes) of ``fn()``; the peak uses Linux's resettable VmHWM."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+        resettable = True
+    except OSError:
+        resettable = False
+    before = _rss()
+    t0 = cpu_seconds()
+    fn()
+    seconds = cpu_seconds() - t0
+    peak = before
+    if resettable:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+    return seconds, max(0, max(peak, _rss()) - before)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system, every thread) of this process and its finished children.
+
+    Costs are measured and compared in CPU time: on a shared machine wall time depends on what
+    else runs, the work a stage does does not. Wall time is CPU time over the parallelism the
+    process gets (``PARALLEL``), measured at estimate time."""
+    import resource
+
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+#: CPU and wall seconds spent in calibration so far (their ratio is the parallelism obtained now)
+_SPENT = {"cpu": 0.0, "wall": 0.0}
+
+
+def _best(fn, repeat: int = 3) -> float:
+    """Least CPU time of ``repeat`` runs of ``fn()``."""
+    best = math.inf
+    for _ in range(repeat):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        fn()
+        cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
+        _SPENT["cpu"] += cpu
+        _SPENT["wall"] += wall
+        best = min(best, cpu)
+    return max(best, 1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# calibration: throughputs measured on this code
+# ------------------------------------------------------------------------------------------------
+def _calibrate_matmul(device: str, dtype, d: int, batch: int) -> dict:
+    """Seconds per multiply-accumulate of a weight matrix [d, 4d] applied to ``batch`` rows
+    (decoding: one token per sequence) and to 2048 rows (encoding, teacher forcing)."""
     import torch
-    from transformers import SeamlessM4Tv2Model
+
+    w = torch.randn(d, 16 * 1024 if d >= 512 else 4 * d, dtype=dtype, device=device)  # > cache when d is real
+    out = {}
+    for name, rows in (("decode", batch), ("encode", 2048)):
+        x = torch.randn(rows, d, dtype=dtype, device=device)
+
+        def run():
+            for _ in range(4):
+                x @ w
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+        run()
+        out[name] = _best(run) / (4 * rows * w.numel())
+    return out
+
+
+def _tiny_decoder(layers: int):
+    import torch
+    from transformers import SeamlessM4Tv2Config, SeamlessM4Tv2Model
+
+    cfg = SeamlessM4Tv2Config(vocab_size=64, hidden_size=32, decoder_layers=layers, encoder_layers=1,
+                              speech_encoder_layers=1, decoder_ffn_dim=32, encoder_ffn_dim=32,
+                              speech_encoder_intermediate_size=32, t2u_encoder_layers=1, t2u_decoder_layers=1,
+                              decoder_attention_heads=2, encoder_attention_heads=2, speech_encoder_attention_heads=2,
+                              t2u_vocab_size=16, char_vocab_size=16, unit_hifi_gan_vocab_size=8,
+                              max_position_embeddings=256)
+    torch.manual_seed(0)
+    model = SeamlessM4Tv2Model(cfg).eval()
+    with torch.no_grad():
+        model.shared.weight[cfg.eos_token_id] = -1.0  # never end early: every step is paid
+    model.generation_config.decoder_start_token_id = cfg.decoder_start_token_id
+    model.generation_config.eos_token_id = cfg.eos_token_id
+    model.generation_config.pad_token_id = cfg.pad_token_id
+    return model
+
+
+def _calibrate_generate(batch: int) -> dict:
+    """Framework cost of greedy decoding through the recorder's ``generate`` call: seconds per
+    step with no compute to speak of (hidden size 32), split into a fixed part and a part per
+    decoder layer (two models, 1 and 4 layers)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from engine.recorder import _greedy
+
+    hf_logging.set_verbosity_error()
+    steps = 24
+    per_step = {}
+    for layers in (1, 4):
+        model = _tiny_decoder(layers)
+
+        class _LM:  # the two attributes _greedy reads
+            pass
+        lm = _LM()
+        lm.model, lm.device = model, torch.device("cpu")
+        states = torch.randn(batch, 8, 32)
+        mask = torch.ones(batch, 8, dtype=torch.long)
+
+        def run(n):
+            with torch.no_grad():
+                _greedy(lm, states, mask, [4] * batch, n)
+        run(2)
+        per_step[layers] = (_best(lambda: run(steps), 2) - _best(lambda: run(1), 2)) / (steps - 1)
+    layer = max(0.0, (per_step[4] - per_step[1]) / 3)
+    return {"step_s": max(1e-5, per_step[1] - layer), "layer_s": layer}
+
+
+def _calibrate_recorder(batch: int, audio_s: float) -> dict:
+    """The recorder's own costs apart from the model's arithmetic, measured by recording one
+    speech and one text batch of ``batch`` examples with the tiny fixture model (hidden size 96,
+    so its arithmetic is negligible): CPU seconds per batch (features, hooks, teacher-forced
+    pass, copies) and per greedy step, and the CPU seconds of loading a model directory."""
+    from transformers.utils import logging as hf_logging
+
+    from engine.loader import TINY_MODEL_DIR, load_model
+    from engine.recorder import ModelInput, record_batches
+
+    hf_logging.set_verbosity_error()
+    t0 = cpu_seconds()
+    lm = load_model(TINY_MODEL_DIR, device="cpu", dtype="float32")
+    load = cpu_seconds() - t0
+    from engine.catalog import build_catalog
+
+    cat = build_catalog(lm.model)
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(int(16000 * max(audio_s, 0.5)))).astype(np.float32)
+    inputs = {"speech": [ModelInput(f"s{i}/deu/S2T", "deu", "speech", "eng", waveform=wav) for i in range(batch)],
+              "text": [ModelInput(f"s{i}/deu/T2T", "deu", "text", "eng", text="Das Wetter ist heute schön.")
+                       for i in range(batch)]}
+    out = {"load_s": load}
+    for modality, items in inputs.items():
+        def run(n_new):
+            list(record_batches(lm, cat, items, steps=(1, 6, 11), batch_size=batch, max_new_tokens=n_new))
+        short, long = _best(lambda: run(11), 2), _best(lambda: run(27), 2)
+        step = max(0.0, (long - short) / 16)
+        out[f"{modality}_batch_s"] = max(0.0, short - 11 * step)
+        out[f"{modality}_step_s"] = step
+    return out
+
+
+def _calibrate_store(rows: int, cols: int, dtype: str) -> dict:
+    """Seconds per stored value of the activation store's block write and column-block read,
+    and its compressed size, on random values (activations compress no better in general)."""
+    from engine.store import MatrixStore
+
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((rows, cols)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = MatrixStore.create(Path(tmp) / "m", rows, cols, rows_per_block=rows, dtype=dtype)
+        t0 = cpu_seconds()
+        store.write_block(0, block, {"example_ids": []})
+        write = cpu_seconds() - t0
+        read = _best(lambda: [b for _, b in store.iter_col_blocks()], 2)
+        size = sum(f.stat().st_size for f in (Path(tmp) / "m").rglob("*") if f.is_file())
+    n = rows * cols
+    return {"write_s_per_value": write / n, "read_s_per_value": read / n,
+            "stored_bytes_per_value": size / n}
+
+
+def _calibrate_rank(rows: int, n_labels: int, cols: int, device: str) -> dict:
+    """Exact AP (engine.ranking.average_precision) on one store chunk [rows, cols] fp16:
+    seconds per neuron and the chunk's peak extra memory."""
+    from engine.ranking import average_precision, on_device
+
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((rows, cols)).astype(np.float16)
+    labels = np.arange(rows) % n_labels
+    average_precision(on_device(block[:, :64], device), labels, n_labels=n_labels)  # warm-up
+    seconds, extra = _peak_above_now(lambda: average_precision(on_device(block, device), labels, n_labels=n_labels))
+    return {"s_per_neuron": seconds / cols, "chunk_extra_bytes": extra + block.nbytes}
+
+
+def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot: int, device: str) -> dict:
+    """The compare stage's bootstrap (engine.stages.compare.bootstrap_ap) on a store of the run's rows:
+    seconds per (resample, neuron)."""
+    from engine.stages import compare as analysis
+    from engine.store import MatrixStore
+
+    L = len(langs)
+    n = rows_per_lang * L
+    ids = [f"s{i // L}/{langs[i % L]}/S2T" for i in range(n)]
+    meta = {"example_ids": ids, "langs": [langs[i % L] for i in range(n)], "valid": {"1": [True] * n}}
+    resamples = analysis.paired_resamples([i.split("/")[0] for i in ids], meta["langs"], langs, n_boot, 0)
+    block = np.random.default_rng(0).standard_normal((n, cols)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = MatrixStore.create(Path(tmp) / "m", n, cols, rows_per_block=max(n, 1), dtype="float16")
+        store.write_block(0, block, {"example_ids": ids})
+        seconds = _best(lambda: analysis.bootstrap_ap(store, meta, "1", resamples, langs, Path(tmp) / "b.npy", device), 2)
+    return {"s_per_resample_neuron": seconds / (n_boot * cols)}
+
+
+def _calibrate_statistics(L: int, widths: tuple[int, int], k: int) -> dict:
+    """engine.stages.compare.set_statistics (top-k sets + permutation test) and rank_statistics
+    (Spearman) on random AP matrices [L, N] at two widths: fixed seconds + seconds per neuron."""
+    from engine.stages import compare as analysis
+
+    rng = np.random.default_rng(0)
+    fits = {}
+    for name, fn in (("set", lambda a, b: analysis.set_statistics(a, b, min(k, a.shape[1]))),
+                     ("rank", analysis.rank_statistics)):
+        t = []
+        for n in widths:
+            a, b = rng.random((L, n)), rng.random((L, n))
+            t.append(_best(lambda: fn(a, b), 2))
+        per = max(0.0, (t[1] - t[0]) / (widths[1] - widths[0]))
+        fits[name] = {"fixed_s": max(0.0, t[0] - per * widths[0]), "s_per_neuron": per}
+    return fits
+
+
+def _calibrate_espeak(sentences, langs) -> dict | None:
+    """espeak-ng through the speech stage's own path (``synthesize_sentences`` into a fresh cache):
+    CPU seconds per utterance, and audio seconds per character of each language's input text
+    (one sentence per language), or None if espeak-ng is absent."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        return None
+    from engine.data.speech import SAMPLE_RATE, load_waveform, make_backend, synthesize_sentences
+
+    backend = make_backend("espeak")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = cpu_seconds()
+        result = synthesize_sentences(sentences[:1], langs, backend, Path(tmp))
+        seconds = (cpu_seconds() - t0) / max(1, len(langs))
+        per_char = {}
+        for (sid, lang), path in result.paths.items():
+            text = backend.input_text(sentences[0], lang)
+            per_char[lang] = len(load_waveform(path)) / SAMPLE_RATE / max(1, len(text))
+    for lang in langs:
+        per_char.setdefault(lang, float(np.mean(list(per_char.values()))) if per_char else 0.07)
+    return {"s_per_utterance": seconds, "audio_s_per_char": per_char, "backend": backend}
+
+
+# ------------------------------------------------------------------------------------------------
+# the estimate
+# ------------------------------------------------------------------------------------------------
+def _selection(cfg: dict):
+    """The sentences the data stage will select, when they are known without network."""
+    if cfg["data"]["source"] != "embedded":
+        return None
+    from engine.data.corpus import select_embedded
+
+    d = cfg["data"]
+    return select_embedded(d["langs"], n=d["n_identify"] + d["n_steer"], seed=d["seed"], n_steer=d["n_steer"])
+
+
+def estimate(cfg: dict) -> dict:
+    """Per-stage time, peak RSS, GPU memory and disk of a run of ``cfg``, plus run totals."""
+    import torch
+    from transformers import SeamlessM4Tv2Model  # noqa: F401
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the meta build warns about layer_idx, irrelevant here
 
     from engine.catalog import build_catalog
+    from engine.loader import parse_dtype
     from engine.steering_eval import PAIRS
 
     mcfg, source = _model_config(cfg)
@@ -69,80 +380,290 @@ def estimate(cfg: dict) -> dict:
 
         raise UserError(f"cannot estimate for model '{cfg['model']['id']}' without its config; "
                         "set model.id to a local directory holding config.json")
+    _SPENT.update(cpu=0.0, wall=0.0)
+    c0, t0 = cpu_seconds(), time.perf_counter()
     with torch.device("meta"):
         model = SeamlessM4Tv2Model(mcfg)
     cat = build_catalog(model)
+    # every stage's process loads the config and builds the catalog on meta once (preflight)
+    preflight_s = 2 * (cpu_seconds() - c0)
+    _SPENT["cpu"] += cpu_seconds() - c0
+    _SPENT["wall"] += time.perf_counter() - t0
+    base_rss = stage_process_rss()
+
     n_params = sum(p.numel() for p in model.parameters())
-    langs, steps = cfg["data"]["langs"], cfg["record"]["steps"]
+
+    def params(prefix):
+        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
+
+    d_model = int(mcfg.hidden_size)
+    p_speech, p_text, p_dec = params("speech_encoder"), params("text_encoder"), params("text_decoder")
+    p_lm = int(mcfg.vocab_size) * d_model
+    dec_layers = len(model.text_decoder.layers)
+    langs, steps = list(cfg["data"]["langs"]), list(cfg["record"]["steps"])
     L, S = len(langs), len(steps)
     n_id, n_steer = cfg["data"]["n_identify"] * L, cfg["data"]["n_steer"] * L
     n_dec = cat.n_neurons("text_decoder")
     n_enc = {"speech": cat.n_neurons("speech_encoder"), "text": cat.n_neurons("text_encoder")}
     width = {"S2T": n_enc["speech"] + S * n_dec, "T2T": n_enc["text"] + S * n_dec, "ASR": n_enc["speech"] + S * n_dec}
-    sb = BYTES[cfg["record"]["store_dtype"]]
-    store_bytes = sum(n_id * w * sb for w in width.values())
-    ap_bytes = sum(w * L * 8 for w in width.values()) + 2 * S * L * n_dec * 4  # + ASR medians
-    boot_bytes = 2 * cfg["rank"]["n_boot"] * L * n_dec * 4
-    audio_bytes = int((cfg["data"]["n_identify"] + cfg["data"]["n_steer"]) * L * AUDIO_SECONDS[cfg["data"]["source"]] * 16000 * 4)
+    sdtype = cfg["record"]["store_dtype"]
+    sb = BYTES[sdtype]
     wbytes = BYTES.get(cfg["model"]["dtype"], 4)
+    weight_bytes = n_params * wbytes
     bs, rpb = cfg["model"]["batch_size"], cfg["record"]["rows_per_block"]
-    widest = max(width.values())
-    ram_record = n_params * wbytes + (bs + rpb) * widest * 4
-    ram_rank = n_id // 3 * 8192 * 4 * 6  # one neuron chunk of one task: scores, sort, cumsums
-    n_pairs = len(PAIRS)
-    arms = 1 + (1 if cfg["steer"]["random_control"] else 0)
-    steer_generations = (n_pairs * 2 * S * arms + 2 * 4) * cfg["data"]["n_steer"]
-    def params(prefix):
-        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
+    n_boot, ks, k = cfg["rank"]["n_boot"], list(cfg["rank"]["k_sweep"]), cfg["rank"]["k"]
+    device = cfg["model"]["device"]
+    on_gpu = device.startswith("cuda")
+    measure_gpu = on_gpu and torch.cuda.is_available()
+    tdtype = parse_dtype(cfg["model"]["dtype"], torch.device("cuda" if on_gpu else "cpu"))
 
-    p_speech, p_text, p_dec = params("speech_encoder"), params("text_encoder"), params("text_decoder") + params("lm_head")
-    frames = AUDIO_SECONDS[cfg["data"]["source"]] * 50  # fbank frames stacked to 20 ms
-    out_tok = cfg["record"]["max_new_tokens"]
-    enc_flops = {"speech": 2 * p_speech * frames, "text": 2 * p_text * TEXT_TOKENS}
-    record_flops = n_id * (2 * enc_flops["speech"] + enc_flops["text"] + 3 * 2 * 2 * p_dec * out_tok)
-    steer_flops = steer_generations * ((enc_flops["speech"] + enc_flops["text"]) / 2
-                                       + 2 * p_dec * cfg["steer"]["max_new_tokens"])
-    dev = "cuda" if cfg["model"]["device"].startswith("cuda") else "cpu"
-    tflops = ASSUMED_TFLOPS[dev]
-    batches_rec, batches_steer = 3 * -(-n_id // bs), -(-steer_generations // bs)
-    step_s = max(0.01, ASSUMED_STEP_S[dev] * min(1.0, p_dec / LARGE_DECODER_PARAMS))
-    decode_s = step_s * (batches_rec * out_tok + batches_steer * cfg["steer"]["max_new_tokens"])
-    tts_s = ASSUMED_TTS_S[cfg["speech"]["backend"]] * (n_id + n_steer)
-    flop_s = (record_flops + steer_flops) / (tflops * 1e12)
-    cells = sum(width.values()) * n_id + cfg["rank"]["n_boot"] * 2 * S * n_dec * n_id
-    rank_s = RANK_S_PER_CELL[dev] * cells
-    hours = (flop_s + decode_s + tts_s + rank_s) / 3600
+    # ---- calibration ---------------------------------------------------------------------------
+    cal: dict = {"preflight_s": preflight_s, "process_rss_bytes": base_rss}
+    mm_device = "cuda" if measure_gpu else "cpu"
+    cal["matmul_s_per_mac"] = _calibrate_matmul(mm_device, tdtype, min(d_model, 1024), min(bs, max(n_id, n_steer)))
+    cal["generate"] = _calibrate_generate(min(bs, max(n_id, n_steer)))
+    from engine.fingerprint import file_sha256
+
+    with tempfile.NamedTemporaryFile() as fh:
+        fh.write(os.urandom(32 * 2**20))
+        fh.flush()
+        cal["sha256_s_per_byte"] = _best(lambda: file_sha256(fh.name), 2) / (32 * 2**20)
+    cal["store"] = _calibrate_store(min(rpb, max(n_id, 1)), 8192, sdtype)
+    rank_device = device if measure_gpu or not on_gpu else "cpu"
+    cal["rank"] = _calibrate_rank(n_id, L, min(8192, n_dec), rank_device)
+    boot_cols = min(8192 if n_id <= 500 else 2048, n_dec)  # cost is linear in neurons: a slice will do
+    cal["bootstrap"] = _calibrate_bootstrap(cfg["data"]["n_identify"], langs, boot_cols, max(1, min(n_boot, 2)),
+                                            rank_device)
+    widths = (min(2048, n_dec), min(32768, n_dec))
+    if widths[0] == widths[1]:
+        widths = (max(1, widths[1] // 4), widths[1])
+    cal["statistics"] = _calibrate_statistics(L, widths, k)
+    sel = _selection(cfg)
+    backend = cfg["speech"]["backend"]
+    espeak = _calibrate_espeak(sel.sentences if sel else None, langs) if backend == "espeak" and sel else None
+    if backend == "espeak" and espeak is None and sel is None:
+        espeak = {"s_per_utterance": 0.05, "audio_s_per_char": {lang: 0.07 for lang in langs}, "backend": None}
+
+    gpu_assumed = on_gpu and not measure_gpu
+    mm = dict(cal["matmul_s_per_mac"])
+    gen = dict(cal["generate"])
+    if gpu_assumed:  # cannot measure the run's GPU here: assume one (stated in the output)
+        mm = {"encode": 1 / (ASSUMED_GPU["tflops"] * 1e12 / 2),
+              "decode": wbytes / (ASSUMED_GPU["weight_read_gbps"] * 1e9)}
+        gen = {"step_s": ASSUMED_GPU["step_overhead_s"], "layer_s": ASSUMED_GPU["layer_overhead_s"]}
+    ap_speedup = ASSUMED_GPU["ap_speedup"] if gpu_assumed else 1.0
+
+    # ---- inputs -------------------------------------------------------------------------------
+    if sel is not None:
+        texts = {lang: [s.texts[lang] for s in sel.sentences] for lang in langs}
+        mean_chars = {lang: float(np.mean([len(t) for t in texts[lang]])) for lang in langs}
+    else:
+        mean_chars = {lang: 120.0 for lang in langs}
+    if backend == "espeak" and espeak:
+        readings = {lang: [espeak["backend"].input_text(s, lang) for s in sel.sentences] for lang in langs} if (
+            sel and espeak["backend"]) else None
+        audio_s = {lang: (float(np.mean([len(r) for r in readings[lang]])) if readings else mean_chars[lang])
+                   * espeak["audio_s_per_char"][lang] for lang in langs}
+    else:
+        audio_s = {lang: AUDIO_SECONDS.get(cfg["data"]["source"], 12.0) for lang in langs}
+    frames = float(np.mean(list(audio_s.values()))) * 50  # fbank 100/s stacked by 2
+    rec = _calibrate_recorder(max(1, min(bs, max(n_id, n_steer))), float(np.mean(list(audio_s.values()))))
+    cal["recorder"] = rec
+    max_frames = max(audio_s.values()) * 50 * 1.15  # a batch pads to its longest utterance
+    tokens = TEXT_TOKENS if sel is None else min(TEXT_TOKENS * 2, max(mean_chars.values()) / 2.5 + 2)
+
+    # ---- model compute per batch of B examples -------------------------------------------------
+    def encode_s(modality: str, B: int) -> float:
+        """Encoder arithmetic plus the recorder's own per-batch cost (features, hooks, copies)."""
+        fixed = rec[f"{modality}_batch_s"] * B / max(1, min(bs, max(n_id, n_steer)))
+        if modality == "speech":
+            T = max_frames
+            attn = 2 * T * T * d_model * len(model.speech_encoder.encoder.layers)
+            return fixed + (p_speech * T + attn) * B * mm["encode"]
+        return fixed + p_text * tokens * 1.3 * B * mm["encode"]
+
+    def decode_s(B: int, n_new: int, modality: str) -> float:
+        T_enc = max_frames / 8 if modality == "speech" else tokens
+        per_step = (p_dec + p_lm) * B * mm["decode"] + 2 * B * T_enc * d_model * dec_layers * mm["encode"]
+        # framework cost per step: the recorder's generate on the 2-layer fixture, plus the
+        # measured cost of every further decoder layer
+        return n_new * (per_step + rec[f"{modality}_step_s"] + gen["layer_s"] * max(0, dec_layers - 2))
+
+    def forced_s(B: int, width_tokens: int) -> float:
+        return p_dec * B * width_tokens * mm["encode"] + gen["layer_s"] * max(0, dec_layers - 2)
+
+    def batches(n_rows: int, B: int) -> list[int]:
+        return [min(B, n_rows - i) for i in range(0, n_rows, B)] if n_rows else []
+
+    load_s = rec["load_s"] + weight_bytes * cal["sha256_s_per_byte"] * 0.5  # reads the bytes once, faster than hashing
+
+    # ---- per stage -------------------------------------------------------------------------------
+    stages: dict[str, dict] = {}
+    # data
+    if sel is not None:
+        from engine.stages.data import _selection_json
+
+        sel_bytes = len(json.dumps(_selection_json(sel), indent=1, sort_keys=True).encode())
+    else:
+        sel_bytes = (n_id + n_steer) // L * (L + 1) * SELECTION_BYTES_PER_TEXT
+    stages["data"] = {"time_s": preflight_s, "peak_rss_bytes": base_rss, "disk_bytes": sel_bytes + 2000}
+    # speech
+    n_utt = (n_id + n_steer)
+    if backend == "espeak" and espeak:
+        tts_s = espeak["s_per_utterance"] * n_utt
+    else:
+        tts_s = ASSUMED_TTS_S.get(backend, 1.0) * n_utt
+    audio_bytes = int(sum(audio_s[lang] for lang in langs) * (n_utt // L) * 16000 * 4 + 80 * n_utt)
+    stages["speech"] = {"time_s": preflight_s + tts_s, "peak_rss_bytes": base_rss,
+                        "disk_bytes": audio_bytes + 200 * n_utt + 1000}
+    # record
+    n_new = cfg["record"]["max_new_tokens"]
+    rec_compute = 0.0
+    for task, modality in (("S2T", "speech"), ("T2T", "text"), ("ASR", "speech")):
+        for B in batches(n_id, bs):
+            rec_compute += encode_s(modality, B) + decode_s(B, n_new, modality) + forced_s(B, max(steps) + 1)
+    store_values = sum(n_id * w for w in width.values())
+    store_io = store_values * cal["store"]["write_s_per_value"]
+    hash_s = weight_bytes * cal["sha256_s_per_byte"]
+    widest = max(width.values())
+    block_rows = min(rpb, n_id)
+    act_bytes = bs * max_frames * 4 * d_model * wbytes * 2 if n_id else 0  # largest encoder activations
+    ram_record = (base_rss + weight_bytes + block_rows * widest * 4 * 3 + min(bs, n_id) * widest * 4
+                  + act_bytes)
+    store_bytes = int(store_values * min(sb, cal["store"]["stored_bytes_per_value"]))
+    store_meta = 3 * (n_id * 120 + (n_id // max(block_rows, 1) + 1) * (S + 1) * 900)
+    stages["record"] = {"time_s": preflight_s + hash_s + load_s + rec_compute + store_io,
+                        "peak_rss_bytes": ram_record, "disk_bytes": store_bytes + store_meta}
+    if on_gpu:
+        stages["record"]["gpu_peak_bytes"] = weight_bytes + act_bytes + bs * (p_lm // d_model) * 4
+        stages["record"]["peak_rss_bytes"] = base_rss + weight_bytes + block_rows * widest * 4 * 3
+    # rank
+    rank_cols = sum(width.values())
+    rank_s = (rank_cols * cal["rank"]["s_per_neuron"] / ap_speedup
+              + n_id * rank_cols * cal["store"]["read_s_per_value"])
+    medians_s = S * n_dec * n_id * cal["store"]["read_s_per_value"] * 2 * L  # nanmedian per language
+    ap_bytes = sum(w * L * 8 + 128 for w in width.values()) + 2 * S * (L * n_dec * 4 + 128)
+    chunk_cols = 8192
+    ram_rank = base_rss + cal["rank"]["chunk_extra_bytes"] * min(chunk_cols, n_dec) / min(8192, n_dec) \
+        + rank_cols * L * 8 * 2 / max(1, len(width) * (S + 1)) * 2
+    stages["rank"] = {"time_s": preflight_s + rank_s + medians_s, "peak_rss_bytes": ram_rank,
+                      "disk_bytes": ap_bytes + 3 * 600}
+    # compare
+    st = cal["statistics"]
+    set_s = st["set"]["fixed_s"] + st["set"]["s_per_neuron"] * n_dec
+    rank_stat_s = st["rank"]["fixed_s"] + st["rank"]["s_per_neuron"] * n_dec
+    boot_s = 2 * n_boot * n_dec * cal["bootstrap"]["s_per_resample_neuron"] / ap_speedup
+    per_step = boot_s + n_boot * ((1 + len(ks)) * set_s + rank_stat_s) + (1 + len(ks)) * set_s + rank_stat_s
+    boot_bytes = 2 * n_boot * L * n_dec * 4
+    compare_json = S * (2500 + 60 * L * L + 40 * len(ks)) + (1000 + 10 * dec_layers) * (2 * S + 2)
+    stages["compare"] = {"time_s": preflight_s + S * per_step, "peak_rss_bytes": base_rss + boot_bytes
+                         + cal["rank"]["chunk_extra_bytes"] + 4 * L * n_dec * 8,
+                         "disk_bytes": compare_json, "transient_disk_bytes": boot_bytes}
+    # steer
+    n_pairs = sum(1 for s, t in PAIRS if s in langs and t in langs)
+    sources = len({s for s, t in PAIRS if s in langs and t in langs})
+    arms = 1 + (1 if cfg["steer"]["random_control"] else 0)
+    per_src = cfg["data"]["n_steer"]
+    steer_calls = {"speech": sources + n_pairs * S * arms, "text": sources + n_pairs * S * arms}
+    steer_new = cfg["steer"]["max_new_tokens"]
+    steer_compute = 0.0
+    for modality, calls in steer_calls.items():
+        for B in batches(per_src, bs):
+            steer_compute += calls * (encode_s(modality, B) + decode_s(B, steer_new, modality) + forced_s(B, 2))
+    steer_generations = sum(steer_calls.values()) * per_src
+    steer_text_bytes = steer_generations * steer_new * 5
+    steer_rows = (2 * sources * 0 + n_pairs * 2 * (1 + S * arms))
+    stages["steer"] = {"time_s": preflight_s + load_s + steer_compute + 2.0,
+                       "peak_rss_bytes": base_rss + weight_bytes + min(bs, per_src) * widest * 4 * 2 + act_bytes,
+                       "disk_bytes": steer_text_bytes * 2 + steer_rows * 700}
+    if on_gpu:
+        stages["steer"]["gpu_peak_bytes"] = weight_bytes + act_bytes + bs * (p_lm // d_model) * 4
+    # report
+    stages["report"] = {"time_s": preflight_s, "peak_rss_bytes": base_rss,
+                        "disk_bytes": compare_json + steer_rows * 700 + 3000}
+
+    # costs above are CPU seconds; wall time divides by the parallelism this process got while
+    # calibrating (2 on an idle 2-core machine running torch; below 1 when others share the cores)
+    parallel = _SPENT["cpu"] / max(_SPENT["wall"], 1e-9)
+    for figs in stages.values():
+        figs["cpu_s"] = figs["time_s"]
+        figs["time_s"] = figs["cpu_s"] / parallel
+    total_s = sum(s["time_s"] for s in stages.values())
+    disk_total = sum(s["disk_bytes"] for s in stages.values()) + boot_bytes
+    peak = max(s["peak_rss_bytes"] for s in stages.values())
+    assumptions = {
+        "device": device, "measured_on": mm_device if not gpu_assumed else "cpu (GPU assumed, none visible)",
+        "gpu": ASSUMED_GPU if gpu_assumed else None,
+        "tts_s_per_utterance": None if backend == "espeak" else ASSUMED_TTS_S.get(backend, 1.0),
+        "audio_seconds_per_sentence": {lang: round(v, 2) for lang, v in audio_s.items()},
+        "outputs_run_to_max_new_tokens": True,
+    }
+    calibration = {
+        "matmul_gmac_s": {k2: round(1e-9 / v, 2) for k2, v in cal["matmul_s_per_mac"].items()},
+        "generate_ms_per_step": round(1e3 * cal["generate"]["step_s"], 3),
+        "generate_ms_per_layer_step": round(1e3 * cal["generate"]["layer_s"], 3),
+        "recorder_s": {k2: round(v, 4) for k2, v in rec.items()},
+        "sha256_mb_s": round(1e-6 / cal["sha256_s_per_byte"], 1),
+        "store_write_mvalues_s": round(1e-6 / cal["store"]["write_s_per_value"], 2),
+        "store_read_mvalues_s": round(1e-6 / cal["store"]["read_s_per_value"], 2),
+        "store_bytes_per_value": round(cal["store"]["stored_bytes_per_value"], 3),
+        "ap_us_per_neuron": round(1e6 * cal["rank"]["s_per_neuron"], 3),
+        "ap_rows": n_id,
+        "bootstrap_us_per_resample_neuron": round(1e6 * cal["bootstrap"]["s_per_resample_neuron"], 3),
+        "set_statistics_s": {"fixed": round(st["set"]["fixed_s"], 4), "per_1k_neurons": round(1e3 * st["set"]["s_per_neuron"], 5)},
+        "rank_statistics_s": {"fixed": round(st["rank"]["fixed_s"], 4), "per_1k_neurons": round(1e3 * st["rank"]["s_per_neuron"], 5)},
+        "espeak_s_per_utterance": None if not espeak else round(espeak["s_per_utterance"], 3),
+        "stage_process_rss_mib": round(base_rss / 2**20, 1),
+        "preflight_s": round(preflight_s, 2),
+        "parallelism_now": round(parallel, 2),
+    }
+    n_id_l = cfg["data"]["n_identify"]
     result = {
-        "compute": {"record_tflop": round(record_flops / 1e12, 1), "steer_tflop": round(steer_flops / 1e12, 1),
-                    "assumed_tflops": tflops, "assumed_step_s": step_s,
-                    "assumed_tts_s": ASSUMED_TTS_S[cfg["speech"]["backend"]],
-                    "hours": {"compute": round(flop_s / 3600, 2), "decoding": round(decode_s / 3600, 2),
-                              "speech": round(tts_s / 3600, 2), "ranking": round(rank_s / 3600, 2),
-                              "total": round(hours, 2)}},
         "model": source, "parameters": int(n_params),
         "neurons": {"speech_encoder": n_enc["speech"], "text_encoder": n_enc["text"], "text_decoder": n_dec,
                     "total": cat.total},
         "examples": {"record_per_task": n_id, "record_tasks": 3, "forward_passes": 3 * n_id,
                      "steering_generations": steer_generations, "held_out": n_steer},
-        "disk_bytes": {"activation_store": store_bytes, "ap_and_medians": ap_bytes, "bootstrap_transient": boot_bytes,
-                       "audio_cache": audio_bytes, "total": store_bytes + ap_bytes + boot_bytes + audio_bytes},
-        "ram_bytes": {"record": ram_record, "rank": ram_rank, "peak": max(ram_record, ram_rank)},
+        "stages": {name: {key: (int(v) if key.endswith("bytes") else round(float(v), 3))
+                          for key, v in figs.items()} for name, figs in stages.items()},
+        "disk_bytes": {"activation_store": store_values * sb, "activation_store_compressed": store_bytes,
+                       "ap_and_medians": ap_bytes, "bootstrap_transient": boot_bytes, "audio_cache": audio_bytes,
+                       "total": disk_total},
+        "ram_bytes": {"record": int(stages["record"]["peak_rss_bytes"]), "rank": int(ram_rank), "peak": int(peak)},
+        "compute": {"hours": {name: round(stages[name]["time_s"] / 3600, 3) for name in STAGES}
+                    | {"total": round(total_s / 3600, 3)}},
+        "assumptions": assumptions, "calibration": calibration,
     }
     result["lines"] = [
-        f"profile {cfg['profile']['name']}: model {source}, {n_params:,} parameters ({cfg['model']['dtype']})",
+        f"profile {cfg['profile']['name']}: model {source}, {n_params:,} parameters ({cfg['model']['dtype']}, "
+        f"{_size(weight_bytes)}) on {device}",
         f"neurons: speech encoder {n_enc['speech']:,}, text encoder {n_enc['text']:,}, decoder {n_dec:,} "
         f"per step x {S} steps; catalog total {cat.total:,}",
-        f"examples: {n_id:,} per recorded task (S2T, T2T, ASR: {L} languages x {cfg['data']['n_identify']}), "
-        f"{n_steer:,} held out; {steer_generations:,} steered generations",
-        f"disk: activation store <= {_size(store_bytes)} ({cfg['record']['store_dtype']}), AP + medians "
-        f"{_size(ap_bytes)}, bootstrap scratch {_size(boot_bytes)}, audio {_size(audio_bytes)}; "
-        f"total {_size(result['disk_bytes']['total'])}",
-        f"RAM: recording ~{_size(ram_record)} (weights + batch and block buffers; GPU memory for the "
-        f"weights when on {cfg['model']['device']}), ranking ~{_size(ram_rank)} per neuron chunk",
-        f"time: ~{_dur(hours * 3600)} = compute {_dur(flop_s)} ({(record_flops + steer_flops) / 1e15:.2g} PFLOP at "
-        f"an assumed {tflops:g} TFLOP/s) + greedy decoding {_dur(decode_s)} (assumed "
-        f"{step_s:.3g} s per batch step on {dev}) + speech {_dur(tts_s)} "
-        f"({cfg['speech']['backend']}) + ranking with {cfg['rank']['n_boot']} bootstrap resamples "
-        f"{_dur(rank_s)} (AP throughput of `bench ap` on 2 CPU cores{', assumed 20x on a GPU' if dev == 'cuda' else ''})",
+        f"examples: {n_id:,} per recorded task (S2T, T2T, ASR: {L} languages x {n_id_l}), "
+        f"{n_steer:,} held out; {steer_generations:,} steered generations of <= {steer_new} tokens",
+        "measured here: " + ", ".join(f"{k2}={v}" for k2, v in calibration.items()),
+        ("assumed GPU (none visible): " + json.dumps(ASSUMED_GPU)) if gpu_assumed else
+        f"costs measured on {mm_device}; outputs assumed to run to max_new_tokens (an upper bound)",
     ]
+    for name in STAGES:
+        s = stages[name]
+        extra = f", GPU {_size(s['gpu_peak_bytes'])}" if "gpu_peak_bytes" in s else ""
+        scratch = f" (+{_size(s['transient_disk_bytes'])} scratch while running)" if "transient_disk_bytes" in s else ""
+        result["lines"].append(f"  {name:8s} time {_dur(s['time_s'])} ({s['cpu_s']:.1f} CPU s), peak RAM {_size(s['peak_rss_bytes'])}{extra}, "
+                               f"disk {_size(s['disk_bytes'])}{scratch}")
+    result["lines"].append(f"total: ~{_dur(total_s)}, peak RAM {_size(peak)}, disk {_size(disk_total)} "
+                           f"(activation store {_size(store_bytes)} of {_size(store_values * sb)} raw)")
     return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
+
+
+def estimate_arguments(parser) -> None:
+    config_mod.profile_arguments(parser)
+
+
+def estimate_command(args) -> int:
+    cfg = config_mod.load_profile(args.profile, args.overrides)
+    result = estimate(cfg)
+    for line in result.pop("lines"):
+        print(line)
+    print(json.dumps(result, sort_keys=True))
+    return 0

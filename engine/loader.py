@@ -2,6 +2,13 @@
 
 ``load_model`` accepts a Hugging Face id or a local directory saved with ``save_pretrained``;
 the tiny fixture (``fixtures/tiny_model``) and the real model go through the same code.
+
+Attention runs transformers' ``sdpa`` implementation, pinned. The speech encoder hands its
+attention a boolean (batch, 1, T, T) mask (padding and attention chunks); ``sdpa`` applies it
+(``torch.where(mask, position_bias, min)``), while ``eager`` adds it to the scores as 0/1, so
+padded frames keep most of their weight: a padded utterance's valid frames then change with the
+padding (tiny fixture: 0.96 after the conformer). Other implementations are refused too
+(``check_attention``).
 """
 from __future__ import annotations
 
@@ -64,6 +71,24 @@ def parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.
     return _DTYPES[dtype]
 
 
+ATTENTION = "sdpa"
+
+
+def check_attention(model) -> None:
+    """UserError unless every attention of ``model`` runs ``ATTENTION`` (see module doc).
+
+    Reads ``config._attn_implementation`` of the model and of every submodule carrying a config,
+    since implementations can be set per submodule.
+    """
+    found = {getattr(getattr(m, "config", None), "_attn_implementation", None) for m in model.modules()}
+    found.discard(None)
+    wrong = sorted(found - {ATTENTION})
+    if wrong:
+        raise UserError(f"attention implementation {', '.join(map(repr, wrong))} is not supported: only "
+                        f"'{ATTENTION}' masks the speech encoder's padded frames; load the model with "
+                        f"attn_implementation='{ATTENTION}' (engine.loader.load_model does)")
+
+
 def _restore_byte_fallback(tokenizer) -> None:
     # transformers 5 rebuilds SeamlessM4TTokenizer's BPE with byte_fallback=False even when the
     # vocabulary carries sentencepiece's <0x00>..<0xFF> pieces; without them unseen characters
@@ -90,15 +115,21 @@ def _restore_byte_fallback(tokenizer) -> None:
 
 
 def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype | None = None, revision: str | None = None) -> LoadedModel:
+               dtype: str | torch.dtype | None = None, revision: str | None = None,
+               attn_implementation: str = ATTENTION) -> LoadedModel:
     """Load ``SeamlessM4Tv2Model`` + tokenizer + feature extractor once, for every task.
 
     ``model_id`` is a local directory or a Hub id (read from the local cache when offline).
     ``dtype`` defaults to fp32 on CPU and bf16 on CUDA. Raises ``UserError`` naming the id, what
     was tried and how to provide the weights when the model cannot be loaded.
+    ``attn_implementation`` must be ``"sdpa"`` (see module doc); another is a UserError.
     """
     from transformers import AutoFeatureExtractor, AutoTokenizer, SeamlessM4Tv2Model
 
+    if attn_implementation != ATTENTION:
+        raise UserError(f"attn_implementation '{attn_implementation}' is not supported: only '{ATTENTION}' "
+                        "masks the speech encoder's padded frames (transformers' eager adds its boolean "
+                        f"mask to the scores as 0/1); use '{ATTENTION}'")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{device}' requested but torch.cuda.is_available() is False; use --device cpu")
@@ -113,7 +144,8 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
         "TRANSFORMERS_OFFLINE", "") not in ("", "0")
     try:
-        model = SeamlessM4Tv2Model.from_pretrained(source, revision=revision, dtype=dtype)
+        model = SeamlessM4Tv2Model.from_pretrained(source, revision=revision, dtype=dtype,
+                                                   attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         feature_extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision)
     except (OSError, ValueError, EnvironmentError) as exc:
@@ -129,6 +161,7 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
     if "text_decoder_lang_to_code_id" not in (model.generation_config.to_dict() or {}):
         raise UserError(f"model '{name}' has no generation_config.text_decoder_lang_to_code_id; "
                         "it cannot generate text for a target language")
+    check_attention(model)
     _restore_byte_fallback(tokenizer)
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor,

@@ -12,19 +12,37 @@ Per batch (one modality):
 Step t reads position index t; the step exists for an example when its output has at least
 t - 1 tokens before EOS. Rows of examples whose output ended earlier are NaN with valid=False.
 
-Speech batching: the adapter after the conformer shortens time with a stride-8 convolution whose
-last windows overlap padded frames. In transformers those frames hold non-zero states, so a
-padded example would get a (slightly) different encoding than alone. The recorder zeroes the
-adapter's convolution inputs beyond each example's valid length (what zero padding gives an
-unpadded example), so batched recording equals one-example-at-a-time recording exactly.
-For a lone example with no padded frame this changes nothing, so the recording still equals
-transformers' own generate (tested).
+Speech: the truth is what transformers computes for an utterance alone, fed the feature
+extractor's default output. For an odd filterbank frame count that output carries one masked pad
+frame (``pad_to_multiple_of=2``): a lone run has width W = L + 1 for L valid frames (else W = L).
+What a lone run computes there, and how a batch reproduces it for every example:
+- conformer: the pad frame's input is zeroed, it is masked as an attention key and zeroed before
+  the depthwise convolution, which is causal; so positions < W of a wider batch equal the lone
+  run's, the pad frame's state included. (Attention runs ``sdpa``, pinned by the loader: eager
+  attends padded frames, see ``engine.loader``.)
+- adapter layer j: its strided convolutions read the lone run's states up to its width W_j,
+  the pad frame's state included when a window reaches it (L % 8 < 4 for kernel = stride = 8),
+  and zeros beyond (their padding). The recorder zeroes the convolution inputs beyond each
+  example's W_j: a batch's extra positions read as that padding.
+- adapter attention and the decoder's cross-attention: transformers masks keys beyond
+  sub(L) = floor((L + 2 (k // 2) - k) / s) + 1, computed once from the feature mask for every
+  adapter layer and for the decoder, and clipped by the lone run's width (all of it when sub(L)
+  exceeds it). The recorder gives each example min(sub(L), lone width) in both places, so no
+  position that exists only in the batch is ever attended.
+- features are extracted per utterance exactly as alone, then right-padded with masked zero frames.
+Valid positions pooled: at the conformer rate the L frames of the feature mask (the masked pad
+frame is not part of the utterance); at adapter layer j the min(sub(L), W_{j+1}) outputs its own
+attention treats as valid; cross-attention k/v over the positions the decoder attends to. One
+case has no batched equivalent: with chunked attention and ``speech_encoder_left_chunk_num = 0`` a
+pad frame that starts a chunk has no key to attend to; such an example in a wider batch is a
+UserError (record it with batch_size 1).
 
 Known limit: should greedy decoding emit the pad token mid-output, the teacher-forced pass would
 give later tokens other sinusoidal positions than KV-cache decoding did (positions skip pads).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
@@ -34,6 +52,7 @@ import torch
 from engine.catalog import Catalog, Component
 from engine.errors import UserError
 from engine.hooks import hooked
+from engine.loader import check_attention
 
 DEFAULT_STEPS = (1, 6, 11)
 
@@ -113,18 +132,81 @@ def _pooled(x: torch.Tensor, channel_axis: int, mask: torch.Tensor) -> torch.Ten
 
 
 def _sub_sampled_lengths(model, lengths: torch.Tensor) -> torch.Tensor:
-    # the adapter's length formula (transformers' _compute_sub_sample_lengths_from_attention_mask)
+    """transformers' ``_compute_sub_sample_lengths_from_attention_mask`` on valid frame counts (B,).
+
+    transformers applies it once to the feature mask, for every adapter layer's attention mask and
+    for the decoder's cross-attention mask alike (it is not compounded over adapter layers), and
+    uses ``kernel // 2`` as padding where the convolutions pad by ``stride // 2``: the result may
+    exceed a layer's output width, where transformers' mask simply covers the whole width.
+    """
     kernel, stride = model.config.adaptor_kernel_size, model.config.adaptor_stride
     pad = kernel // 2
     return torch.div(lengths + 2 * pad - kernel, stride, rounding_mode="floor") + 1
+
+
+def _conv_widths(conv: torch.nn.Conv1d, widths: torch.Tensor) -> torch.Tensor:
+    """Output width of ``conv`` for input widths (B,) (torch's Conv1d formula)."""
+    (k,), (s,), (p,), (d,) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    return torch.div(widths + 2 * p - d * (k - 1) - 1, s, rounding_mode="floor") + 1
 
 
 def _length_mask(lengths: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor:
     return (torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]).to(dtype)
 
 
-def _encode_inputs(lm, batch: list[ModelInput]) -> tuple[dict, torch.Tensor]:
-    """Encoder inputs for ``batch`` and the valid length of each example (encoder positions)."""
+@dataclass
+class _SpeechGeometry:
+    """What a lone run of each utterance sees, as per-example lengths (all int64 tensors (B,)).
+
+    ``frames``: valid feature frames (the feature mask's ones). ``widths[j]``: the lone run's
+    width at the input of adapter layer j (``widths[0]``: its feature width, ``frames`` plus the
+    feature extractor's masked pad frame if any); ``widths[-1]``: the width of its encoder output.
+    ``adapter_valid[j]``: keys adapter layer j's attention is given, min(sub-sampled length, its
+    output width). ``cross_valid``: encoder positions the decoder attends to, min(sub-sampled
+    length, output width).
+    """
+
+    frames: torch.Tensor
+    widths: list[torch.Tensor]
+    adapter_valid: list[torch.Tensor]
+    cross_valid: torch.Tensor
+
+
+def _speech_geometry(model, frames: torch.Tensor, lone_widths: torch.Tensor) -> _SpeechGeometry:
+    adapter = model.speech_encoder.adapter
+    sub = _sub_sampled_lengths(model, frames)
+    widths, adapter_valid = [lone_widths], []
+    for layer in (adapter.layers if adapter is not None else ()):
+        # residual_conv and self_attn_conv are built alike: one output width
+        widths.append(_conv_widths(layer.self_attn_conv, widths[-1]))
+        adapter_valid.append(torch.minimum(sub, widths[-1]))
+    return _SpeechGeometry(frames, widths, adapter_valid, torch.minimum(sub, widths[-1]))
+
+
+def _check_chunk_rows(model, geometry: _SpeechGeometry, width: int, batch: list[ModelInput]) -> None:
+    """UserError when a lone run's masked pad frame has no key to attend to and the batch is wider.
+
+    With chunked attention and ``speech_encoder_left_chunk_num == 0`` a pad frame starting a new
+    chunk sees only masked keys; attention then spreads evenly over every key of the row, which a
+    wider batch holds more of, so no mask reproduces the lone result.
+    """
+    size, left = model.config.speech_encoder_chunk_size, model.config.speech_encoder_left_chunk_num
+    if size is None or left < 0:
+        return
+    last_pad = geometry.widths[0] - 1
+    start = (torch.div(last_pad, size, rounding_mode="floor") - left).clamp(min=0) * size
+    bad = (geometry.widths[0] > geometry.frames) & (start >= geometry.frames) & (geometry.widths[0] < width)
+    for item, flag in zip(batch, bad.tolist()):
+        if flag:
+            raise UserError(
+                f"speech example '{item.example_id}': its masked pad frame starts an attention chunk with no "
+                f"valid frame (speech_encoder_left_chunk_num={left}), so batched recording cannot equal its "
+                "lone encoding; record with batch_size 1")
+
+
+def _encode_inputs(lm, batch: list[ModelInput]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Encoder inputs for ``batch``, the valid length of each example (encoder positions) and the
+    width a lone run of each example has (text: its length)."""
     modality = batch[0].modality
     if modality == "text":
         rows = []
@@ -137,17 +219,25 @@ def _encode_inputs(lm, batch: list[ModelInput]) -> tuple[dict, torch.Tensor]:
         pad = lm.tokenizer.pad_token_id
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=lm.device)
         lengths = torch.tensor([len(r) for r in rows], device=lm.device)
-        return {"input_ids": ids, "attention_mask": _length_mask(lengths, width, torch.long)}, lengths
+        return {"input_ids": ids, "attention_mask": _length_mask(lengths, width, torch.long)}, lengths, lengths
     if modality == "speech":
-        waves = []
+        feats = []
         for item in batch:
             if item.waveform is None:
                 raise UserError(f"example '{item.example_id}' has modality speech but no waveform")
-            waves.append(np.asarray(item.waveform, dtype=np.float32).reshape(-1))
-        feats = lm.feature_extractor(waves, sampling_rate=16000, return_tensors="pt", padding=True)
-        mask = feats["attention_mask"].to(lm.device)
-        return ({"input_features": feats["input_features"].to(lm.device, lm.dtype), "attention_mask": mask},
-                mask.sum(1))
+            # each utterance exactly as the feature extractor gives it alone (its defaults, its
+            # masked pad frame), then right-padded with masked zero frames into one batch
+            wave = np.asarray(item.waveform, dtype=np.float32).reshape(-1)
+            feats.append(lm.feature_extractor([wave], sampling_rate=16000, return_tensors="pt"))
+        lone_widths = torch.tensor([f["input_features"].shape[1] for f in feats], device=lm.device)
+        width = int(lone_widths.max())
+        features = torch.zeros((len(batch), width, feats[0]["input_features"].shape[2]), dtype=lm.dtype,
+                               device=lm.device)
+        mask = torch.zeros((len(batch), width), dtype=torch.long, device=lm.device)
+        for b, f in enumerate(feats):
+            features[b, : f["input_features"].shape[1]] = f["input_features"][0].to(lm.device, lm.dtype)
+            mask[b, : f["attention_mask"].shape[1]] = f["attention_mask"][0].to(lm.device)
+        return {"input_features": features, "attention_mask": mask}, mask.sum(1), lone_widths
     raise UserError(f"modality '{modality}' is not 'speech' or 'text'")
 
 
@@ -160,7 +250,7 @@ class _Recorder:
         self.decoder = torch.full((batch_size, len(steps), catalog.n_neurons("text_decoder")), float("nan"),
                                   device=device)
         self.enc_mask: torch.Tensor | None = None  # (B, T) at the encoder component's rate
-        self.post_adapter_mask: torch.Tensor | None = None
+        self.adapter_masks: list[torch.Tensor] = []  # (B, T_j) valid outputs of adapter layer j
         self.cross_mask: torch.Tensor | None = None  # (B, T_enc) encoder positions seen by the decoder
         self.fired: set[str] = set()
 
@@ -172,7 +262,10 @@ class _Recorder:
 
     def _pool_hook(self, comp: Component):
         def hook(module, inputs, output):
-            mask = self.post_adapter_mask if comp.position == "adapter_pooled" else self.enc_mask
+            if comp.position == "adapter_pooled":  # name "adapter.layers.{j}. ..."
+                mask = self.adapter_masks[int(comp.name.split(".")[2])]
+            else:
+                mask = self.enc_mask
             x = output[0] if isinstance(output, tuple) else output
             self.encoder[:, comp.offset: comp.offset + comp.dim] = _pooled(x, comp.channel_axis, mask)
             self.fired.add(comp.path)
@@ -197,64 +290,93 @@ class _Recorder:
         return hooks
 
 
-def _adapter_padding_hooks(model, rec: _Recorder, lengths: torch.Tensor) -> dict:
-    """Zero the adapter convolutions' inputs beyond each example's length (see module doc)."""
+def _adapter_padding_hooks(model, geometry: _SpeechGeometry) -> dict:
+    """Zero adapter layer j's convolution inputs beyond each example's lone width there (the zeros
+    the convolution pads a lone run with), so every window a lone run has reads what it reads."""
     adapter = model.speech_encoder.adapter
     if adapter is None:
         return {}
     hooks = {}
-    layer_lengths = lengths
     for j, _ in enumerate(adapter.layers):
-        def zero_padded(module, inputs, output, layer_lengths=layer_lengths):
-            keep = _length_mask(layer_lengths, output.shape[1], torch.bool)
+        def zero_beyond(module, inputs, output, lone=geometry.widths[j]):
+            keep = _length_mask(lone, output.shape[1], torch.bool)
             return output.masked_fill(~keep[:, :, None], 0.0)
         for name in ("residual_layer_norm", "self_attn_layer_norm"):
-            hooks[f"speech_encoder.adapter.layers.{j}.{name}"] = zero_padded
-        layer_lengths = _sub_sampled_lengths(model, layer_lengths)
+            hooks[f"speech_encoder.adapter.layers.{j}.{name}"] = zero_beyond
     return hooks
 
 
+@contextmanager
+def _adapter_attention_masks(model, geometry: _SpeechGeometry) -> Iterator[None]:
+    """Give adapter layer j's attention the keys a lone run gives it, ``adapter_valid[j]``.
+
+    transformers derives them from the batch's feature mask as the sub-sampled length, which can
+    exceed an example's lone output width (kernel > stride); the positions beyond it exist only in
+    the batch and must stay masked.
+    """
+    from transformers.masking_utils import create_bidirectional_mask
+
+    adapter = model.speech_encoder.adapter
+    handles = []
+    try:
+        for layer, valid in zip(adapter.layers if adapter is not None else (), geometry.adapter_valid):
+            def replace(module, args, kwargs, valid=valid, config=layer.config):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                keys = _length_mask(valid, hidden.shape[1], torch.bool)
+                kwargs["attention_mask"] = create_bidirectional_mask(config=config, inputs_embeds=hidden,
+                                                                     attention_mask=keys)
+                return args, kwargs
+            handles.append(layer.self_attn.register_forward_pre_hook(replace, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _encode(lm, catalog: Catalog, rec: _Recorder, batch: list[ModelInput]):
-    """Run the encoder once with pooling hooks; return (encoder states, decoder-side encoder mask,
-    mask to pass to generate)."""
+    """Run the encoder once with pooling hooks; return (encoder states, decoder-side encoder mask)."""
     model = lm.model
-    enc_inputs, lengths = _encode_inputs(lm, batch)
+    enc_inputs, lengths, lone_widths = _encode_inputs(lm, batch)
     modality = batch[0].modality
     width = enc_inputs["attention_mask"].shape[1]
     rec.enc_mask = _length_mask(lengths, width)
     if modality == "speech":
-        hooks = _adapter_padding_hooks(model, rec, lengths)
+        geometry = _speech_geometry(model, lengths, lone_widths)
+        _check_chunk_rows(model, geometry, width, batch)
+        hooks = _adapter_padding_hooks(model, geometry)
         hooks.update(rec.encoder_hooks())
-        # lengths and width after every adapter layer (each shortens time by its stride)
-        post, n_out = lengths, torch.tensor([width], device=lengths.device)
-        for _ in (model.speech_encoder.adapter.layers if model.speech_encoder.adapter is not None else ()):
-            post, n_out = _sub_sampled_lengths(model, post), _sub_sampled_lengths(model, n_out)
-        rec.post_adapter_mask = _length_mask(post, int(n_out))
-        with hooked(model, hooks):
+        n_out = torch.tensor([width], device=lengths.device)
+        for layer in (model.speech_encoder.adapter.layers if model.speech_encoder.adapter is not None else ()):
+            n_out = _conv_widths(layer.self_attn_conv, n_out)
+            rec.adapter_masks.append(_length_mask(geometry.adapter_valid[len(rec.adapter_masks)], int(n_out)))
+        with hooked(model, hooks), _adapter_attention_masks(model, geometry):
             states = model.speech_encoder(input_features=enc_inputs["input_features"],
                                           attention_mask=enc_inputs["attention_mask"]).last_hidden_state
-        cross_mask = _length_mask(post, states.shape[1])
+        cross_mask = _length_mask(geometry.cross_valid, states.shape[1])
     else:
         with hooked(model, rec.encoder_hooks()):
             states = model.text_encoder(input_ids=enc_inputs["input_ids"],
                                         attention_mask=enc_inputs["attention_mask"]).last_hidden_state
         cross_mask = rec.enc_mask
-    return states, cross_mask, enc_inputs["attention_mask"]
+    return states, cross_mask
 
 
-def _greedy(lm, states: torch.Tensor, generate_mask: torch.Tensor, modality: str, tags: list[int],
-            max_new_tokens: int) -> torch.Tensor:
-    """transformers' greedy ``generate`` on precomputed encoder states -> sequences (B, 2 + n)."""
+def _greedy(lm, states: torch.Tensor, cross_mask: torch.Tensor, tags: list[int], max_new_tokens: int
+            ) -> torch.Tensor:
+    """transformers' greedy ``generate`` on precomputed encoder states -> sequences (B, 2 + n).
+
+    ``cross_mask`` (B, T_enc) is the decoder's cross-attention mask, as the teacher-forced pass
+    gets it. SeamlessM4Tv2Model.forward passes its ``attention_mask`` to the decoder unchanged when
+    its modality is text (for speech it would re-derive one from a feature mask), so text is set.
+    """
     from transformers import GenerationMixin
     from transformers.modeling_outputs import BaseModelOutput
 
     model = lm.model
-    # SeamlessM4Tv2Model.forward derives the post-adapter cross-attention mask from the feature
-    # mask when its modality is speech, exactly as in SeamlessM4Tv2Model.generate.
-    model.set_modality(modality)
+    model.set_modality("text")
     decoder_input_ids = torch.tensor([[tag] for tag in tags], device=lm.device)
     out = GenerationMixin.generate(
-        model, encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=generate_mask,
+        model, encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=cross_mask.long(),
         decoder_input_ids=decoder_input_ids, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
         num_return_sequences=1, return_dict_in_generate=False, output_scores=False, output_hidden_states=False,
     )
@@ -284,6 +406,7 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
     Only one batch of activations is alive at a time.
     """
     steps = _check_steps(steps)
+    check_attention(lm.model)
     if prefix not in ("greedy", "gold"):
         raise UserError(f"prefix '{prefix}' is not 'greedy' or 'gold'")
     if batch_size < 1:
@@ -297,11 +420,11 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
         modality = batch[0].modality
         stack = "speech_encoder" if modality == "speech" else "text_encoder"
         rec = _Recorder(catalog, stack, len(batch), steps, lm.device)
-        states, cross_mask, generate_mask = _encode(lm, catalog, rec, batch)
+        states, cross_mask = _encode(lm, catalog, rec, batch)
         rec.cross_mask = cross_mask
         tags = [lm.lang_token_id(item.tgt_lang) for item in batch]
         if prefix == "greedy":
-            sequences = _greedy(lm, states, generate_mask, modality, tags, n_new).tolist()
+            sequences = _greedy(lm, states, cross_mask, tags, n_new).tolist()
             outputs = [_strip(seq[2:], eos, pad) for seq in sequences]
         else:
             outputs = []

@@ -313,23 +313,164 @@ def _html_table(header, rows) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _verdict_rows(records: dict) -> list[list[str]]:
+#: Where each claim's evidence is drawn (a figure, or the steering tables).
+CLAIM_FIGURE = {"R1": "overlap", "R2": "overlap", "R3": "overlap", "R4": "overlap", "R5": "spearman",
+                "R6": "k_sweep", "R7": "distribution", "R8": "distribution", "R9": "distribution"}
+#: Why a profile other than ``paper`` is not expected to reproduce the paper's findings.
+NOT_THE_PAPER = {
+    "tiny": ("the tiny profile runs a 96-wide SeamlessM4T v2 trained for minutes on an embedded corpus "
+             "with espeak-ng speech: it exercises the paper's method end to end, but is far too small and "
+             "too briefly trained to reproduce the paper's findings, which need the Large model on FLEURS."),
+}
+
+
+def _evidence(cid: str) -> str:
+    return CLAIM_FIGURE.get(cid, "steering")
+
+
+def _verdict_rows(records: dict, profile: str) -> list[list[str]]:
+    """Paper value and measured value side by side, then the two verdicts, then the evidence."""
     rows = []
     for cid, r in records.items():
-        tol = r["tolerance"]
-        rows.append([cid, r["source"], _paper_summary({"paper": r["paper"]}),
-                     _measured_summary(r["measured"] or {}), _ci_summary(r["ci"]),
-                     "–" if tol is None else json.dumps(tol), r["verdict"].upper(),
-                     r["paper_check"] or "–"])
+        holds = {"passed": "holds", "failed": "does not hold"}.get(r["paper_check"] or "", "–")
+        baseline = "–" if profile == "paper" else r["verdict"].upper()
+        rows.append([cid, r["source"], _paper_summary({"paper": r["paper"]}), _measured_summary(r["measured"] or {}),
+                     _ci_summary(r["ci"]), holds, baseline, _evidence(cid)])
     return rows
 
 
-VERDICT_HEADER = ["claim", "source", "paper", "measured", "CI", "tolerance", "verdict", "paper check"]
+VERDICT_HEADER = ["claim", "source", "paper", "measured", "CI", "paper statement on this model",
+                  "regression baseline", "evidence"]
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:12px}td,th{border:1px solid #bbb;padding:3px 6px;vertical-align:top}
-th{background:#eee}.PASSED{color:#186a1e;font-weight:bold}.FAILED,.ERROR{color:#b00020;font-weight:bold}
+th{background:#eee}.PASSED,.holds{color:#186a1e;font-weight:bold}.FAILED,.ERROR,.does-not-hold{color:#b00020;font-weight:bold}
+.glance{border:1px solid #bbb;padding:.6em 1em;margin:.8em 0;background:#fafafa}
 img{max-width:100%}code{background:#f4f4f4}"""
+
+
+def glance(profile: str, records: dict, analysis: dict | None) -> dict:
+    """The two summaries a reader needs first, kept apart because they answer different
+    questions: do the numbers match this profile's recorded baselines (regression), and which of
+    the paper's statements hold on the model this run used (science)."""
+    total = len(records)
+    held = sorted(cid for cid, r in records.items() if r["paper_check"] == "passed")
+    not_held = sorted(cid for cid, r in records.items() if r["paper_check"] == "failed")
+    if profile == "paper":
+        regression = {"applies": False, "text": "not applicable: the paper profile is judged on the paper's own "
+                                                 "bounds, so its verdicts are the paper checks below."}
+        why = "this is the paper's model and data: these checks are the suite's verdicts."
+    else:
+        ok = sorted(cid for cid, r in records.items() if r["verdict"] == "passed")
+        bad = sorted(cid for cid, r in records.items() if r["verdict"] != "passed")
+        text = (f"{len(ok)} of {total} claims reproduce the numbers recorded in "
+                f"fixtures/baselines/{profile}.json" + (f"; not: {', '.join(bad)}" if bad else "") + ".")
+        regression = {"applies": True, "matched": ok, "not_matched": bad, "text": text}
+        model = ((analysis or {}).get("meta") or {}).get("model_id", "this model")
+        why = NOT_THE_PAPER.get(profile, f"profile '{profile}' runs {model}, not the paper's model and data, "
+                                         "so its paper checks are information, not verdicts.")
+    science = {"holds": held, "does_not_hold": not_held,
+               "text": f"{len(held)} of {total} hold on this run's model"
+                       + (f" ({', '.join(held)})" if held else "") + ".", "why": why}
+    return {"regression": regression, "paper": science}
+
+
+def _markdown(profile, g, header, records, figures, missing, tables, q_table, x_table) -> str:
+    md = [f"# Claims report — profile `{profile}`", "", "## At a glance", "",
+          f"1. **Regression — do the numbers match the recorded baselines?** {g['regression']['text']}",
+          f"2. **The paper's statements on this model:** {g['paper']['text']} Why: {g['paper']['why']}", "",
+          "## Paper vs measured, claim by claim", "", _md_table(VERDICT_HEADER, _verdict_rows(records, profile)), "",
+          "## Run", ""]
+    md += [f"- **{k}**: {v}" for k, v in header]
+    md += ["", "## Details", ""]
+    for cid, r in records.items():
+        md += [f"### {cid} — paper statement {'holds' if r['paper_check'] == 'passed' else 'does not hold'}"
+               + ("" if profile == "paper" else f"; baseline {r['verdict']}"), "", r["statement"], "",
+               f"- source: {r['source']}", f"- operational: {r['operational']}",
+               f"- tolerance: {json.dumps(r['tolerance'])} — {r['tolerance_why']}",
+               f"- paper check: {r['paper_detail']}"]
+        if r["baseline"]:
+            md.append(f"- baseline: {'passed' if r['baseline'].get('passed') else 'failed'}"
+                      + (f"\n\n```\n{r['baseline'].get('diff')}\n```" if r["baseline"].get("diff") else ""))
+        if r["message"] and r["verdict"] != "passed":
+            md += ["", "```", str(r["message"])[:2000], "```"]
+        name = _evidence(cid)
+        if name in figures:
+            md += ["", f"![{name}](figures/{name}.png)"]
+        md.append("")
+    md += ["## Figures", ""]
+    for name, title in FIGURE_TITLES.items():
+        md += [f"### {title}", "", f"![{name}](figures/{name}.png)" if name in figures else f"_{missing.get(name)}_", ""]
+    md += ["## Steering tables", ""]
+    for title, h, rows in tables:
+        md += [f"### {title}", "", _md_table(h, rows), ""]
+    md += ["### Table 2: qualitative examples", "", _md_table(*q_table) if q_table[1] else "_none in the artifact_", ""]
+    md += ["## Examples excluded per step (output ended before the step)", "",
+           _md_table(*x_table) if x_table[1] else "_none recorded_", ""]
+    return "\n".join(md)
+
+
+def _html(profile, g, header, records, figures, missing, tables, q_table, x_table) -> str:
+    e = html.escape
+    regression = e(g["regression"]["text"])
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Claims report {e(profile)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>Claims report — profile <code>{e(profile)}</code></h1>",
+             "<h2>At a glance</h2>",
+             f"<div class='glance'><b>1. Regression — do the numbers match the recorded baselines?</b> {regression}</div>",
+             f"<div class='glance'><b>2. The paper's statements on this model:</b> {e(g['paper']['text'])} "
+             f"<i>Why: {e(g['paper']['why'])}</i></div>",
+             "<h2>Paper vs measured, claim by claim</h2>"]
+    h = "".join(f"<th>{e(c)}</th>" for c in VERDICT_HEADER)
+    body = ""
+    for row in _verdict_rows(records, profile):
+        cells = []
+        for i, c in enumerate(row):
+            if i == 0:
+                cells.append(f"<td><a href='#{e(c)}'>{e(c)}</a></td>")
+            elif i == 5:
+                cells.append(f"<td class='{e(c.replace(' ', '-'))}'>{e(c)}</td>")
+            elif i == 6:
+                cells.append(f"<td class='{e(c)}'>{e(c)}</td>")
+            elif i == 7:
+                cells.append(f"<td><a href='#fig-{e(c)}'>{e(c)}</a></td>")
+            else:
+                cells.append(f"<td>{e(c)}</td>")
+        body += "<tr>" + "".join(cells) + "</tr>"
+    parts.append(f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>")
+    parts.append("<h2>Run</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in header)
+                 + "</table><h2>Details</h2>")
+    for cid, r in records.items():
+        holds = "holds" if r["paper_check"] == "passed" else "does not hold"
+        baseline = "" if profile == "paper" else (f"; baseline <span class='{e(r['verdict'].upper())}'>"
+                                                   f"{e(r['verdict'])}</span>")
+        parts.append(f"<h3 id='{e(cid)}'>{e(cid)} — paper statement <span class='{holds.replace(' ', '-')}'>"
+                     f"{holds}</span>{baseline}</h3>"
+                     f"<p>{e(r['statement'])}</p><ul><li>source: {e(r['source'])}</li>"
+                     f"<li>operational: {e(str(r['operational']))}</li>"
+                     f"<li>tolerance: {e(json.dumps(r['tolerance']))} — {e(str(r['tolerance_why']))}</li>"
+                     f"<li>paper check: {e(str(r['paper_detail']))}</li>"
+                     f"<li>evidence: <a href='#fig-{e(_evidence(cid))}'>{e(_evidence(cid))}</a></li></ul>")
+        if r["baseline"] and r["baseline"].get("diff"):
+            parts.append(f"<pre>{e(r['baseline']['diff'])}</pre>")
+        if r["message"] and r["verdict"] != "passed":
+            parts.append(f"<pre>{e(str(r['message'])[:2000])}</pre>")
+    parts.append("<h2>Figures</h2>")
+    for name, title in FIGURE_TITLES.items():
+        parts.append(f"<h3 id='fig-{e(name)}'>{e(title)}</h3>")
+        if name in figures:
+            b64 = base64.b64encode(figures[name]).decode("ascii")
+            parts.append(f"<img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
+        else:
+            parts.append(f"<p><i>{e(missing.get(name, ''))}</i></p>")
+    parts.append("<h2 id='fig-steering'>Steering tables</h2>")
+    for title, hh, rows in tables:
+        parts.append(f"<h3>{e(title)}</h3>" + _html_table(hh, rows))
+    parts.append("<h3>Table 2: qualitative examples</h3>"
+                 + (_html_table(*q_table) if q_table[1] else "<p><i>none in the artifact</i></p>"))
+    parts.append("<h2>Examples excluded per step (output ended before the step)</h2>"
+                 + (_html_table(*x_table) if x_table[1] else "<p><i>none recorded</i></p>"))
+    parts.append("</body></html>")
+    return "".join(parts)
 
 
 def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: Mapping[str, dict], out_dir,
@@ -340,7 +481,8 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     ``run_info["error"]`` says why and the report states it). ``verdicts``: claim id ->
     ``engine.claims.Verdict`` (paper bounds). ``outcomes``: claim id -> {"outcome",
     "message", "baseline"} from the test run. Returns name -> path of every file written
-    (and "junit" -> the path pytest writes the JUnit XML to).
+    (and "junit" -> the path pytest writes the JUnit XML to). Both documents lead with
+    :func:`glance`, then paper and measured values side by side per claim.
     """
     from engine.claims import load_registry
 
@@ -352,12 +494,12 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     records = claim_records(profile, registry, verdicts, outcomes)
     header = _header_lines(profile, analysis, run_info)
     figures, missing = make_figures(analysis) if analysis else ({}, {k: "no analysis" for k in FIGURE_TITLES})
-    tables = steering_tables(analysis, registry)
-    q_header, q_rows = qualitative_table(analysis)
+    g = glance(profile, records, analysis)
+    parts = (profile, g, header, records, figures, missing, steering_tables(analysis, registry),
+             qualitative_table(analysis), excluded_table(analysis))
     counts = {}
     for r in records.values():
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     judged = "paper bounds" if profile == "paper" else "regression baselines (paper check shown as information)"
 
     paths: dict[str, Path] = {}
@@ -366,83 +508,15 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     for name, png in figures.items():
         (fig_dir / f"{name}.png").write_bytes(png)
         paths[f"figure:{name}"] = fig_dir / f"{name}.png"
-
-    # claims.json
-    doc = {"profile": profile, "judged_on": judged, "summary": counts,
+    doc = {"profile": profile, "judged_on": judged, "summary": counts, "glance": g,
            "header": dict(header), "meta": (analysis or {}).get("meta"), "claims": records}
     paths["json"] = out_dir / "claims.json"
     paths["json"].write_text(json.dumps(_finite(doc), indent=1, ensure_ascii=False, default=_json_default,
                                         allow_nan=False), encoding="utf-8")
-
-    # Markdown
-    md = [f"# Claims report — profile `{profile}`", "", f"Verdicts judged on {judged}: **{summary}**.", ""]
-    md += [f"- **{k}**: {v}" for k, v in header]
-    md += ["", "## Verdicts", "", _md_table(VERDICT_HEADER, _verdict_rows(records)), "", "## Details", ""]
-    for cid, r in records.items():
-        md += [f"### {cid} — {r['verdict']}", "", r["statement"], "", f"- source: {r['source']}",
-               f"- operational: {r['operational']}", f"- tolerance: {json.dumps(r['tolerance'])} — {r['tolerance_why']}",
-               f"- paper check: {r['paper_detail']}"]
-        if r["baseline"]:
-            md.append(f"- baseline: {'passed' if r['baseline'].get('passed') else 'failed'}"
-                      + (f"\n\n```\n{r['baseline'].get('diff')}\n```" if r["baseline"].get("diff") else ""))
-        if r["message"] and r["verdict"] != "passed":
-            md += ["", "```", str(r["message"])[:2000], "```"]
-        md.append("")
-    md += ["## Figures", ""]
-    for name, title in FIGURE_TITLES.items():
-        md += [f"### {title}", "", f"![{name}](figures/{name}.png)" if name in figures else f"_{missing.get(name)}_", ""]
-    md += ["## Steering tables", ""]
-    for title, h, rows in tables:
-        md += [f"### {title}", "", _md_table(h, rows), ""]
-    md += ["### Table 2: qualitative examples", "", _md_table(q_header, q_rows) if q_rows else "_none in the artifact_", ""]
-    x_header, x_rows = excluded_table(analysis)
-    md += ["## Examples excluded per step (output ended before the step)", "",
-           _md_table(x_header, x_rows) if x_rows else "_none recorded_", ""]
     paths["md"] = out_dir / "claims-report.md"
-    paths["md"].write_text("\n".join(md), encoding="utf-8")
-
-    # HTML, self-contained
-    e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Claims report {e(profile)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>Claims report — profile <code>{e(profile)}</code></h1>",
-             f"<p>Verdicts judged on {e(judged)}: <b>{e(summary)}</b>.</p>",
-             "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in header) + "</table>",
-             "<h2>Verdicts</h2>"]
-    vrows = _verdict_rows(records)
-    h = "".join(f"<th>{e(c)}</th>" for c in VERDICT_HEADER)
-    body = ""
-    for row in vrows:
-        cells = "".join(f"<td class='{e(c) if i == 6 else ''}'>{e(c)}</td>" for i, c in enumerate(row))
-        body += f"<tr>{cells}</tr>"
-    parts.append(f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table><h2>Details</h2>")
-    for cid, r in records.items():
-        parts.append(f"<h3 id='{e(cid)}'>{e(cid)} — <span class='{e(r['verdict'].upper())}'>{e(r['verdict'])}</span></h3>"
-                     f"<p>{e(r['statement'])}</p><ul><li>source: {e(r['source'])}</li>"
-                     f"<li>operational: {e(str(r['operational']))}</li>"
-                     f"<li>tolerance: {e(json.dumps(r['tolerance']))} — {e(str(r['tolerance_why']))}</li>"
-                     f"<li>paper check: {e(str(r['paper_detail']))}</li></ul>")
-        if r["baseline"] and r["baseline"].get("diff"):
-            parts.append(f"<pre>{e(r['baseline']['diff'])}</pre>")
-        if r["message"] and r["verdict"] != "passed":
-            parts.append(f"<pre>{e(str(r['message'])[:2000])}</pre>")
-    parts.append("<h2>Figures</h2>")
-    for name, title in FIGURE_TITLES.items():
-        parts.append(f"<h3>{e(title)}</h3>")
-        if name in figures:
-            b64 = base64.b64encode(figures[name]).decode("ascii")
-            parts.append(f"<img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
-        else:
-            parts.append(f"<p><i>{e(missing.get(name, ''))}</i></p>")
-    parts.append("<h2>Steering tables</h2>")
-    for title, hh, rows in tables:
-        parts.append(f"<h3>{e(title)}</h3>" + _html_table(hh, rows))
-    parts.append("<h3>Table 2: qualitative examples</h3>" + (_html_table(q_header, q_rows) if q_rows else "<p><i>none in the artifact</i></p>"))
-    x_header, x_rows = excluded_table(analysis)
-    parts.append("<h2>Examples excluded per step (output ended before the step)</h2>"
-                 + (_html_table(x_header, x_rows) if x_rows else "<p><i>none recorded</i></p>"))
-    parts.append("</body></html>")
+    paths["md"].write_text(_markdown(*parts), encoding="utf-8")
     paths["html"] = out_dir / "claims-report.html"
-    paths["html"].write_text("".join(parts), encoding="utf-8")
+    paths["html"].write_text(_html(*parts), encoding="utf-8")
     paths["junit"] = Path(run_info["junit"]) if run_info.get("junit") else out_dir / "junit.xml"
     return paths
 

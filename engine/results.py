@@ -232,7 +232,7 @@ class RunResults:
     def distribution(self, lang: str | None = None, k: int | None = None) -> dict:
         """Where ``lang``'s top-k neurons live (per layer, per component) in every stack: the
         analysis.json section for the run's own language and k, computed from AP otherwise."""
-        from engine.analysis import distribution
+        from engine.stages.compare import distribution
 
         stored = self.analysis["distribution"]
         lang, k = lang or stored["lang"], k or int(stored["k"])

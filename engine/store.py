@@ -13,6 +13,7 @@ read-modified-written and two processes writing disjoint blocks never touch the 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -88,26 +89,29 @@ class MatrixStore:
         path = Path(path)
         layout = {"shape": [int(n_rows), int(n_cols)], "rows_per_block": int(rows_per_block),
                   "cols_per_chunk": int(cols_per_chunk), "dtype": str(np.dtype(dtype))}
-        layout_file = path / "layout.json"
-        if layout_file.exists():
-            old = json.loads(layout_file.read_text())
-            if old != layout:
-                raise UserError(f"store {path} holds a matrix with layout {old}, not {layout}; "
-                                "delete it or use another output directory")
-            return cls(path)
         if n_rows < 0 or n_cols <= 0 or rows_per_block <= 0:
             raise UserError(f"bad matrix layout {layout} for {path}")
+        layout_file = path / "layout.json"
         try:
             path.mkdir(parents=True, exist_ok=True)
-            group = zarr.open_group(path / "data", mode="a")
-            group.create_array(
-                "m", shape=(n_rows, n_cols), dtype=layout["dtype"],
-                chunks=(max(1, min(rows_per_block, max(n_rows, 1))), min(cols_per_chunk, n_cols)),
-                compressors=[zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()],
-                fill_value=np.nan, overwrite=True, attributes=attrs or {})
+            # torchrun shards create the same matrices at once: one creates, the others reopen
+            with open(path / ".create.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if layout_file.exists():
+                    old = json.loads(layout_file.read_text())
+                    if old != layout:
+                        raise UserError(f"store {path} holds a matrix with layout {old}, not {layout}; "
+                                        "delete it or use another output directory")
+                    return cls(path)
+                group = zarr.open_group(path / "data", mode="a")
+                group.create_array(
+                    "m", shape=(n_rows, n_cols), dtype=layout["dtype"],
+                    chunks=(max(1, min(rows_per_block, max(n_rows, 1))), min(cols_per_chunk, n_cols)),
+                    compressors=[zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()],
+                    fill_value=np.nan, overwrite=True, attributes=attrs or {})
+                atomic_write_json(layout_file, layout)
         except OSError as exc:
             raise UserError(_os_error_message(path, exc)) from exc
-        atomic_write_json(layout_file, layout)
         return cls(path)
 
     @property

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engine import config, pipeline
+from engine.run import RECORD_TASKS
 from engine.errors import UserError
 from engine.store import MatrixStore
 
@@ -39,7 +40,7 @@ def _run(out, **kw):
 def _arrays(out):
     record = next((Path(out) / "tiny").glob("record-*"))
     arrays = {}
-    for task in pipeline.RECORD_TASKS:
+    for task in RECORD_TASKS:
         for matrix in sorted((record / task).iterdir()):
             if matrix.is_dir():
                 arrays[f"{task}/{matrix.name}"] = MatrixStore(matrix).read()

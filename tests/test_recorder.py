@@ -13,7 +13,8 @@ ALL_STEPS = tuple(range(1, 12))
 TEXTS = [("deu", "Das Wetter ist heute schön, und wir gehen in den Park."), ("cmn", "今天天气很好。"),
          ("fra", "Il fait beau."), ("jpn", "子供たちは公園で遊んでいます。"), ("spa", "Hoy hace buen tiempo.")]
 # sample counts giving an even number of fbank frames (1 + (n - 400) // 160), so one example alone
-# has no padded frame and transformers' own generate sees exactly what the recorder sees
+# has no masked pad frame and every encoder position is valid (the simple oracle below); odd
+# counts, whose lone run has a masked pad frame, are compared in tests/test_speech_fidelity.py
 EVEN = [16000, 9600, 12800]
 
 

@@ -66,11 +66,13 @@ def test_files_written(written):
 
 def test_html_is_self_contained(written):
     text = written[0]["html"].read_text(encoding="utf-8")
-    sources = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", text)
+    sources = re.findall(r"""src\s*=\s*['"]([^'"]*)""", text)
     assert len(sources) == len(R.FIGURE_TITLES)
     assert all(s.startswith("data:image/png;base64,") for s in sources)
+    links = re.findall(r"""href\s*=\s*['"]([^'"]*)""", text)
+    assert links and all(link.startswith("#") for link in links)  # only anchors within the page
     assert "<link" not in text and "<script" not in text
-    for heading in ("Table 1", "Table 3", "Table 4", "Table 2", "Verdicts"):
+    for heading in ("Table 1", "Table 3", "Table 4", "Table 2", "At a glance", "Paper vs measured"):
         assert heading in text
 
 
@@ -94,7 +96,7 @@ def test_markdown_header_and_verdicts(written):
         assert f"**{field}**" in md, field
     assert "12.5 s" in md and "synthetic/analysis-sample" in md
     row = next(line for line in md.splitlines() if line.startswith("| R1 |"))
-    assert "FAILED" in row
+    assert "does not hold" in row and "| overlap |" in row  # the planted failure, beside its figure
     assert "![overlap](figures/overlap.png)" in md
     # measured value next to the paper value in Table 1
     assert "| German | ASR | Japanese | 100.00 (100.00) | 0.00 (0.00) | 39.15 (39.15)" in md
@@ -169,3 +171,32 @@ def test_cli_runs_pytest_on_claims(monkeypatch, tmp_path, capsys):
     assert argv[0] == str(REPO / "claims") and argv[1:3] == ["--profile", "paper"]
     assert "--update-baselines" in argv and argv[argv.index("-n") + 1] == "2" and argv[-2:] == ["-k", "R1"]
     assert str(out.resolve() / "claims-report.html") in capsys.readouterr().out
+
+
+def test_glance_separates_regression_from_the_papers_statements(tmp_path, sample, registry):
+    # a regression profile whose numbers all match their baselines while most paper checks fail:
+    # the report must say both, apart, and why the paper is not expected to hold there
+    analysis = copy.deepcopy(sample)
+    analysis["overlap"]["1"]["diagonal_ratio"] = 0.05  # R1 no longer holds
+    verdicts = {cid: C.check(cid, analysis, registry["claims"][cid]) for cid in registry["claims"]}
+    outcomes = {cid: {"outcome": "passed"} for cid in registry["claims"]}
+    outcomes["S2"] = {"outcome": "failed", "message": "moved"}
+    paths = R.write_report(analysis, verdicts, outcomes, tmp_path, profile="tiny", registry=registry)
+    doc = json.loads(paths["json"].read_text())
+    g = doc["glance"]
+    n = len(registry["claims"])
+    assert g["regression"]["not_matched"] == ["S2"] and len(g["regression"]["matched"]) == n - 1
+    assert "R1" in g["paper"]["does_not_hold"] and "R1" not in g["paper"]["holds"]
+    assert "not expected" in g["paper"]["why"] or "too small" in g["paper"]["why"]
+    md = paths["md"].read_text(encoding="utf-8")
+    first = md.split("## Paper vs measured")[0]
+    assert f"{n - 1} of {n} claims reproduce" in first and "not: S2" in first
+    assert f"{len(g['paper']['holds'])} of {n} hold" in first
+    row = next(line for line in md.splitlines() if line.startswith("| R1 |"))
+    assert "does not hold" in row and "PASSED" in row
+
+
+def test_glance_on_the_paper_profile_has_no_regression_verdict(written):
+    doc = json.loads(written[0]["json"].read_text(encoding="utf-8"))
+    assert doc["glance"]["regression"]["applies"] is False
+    assert doc["glance"]["paper"]["does_not_hold"] == ["R1"]

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from engine import config, pipeline, steering_eval
+from engine.stages.steer import CHECKPOINT_SUBDIR
 
 SMALL = ["data.n_identify=4", "data.n_steer=2", "record.rows_per_block=2", "model.batch_size=2",
          "record.max_new_tokens=12", "rank.k=20", "rank.k_sweep=[10, 20]", "steer.k=10", "rank.n_boot=4",
@@ -59,7 +60,7 @@ def test_stopped_steer_stage_redoes_only_unfinished_rows_and_is_byte_identical(t
         pipeline.run_pipeline(cfg, out=out)
     run = pipeline.Run(cfg, out)
     assert not run.done("steer")
-    rows = run.dir("steer") / steering_eval.CHECKPOINT_SUBDIR
+    rows = run.dir("steer") / CHECKPOINT_SUBDIR
     saved = sorted(rows.glob("*.json"))
     assert len(saved) == DONE_BEFORE_STOP
     # a damaged checkpoint (a write cut short by hand) is regenerated, not trusted

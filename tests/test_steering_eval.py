@@ -201,8 +201,7 @@ def test_bad_arguments(lm, catalog):
 
 def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
     """The pipeline's steer stage: config keys, file names of the rank stage, outputs written."""
-    pytest.importorskip("engine.control")
-    pipeline = pytest.importorskip("engine.pipeline")
+    from engine.stages import steer as stage
     steps = (6,)
     ap, on = planted_stats(catalog.n_neurons(DECODER), steps=steps)
     ap, on = {6: ap[6][:3]}, {6: on[6][:3]}  # rows of data.langs
@@ -211,10 +210,10 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
     langs = ("deu", "cmn")  # data.langs below: only the pairs deu<->cmn can run
     views = {("ASR", "steer"): [x for x in held_out(langs) if x.task == "ASR"],
              ("TR", "steer"): [x for x in held_out(langs) if x.task == "TR"]}
-    monkeypatch.setattr(pipeline, "task_examples", lambda run, task, split: views.get(
+    monkeypatch.setattr(stage, "task_examples", lambda run, task, split: views.get(
         (task, split), identify(langs) if (task, split) == ("ASR", "identify") else []))
-    monkeypatch.setattr(pipeline, "load_ap", lambda run, task, name: {"decoder_t6": ap[6]}[name])
-    monkeypatch.setattr(pipeline, "model_inputs", lambda run, xs: [to_input(x) for x in xs])
+    monkeypatch.setattr(stage, "load_ap", lambda run, task, name: {"decoder_t6": ap[6]}[name])
+    monkeypatch.setattr(stage, "model_inputs", lambda run, xs: [to_input(x) for x in xs])
 
     class FakeRun:
         cfg = {"record": {"steps": list(steps)}, "data": {"langs": ["deu", "spa", "cmn"]}, "model": {"batch_size": 4},
@@ -231,7 +230,7 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
         def catalog(self):
             return catalog
 
-    section = steering_eval.run_experiment(FakeRun())
+    section = stage.run_experiment(FakeRun())
     assert {r["intervention"] for r in section["rows"]} == {"median", "none"}
     assert section["config"]["positions"] == "from_t" and section["config"]["k"] == 5
     assert {(r["src"], r["tgt"]) for r in section["rows"]} == {("deu", "cmn"), ("cmn", "deu")}

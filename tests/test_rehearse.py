@@ -1,0 +1,85 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import rehearse
+from engine.catalog import build_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "fixtures" / "tiny_model"
+#: the paper profile's settings shrunk to the tiny architecture (its k must fit 2 layers of width 96)
+#: and to one steering pair (deu -> jpn) without the random control, so the test takes about a minute
+SMALL = ["rank.k=20", "rank.k_sweep=[10, 20]", "steer.k=10", "rank.n_boot=2", "steer.max_new_tokens=12",
+         "record.max_new_tokens=11", 'data.langs=["deu", "jpn"]', "steer.random_control=false"]
+
+
+def test_depth_cut_keeps_every_width_of_large():
+    from transformers import SeamlessM4Tv2Config
+
+    large, cut = SeamlessM4Tv2Config(), rehearse.model_config(None, 2)
+    for name in ("hidden_size", "vocab_size", "decoder_ffn_dim", "encoder_ffn_dim", "speech_encoder_intermediate_size",
+                 "decoder_attention_heads", "speech_encoder_attention_heads"):
+        assert getattr(cut, name) == getattr(large, name)
+    assert all(getattr(cut, n) == 2 for n in rehearse.STACK_LAYERS)
+    full, small = build_catalog(large), build_catalog(cut)
+    for stack in ("speech_encoder", "text_encoder", "text_decoder"):
+        assert small.n_neurons(stack) * 12 == full.n_neurons(stack)  # 24 layers -> 2, same width per layer
+
+
+def test_built_model_loads_in_the_target_dtype_with_matching_language_tokens(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    from engine.data.languages import ALL_LANGS
+    from engine.loader import load_model
+
+    mcfg = rehearse.model_config(str(TINY), 1)
+    d = rehearse.build_model(mcfg, tmp_path, seed=0, dtype="bfloat16", log=lambda m: None)
+    shards = sorted(d.glob("model-*.safetensors"))
+    for shard in shards:
+        with safe_open(str(shard), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # written in bf16, no fp32 copy
+    lm = load_model(str(d), dtype="bfloat16")
+    assert len(lm.model.text_decoder.layers) == 1 and lm.model.config.hidden_size == mcfg.hidden_size
+    assert len(lm.tokenizer) == mcfg.vocab_size
+    for lang in ALL_LANGS:  # lang_token_id checks the tokenizer against generation_config
+        assert lm.lang_token_id(lang) == lm.model.generation_config.text_decoder_lang_to_code_id[lang]
+    # cached: a second call reuses the build
+    monkeypatch.setattr(rehearse, "write_random_weights", lambda *a, **k: pytest.fail("rebuilt a cached model"))
+    assert rehearse.build_model(mcfg, tmp_path, seed=0, dtype="bfloat16") == d
+
+
+def test_build_is_deterministic_and_keyed_by_seed(tmp_path):
+    mcfg = rehearse.model_config(str(TINY), 1)
+    a = rehearse.build_model(mcfg, tmp_path / "a", seed=0, log=lambda m: None)
+    b = rehearse.build_model(mcfg, tmp_path / "b", seed=0, log=lambda m: None)
+    c = rehearse.build_model(mcfg, tmp_path / "c", seed=1, log=lambda m: None)
+    assert a.name == b.name != c.name
+    files = sorted(p.name for p in a.glob("model-*.safetensors"))
+    assert [(a / f).read_bytes() == (b / f).read_bytes() for f in files] == [True] * len(files)
+    assert (a / files[0]).read_bytes() != (c / files[0]).read_bytes()
+
+
+def test_rehearsal_runs_every_stage_and_the_estimate_agrees_with_it(tmp_path):
+    """The estimate judged against a measured rehearsal (tiny architecture, 1 layer): peak RAM and
+    disk within ±30 %, CPU time within a factor of 2 (figures below the floors are not judged).
+    Wall time is judged only on an otherwise idle machine: on a shared one it measures the others."""
+    cmd = [sys.executable, "-m", "engine", "rehearse", "--config", str(TINY), "--layers", "1", "--n-per-lang", "2",
+           "--out", str(tmp_path)] + [a for s in SMALL for a in ("--set", s)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "STEP_NEURONS_QUIET": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert list(result["stages"]) == ["data", "speech", "record", "rank", "compare", "steer", "report"]
+    idle = os.getloadavg()[0] <= (os.cpu_count() or 1)
+    for stage, figs in result["stages"].items():
+        for name in ("peak_rss_bytes", "disk_bytes", "cpu_s") + (("time_s",) if idle else ()):
+            f = figs[name]
+            assert f["measured"] is not None and f["estimated"] is not None, (stage, name)
+            assert f["ok"] is not False, f"{stage} {name}: measured {f['measured']}, estimated {f['estimated']}"
+        assert figs["peak_rss_bytes"]["ok"] is True  # RAM is always judged
+    assert result["stages"]["speech"]["disk_bytes"]["ok"] is True  # the audio: above the floor
+    assert "tts" not in json.dumps(result["settings"]["speech"])  # espeak stands in for XTTS
