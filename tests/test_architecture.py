@@ -13,10 +13,11 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 
 #: Lowest first. A module may import its own layer and those below, never above.
 LAYERS = (
-    ("base", ("errors", "hooks", "data.languages", "config")),
+    ("base", ("errors", "hooks", "data.languages")),
     ("data", ("data", "data.corpus", "data.fleurs", "data.speech", "data.tasks")),
     ("mechanics", ("catalog", "fingerprint", "loader", "recorder", "store")),
     ("science", ("ranking", "overlap", "control", "langid", "steering", "steering_eval")),
+    ("settings", ("config",)),  # validates a profile against the corpus and the steering pairs
     ("run", ("run",)),
     ("stages", ("stages", "stages.data", "stages.speech", "stages.record", "stages.rank", "stages.compare",
                 "stages.steer", "stages.report")),

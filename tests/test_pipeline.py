@@ -135,7 +135,7 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
     cmd = [sys.executable, "-m", "engine", "run", "--profile", "tiny", "--out", str(tmp_path), "--set", "rank.k=-1"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: rank.k must be >= 0"]
+    assert done.stderr.strip().splitlines() == ["error: rank.k=-1 is invalid: use an integer >= 1"]
 
 
 def test_paper_profile_offline_lists_every_missing_thing(tmp_path, monkeypatch):

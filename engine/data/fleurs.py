@@ -7,8 +7,9 @@ raw transcription, normalised transcription, character transcription, number of 
 speaker gender. FLEURS has several recordings per sentence id; the id is what is shared across
 languages, so rows are deduplicated by id.
 
-Tests and offline users pass ``root``: a local directory laid out like the dataset repo
-(``<root>/data/<config>/<split>.tsv``); the Hub is then never contacted.
+Tests and offline users pass ``root`` (the pipeline's ``data.fleurs_root``): a local directory
+laid out like the dataset repo (``<root>/data/<config>/<split>.tsv``); the Hub is then never
+contacted.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def parse_tsv(path: str | os.PathLike, split: str) -> list[FleursRow]:
     """Rows of one FLEURS transcription file, in file order.
 
     Raises UserError naming the file and line for a wrong column count, a non-integer sample
-    count, or an empty id or raw transcription. Blank lines are skipped.
+    count, or an empty id or raw transcription, and naming the file when it holds no row at all
+    (an empty or truncated download). Blank lines are skipped.
     """
     path = Path(path)
     rows = []
@@ -75,6 +77,9 @@ def parse_tsv(path: str | os.PathLike, split: str) -> list[FleursRow]:
                             f"fix or re-download the file") from None
         rows.append(FleursRow(sentence_id.strip(), audio_file, raw.strip(), normalised, characters,
                               n_samples, gender, split))
+    if not rows:
+        raise UserError(f"{path} holds no transcription rows: re-download the FLEURS file "
+                        "(or fix the copy under data.fleurs_root)")
     return rows
 
 
@@ -87,7 +92,8 @@ def tsv_path(config: str, split: str, *, root: str | os.PathLike | None = None,
         path = Path(root) / filename
         if not path.is_file():
             raise UserError(f"FLEURS file {path} not found: put the {config} transcriptions under "
-                            f"{root} (layout data/<config>/<split>.tsv) or omit the local root")
+                            f"{root} (layout data/<config>/<split>.tsv), or set data.fleurs_root='' to "
+                            "read them from the Hugging Face Hub")
         return path
     from huggingface_hub import hf_hub_download
     try:
@@ -96,7 +102,8 @@ def tsv_path(config: str, split: str, *, root: str | os.PathLike | None = None,
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"FLEURS transcriptions {config}/{split}.tsv are unavailable ({type(exc).__name__}: "
                         f"{reason[:160]}): connect to the Hugging Face Hub once to cache them "
-                        f"(unset HF_HUB_OFFLINE), or pass a local copy as the FLEURS root") from None
+                        f"(unset HF_HUB_OFFLINE), or set data.fleurs_root to a local copy laid out "
+                        f"data/<config>/<split>.tsv") from None
 
 
 def _id_key(sentence_id: str):
@@ -124,6 +131,19 @@ def load_config(config: str, *, root=None, revision: str | None = None,
     return unique
 
 
+def _tables(langs: Sequence[str], *, root, revision, splits) -> dict[str, dict[str, FleursRow]]:
+    return {lang: load_config(get_language(lang).fleurs_config, root=root, revision=revision, splits=splits)
+            for lang in ("eng", *langs)}
+
+
+def count_common(langs: Sequence[str], *, root=None, revision: str | None = None,
+                 splits: Sequence[str] = SPLITS) -> int:
+    """How many sentence ids every language of ``langs`` and English share: the most sentences
+    ``select_fleurs`` can select. Reads the same files (UserError as they do)."""
+    tables = _tables(check_langs(langs), root=root, revision=revision, splits=splits)
+    return len(set.intersection(*(set(table) for table in tables.values())))
+
+
 def select_fleurs(langs: Sequence[str] = LANGS, n: int = DEFAULT_N, seed: int = 0, *,
                   n_steer: int | None = None, steer_fraction: float = STEER_FRACTION,
                   root=None, revision: str | None = None, splits: Sequence[str] = SPLITS) -> Selection:
@@ -141,9 +161,7 @@ def select_fleurs(langs: Sequence[str] = LANGS, n: int = DEFAULT_N, seed: int = 
         raise UserError("eng is the X->En target, not a study language: remove it from the language list")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise UserError(f"n={n!r} is invalid: select an integer number of sentences, at least 2")
-    tables = {lang: load_config(get_language(lang).fleurs_config, root=root, revision=revision,
-                                splits=splits)
-              for lang in ("eng",) + langs}
+    tables = _tables(langs, root=root, revision=revision, splits=splits)
     common = set.intersection(*(set(table) for table in tables.values()))
     if len(common) < n:
         configs = " ".join(get_language(lang).fleurs_config for lang in tables)

@@ -10,8 +10,11 @@ def stage_data(run: Run) -> None:
     from engine.data.fleurs import select_fleurs
 
     d = run.cfg["data"]
-    select = select_embedded if d["source"] == "embedded" else select_fleurs
-    sel = select(d["langs"], n=d["n_identify"] + d["n_steer"], seed=d["seed"], n_steer=d["n_steer"])
+    n = d["n_identify"] + d["n_steer"]
+    if d["source"] == "embedded":
+        sel = select_embedded(d["langs"], n=n, seed=d["seed"], n_steer=d["n_steer"])
+    else:
+        sel = select_fleurs(d["langs"], n=n, seed=d["seed"], n_steer=d["n_steer"], root=d["fleurs_root"] or None)
     atomic_write_json(run.dir("data") / "selection.json", _selection_json(sel))
     run.complete("data", n_sentences=len(sel.sentences))
 

@@ -2,12 +2,17 @@
 examples, with the language-control neurons and medians of its rank stage."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 
 from engine.errors import UserError
 from engine.run import RECORD_TASKS, Run, load_ap, load_sep, model_inputs, task_examples
 from engine.steering_eval import PAIRS, TASK_MODALITY, markdown_tables, run_steering
 from engine.store import atomic_write_bytes, atomic_write_json
+
+#: Per-row checkpoints inside the steer stage directory; removed once the stage is complete.
+CHECKPOINT_SUBDIR = "rows"
 
 
 def run_experiment(run) -> dict:
@@ -18,7 +23,8 @@ def run_experiment(run) -> dict:
     optionally fasttext_model: a path to lid.176.bin), the held-out ASR/TR examples, the ASR
     decoder AP rows, their point-biserial r (tie-breaker) and on_p50 medians of every step. Pairs: the paper's 8 restricted to
     ``data.langs``. Also writes ``steering_outputs.json``
-    (every generated text) and ``steering_tables.md`` into the stage directory.
+    (every generated text) and ``steering_tables.md`` into the stage directory, and each
+    generation as it finishes into its ``rows/`` (a rerun resumes from them).
     """
     cfg, steer_cfg = run.cfg, run.cfg["steer"]
     steps = tuple(int(t) for t in cfg["record"]["steps"])
@@ -40,7 +46,8 @@ def run_experiment(run) -> dict:
         positions=steer_cfg.get("positions", "all"), tau=float(steer_cfg["tau"]),
         seed=int(steer_cfg.get("seed", 0)), batch_size=int(cfg["model"]["batch_size"]),
         max_new_tokens=steer_cfg.get("max_new_tokens"), fasttext_model=steer_cfg.get("fasttext_model") or None,
-        to_input=lambda x: model_inputs(run, [x])[0], separation=separation)
+        to_input=lambda x: model_inputs(run, [x])[0], separation=separation,
+        checkpoint_dir=run.dir("steer") / CHECKPOINT_SUBDIR)
     out_dir = run.dir("steer")
     atomic_write_json(out_dir / "steering_outputs.json", result.outputs)
     atomic_write_bytes(out_dir / "steering_tables.md", markdown_tables(result.section).encode("utf-8"))
@@ -48,6 +55,8 @@ def run_experiment(run) -> dict:
 
 
 def stage_steer(run: Run) -> None:
-    result = run_experiment(run)
+    result = run_experiment(run)  # resumes from the rows a killed run finished
     atomic_write_json(run.dir("steer") / "steering.json", result)
     run.complete("steer")
+    # every row is in steering_outputs.json now; the checkpoints only served resuming
+    shutil.rmtree(run.dir("steer") / CHECKPOINT_SUBDIR, ignore_errors=True)
