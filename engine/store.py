@@ -30,7 +30,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import zarr
@@ -358,14 +358,17 @@ def artifact_digests(directory: Path, size_only: Callable[[str], bool] = _is_zar
     return out
 
 
-def mark_complete(directory: Path, info: dict) -> None:
+def mark_complete(directory: Path, info: dict, volatile: Sequence[str] = ()) -> None:
     """Mark a stage directory complete: the last write of a stage, atomic.
 
     The marker holds ``info`` plus ``artifacts``, the size and sha256 of every file in the
     directory, against which ``verify_complete`` checks them before they are trusted again.
+    ``volatile`` names files (relative paths) left out: nothing trusts them and they differ
+    between identical runs by design (a wall time), so the marker itself stays reproducible.
     """
     directory = Path(directory)
-    atomic_write_json(directory / COMPLETE, {**info, "artifacts": artifact_digests(directory)})
+    artifacts = {rel: d for rel, d in artifact_digests(directory).items() if rel not in set(volatile)}
+    atomic_write_json(directory / COMPLETE, {**info, "artifacts": artifacts})
 
 
 def verify_complete(directory: Path, expect: dict | None = None) -> Verdict:
@@ -411,6 +414,12 @@ def verify_complete(directory: Path, expect: dict | None = None) -> Verdict:
 def is_complete(directory: Path) -> bool:
     """Whether ``directory`` is marked complete and every artifact it lists is whole."""
     return verify_complete(directory).complete
+
+
+def covering(damaged: Sequence[Damaged]) -> list[Damaged]:
+    """``damaged`` without the files of a matrix whose layout is itself damaged (it goes whole)."""
+    gone = {d.path.parent for d in damaged if d.path.name == "layout.json"}
+    return [d for d in damaged if d.path.name == "layout.json" or not gone & set(d.path.parents)]
 
 
 def invalidate(directory: Path, damaged: Damaged) -> None:

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from engine import cli
 from engine.data import speech
 from engine.data.speech import NaturalBackend, SpeechRequest, synthesize
 from engine.errors import UserError
-from engine.store import COMPLETE, MatrixStore, mark_complete
+from engine.store import COMPLETE, MatrixStore, is_complete, mark_complete, verify_complete
 
 ROOT = Path(__file__).resolve().parent.parent
 # a reduced tiny run: two languages (one steering pair), one step, short outputs
@@ -96,20 +95,17 @@ def copy(finished, tmp_path):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("content", [b"", b"\x00garbage{", b"{}", b"[1, 2]"])
 def test_empty_or_garbage_complete_marker_is_not_complete(tmp_path, content):
-    from engine.store import verify_complete
-
     (tmp_path / "a.json").write_text("{}")
     mark_complete(tmp_path, {"key": "k"})
-    assert verify_complete(tmp_path).complete
+    assert is_complete(tmp_path)
     (tmp_path / COMPLETE).write_bytes(content)
+    assert not is_complete(tmp_path)
     verdict = verify_complete(tmp_path)
     assert not verdict.complete
     assert [d.path.name for d in verdict.damaged] == [COMPLETE]
 
 
 def test_marker_of_another_key_is_not_complete(tmp_path):
-    from engine.store import verify_complete
-
     mark_complete(tmp_path, {"key": "old"})
     verdict = verify_complete(tmp_path, expect={"key": "new"})
     assert not verdict.complete and "belongs to another run" in str(verdict.damaged[0])
@@ -121,13 +117,12 @@ def test_marker_of_another_key_is_not_complete(tmp_path):
     (lambda p: p.unlink(), "is missing"),
 ])
 def test_every_artifact_is_checked_against_its_recorded_size_and_sha256(tmp_path, damage, problem):
-    from engine.store import verify_complete
-
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "x.json").write_bytes(b"[1, 2, 3, 4")
     (tmp_path / "y.json").write_text("{}")
     mark_complete(tmp_path, {"key": "k"})
     damage(tmp_path / "sub" / "x.json")
+    assert not is_complete(tmp_path)
     verdict = verify_complete(tmp_path)
     assert not verdict.complete
     assert [str(d) for d in verdict.damaged] == [f"{tmp_path / 'sub' / 'x.json'} {problem}"]
@@ -176,6 +171,28 @@ def test_matrix_without_layout_does_not_reuse_its_markers(tmp_path):
     (tmp_path / "m" / "layout.json").unlink()
     again = MatrixStore.create(tmp_path / "m", 8, 16, rows_per_block=2, cols_per_chunk=8)
     assert again.pending_blocks() == [0, 1, 2, 3]
+
+
+def test_garbled_layout_is_named_and_its_matrix_recorded_again(tmp_path, capsys):
+    _filled(tmp_path / "m")
+    (tmp_path / "m" / "layout.json").write_bytes(b"{")
+    again = MatrixStore.create(tmp_path / "m", 8, 16, rows_per_block=2, cols_per_chunk=8)
+    assert again.pending_blocks() == [0, 1, 2, 3]
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path / 'm' / 'layout.json'} is not a whole matrix layout (not valid JSON); "
+        f"recording the matrix {tmp_path / 'm'} again"]
+
+
+def test_garbled_wall_time_record_restarts_the_count(tmp_path, capsys):
+    from engine import config, pipeline
+
+    run = pipeline.Run(config.load_profile("tiny"), out=tmp_path)
+    run.root.mkdir(parents=True)
+    (run.root / "wall_time.json").write_bytes(b"\x00\x00")
+    assert pipeline._total_wall(run) == 0.0
+    assert capsys.readouterr().err.splitlines() == [
+        f"{run.root / 'wall_time.json'} is not a whole record of wall times (not valid JSON); "
+        "counting wall time afresh"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,7 +314,7 @@ def test_disk_full_while_synthesising_is_one_line_and_resumes(small_fs, capfd):
 
 
 @pytest.mark.slow
-def test_every_stage_stops_on_a_full_disk_with_one_line_and_resumes(finished, small_fs, capfd):
+def test_every_stage_stops_on_a_full_disk_with_one_line_and_resumes(finished, small_fs):
     """Each stage in turn meets a disk with room for half of what it writes: one line, exit 2,
     no temporary left, not marked complete; after freeing space the rerun finishes it, and the
     whole run ends byte-identical to a run that never met a full disk."""
@@ -312,14 +329,14 @@ def test_every_stage_stops_on_a_full_disk_with_one_line_and_resumes(finished, sm
     stages = ALL.split(",")
     for i, stage in enumerate(stages):
         filler = _fill(fs, stage_bytes[stage] // 2)
-        capfd.readouterr()
-        assert cli.main(_argv(out, ",".join(stages[:i + 1]))) == 2, stage
-        err = capfd.readouterr().err.strip().splitlines()
-        assert err[-1].startswith("error: disk full while writing ") and err[-1].endswith(DISK_FULL_LINE), err
+        rc, lines = _cli(out, ",".join(stages[:i + 1]))
+        assert rc == 2 and not [line for line in lines if "Traceback" in line], (stage, lines)
+        assert lines[-1].startswith("error: disk full while writing ") and lines[-1].endswith(DISK_FULL_LINE), lines
         assert not [p for p in fs.rglob("*") if p.name.endswith((".tmp", ".partial"))], stage
         assert not (next((out / "tiny").glob(f"{stage}-*"), fs) / COMPLETE).exists(), stage
         filler.unlink()
-        assert cli.main(_argv(out, ",".join(stages[:i + 1]))) == 0, capfd.readouterr().err[-2000:]
+        rc, lines = _cli(out, ",".join(stages[:i + 1]))
+        assert rc == 0, (stage, lines)
     _assert_same_files(out, finished)
 
 
@@ -334,7 +351,7 @@ def test_damaged_artifacts_are_named_and_exactly_they_are_recomputed(copy, finis
     (_stage(copy, "data") / COMPLETE).write_text("garbage")
     record = _stage(copy, "record")
     marker = record / "T2T" / "encoder" / "blocks" / "0000001.json"
-    marker.write_text("{not json")
+    marker.write_bytes(marker.read_bytes()[:9])
     untouched = {p: p.stat().st_mtime_ns for p in (record / "S2T" / "encoder" / "blocks").glob("*.json")}
     ap = _stage(copy, "rank") / "ASR" / "decoder_t1_ap.npy"
     raw = bytearray(ap.read_bytes())
@@ -349,7 +366,8 @@ def test_damaged_artifacts_are_named_and_exactly_they_are_recomputed(copy, finis
     assert f"{_stage(copy, 'data') / COMPLETE} is not a whole completion marker (not valid JSON); " \
            "computing the data stage again" in lines
     assert any(line.startswith(f"{wav} is damaged (") and line.endswith("; synthesising it again") for line in lines)
-    assert f"{marker} differs from what was written (sha256 mismatch); recording what it covers again" in lines
+    assert f"{marker} has 9 bytes, not the {len((finished / marker.relative_to(copy)).read_bytes())} written; " \
+           "recording what it covers again" in lines
     assert f"{ap} differs from what was written (sha256 mismatch); computing the rank stage again" in lines
     assert f"{_stage(copy, 'compare') / COMPLETE} is not a whole completion marker (not valid JSON); " \
            "computing the compare stage again" in lines
@@ -373,7 +391,7 @@ def test_deleting_a_matrix_and_rerunning_rebuilds_it(copy, finished):
 def test_corrupted_chunk_advice_works_when_followed_literally(copy, finished):
     for stage in ("rank", "compare", "steer", "report"):  # the record stage just finished: rank reads it
         shutil.rmtree(_stage(copy, stage))
-    chunk = next((_stage(copy, "record") / "S2T" / "decoder_t1" / "data" / "m" / "c").rglob("0"))
+    chunk = _stage(copy, "record") / "S2T" / "decoder_t1" / "data" / "m" / "c" / "1" / "0"
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     chunk.write_bytes(bytes(raw))
