@@ -406,3 +406,16 @@ def test_corrupted_chunk_advice_works_when_followed_literally(copy, finished):
     got, want = _files(copy), _files(finished)
     assert {f: b for f, b in got.items() if "/rank-" in f or "/record-" in f} == \
            {f: b for f, b in want.items() if "/rank-" in f or "/record-" in f}
+
+
+def test_read_only_api_names_a_damaged_artifact(tmp_path):
+    """engine.open_run trusts nothing it cannot verify either, and changes nothing."""
+    from engine.results import _whole
+
+    (tmp_path / "analysis.json").write_text('{"meta": {}}')
+    mark_complete(tmp_path, {"key": "k"})
+    assert _whole(tmp_path) == tmp_path
+    (tmp_path / "analysis.json").write_text('{"meta": {}')
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'analysis.json'} has 11 bytes, not the 12 written; rerun"):
+        _whole(tmp_path)
+    assert (tmp_path / COMPLETE).exists()
