@@ -423,8 +423,9 @@ def synthesize(requests: Iterable[SpeechRequest], backend: SpeechBackend, cache_
     """Make sure every request has a cached 16 kHz WAV; synthesise only what is missing.
 
     A cached wav is reused only when it matches the size and sha256 recorded when it was
-    written; a damaged one is synthesised again, with one line naming it. A request whose synthesis raises is recorded (result.failures and a line in
-    ``<cache_dir>/failures.jsonl``) and left out of ``result.paths``; the others proceed.
+    written; a damaged one is synthesised again, with one line naming it. A request whose
+    synthesis raises is recorded (result.failures and a line in ``<cache_dir>/failures.jsonl``)
+    and left out of ``result.paths``; the others proceed.
     UserError (a missing binary or package, bad input that affects every item) propagates.
     ``progress(done, total)`` is called after each request.
     """
