@@ -42,7 +42,7 @@ from scipy.signal import resample_poly
 from engine.data.corpus import Sentence
 from engine.data.languages import get_language
 from engine.errors import UserError
-from engine.store import Damaged, atomic_write_bytes, atomic_write_json, file_digest, note, os_error_message, read_json
+from engine.files import Damaged, atomic_write_bytes, atomic_write_json, file_digest, note, os_error_message, read_json
 
 SAMPLE_RATE = 16_000
 BACKENDS = ("espeak", "xtts", "natural")
