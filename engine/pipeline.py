@@ -1,11 +1,13 @@
 """Orchestration: runs the stages in order, resumes finished work, checks everything up front.
 
 Stages (``engine.stages``) run in data-flow order; a stage whose directory holds a
-``COMPLETE.json`` for the current key is skipped, so a rerun resumes. Before the first stage,
-settings are validated and preflight names every missing resource on its own line
-(``config.validate``, ``_preflight``). One process works under an output root at a time
-(``output_lock``). Under ``torchrun`` (``WORLD_SIZE`` > 1)
-every process records a disjoint shard of the row blocks; rank 0 does everything else.
+``COMPLETE.json`` for the current key, whose artifacts all check out, is skipped, so a rerun
+resumes (damaged files are named and recomputed; see engine.run). A stage needs its upstream
+stages complete. A full disk stops any stage with one line (``disk full while writing …``) and
+leaves nothing half-written a rerun could take. Before the first stage, settings are validated
+and preflight names every missing resource on its own line (``config.validate``,
+``_preflight``). One process works under an output root at a time (``output_lock``). Under
+``torchrun`` (``WORLD_SIZE`` > 1) every process records a disjoint shard of the row blocks; rank 0 does everything else.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from engine.stages.record import stage_record
 from engine.stages.report import stage_report
 from engine.stages.speech import stage_speech
 from engine.stages.steer import stage_steer
-from engine.store import atomic_write_json
+from engine.store import DISK_FULL, Damaged, atomic_write_json, note, os_error_message, read_json
 
 
 STAGE_FUNCS = {"data": stage_data, "speech": stage_speech, "record": stage_record, "rank": stage_rank,
@@ -66,13 +68,16 @@ def _run_stages(run: Run, stages, force: bool) -> Run:
                 break
         if run.done(stage) and not force:
             continue
+        _check_upstream(run, stage)
         if force and run.dir(stage).exists() and run.rank == 0:
             shutil.rmtree(run.dir(stage))
-        if stage == "report":
-            stage_report(run, _total_wall(run))
-        else:
-            STAGE_FUNCS[stage](run)
-        _add_wall(run, stage, time.perf_counter() - t0)
+        run._whole.discard(stage)
+        with _disk_full_is_one_line(run.dir(stage)):
+            if stage == "report":
+                stage_report(run, _total_wall(run))
+            else:
+                STAGE_FUNCS[stage](run)
+            _add_wall(run, stage, time.perf_counter() - t0)
         t0 = time.perf_counter()
     return run
 
@@ -81,7 +86,6 @@ LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-
 def output_lock(root: str | Path, *, wait: bool = False):
     """Hold the exclusive lock of output root ``root`` (``<root>/.lock``, created if needed).
 
@@ -128,18 +132,57 @@ def _lock_holder(path: Path) -> str:
         return "another process"
 
 
+def _check_upstream(run: Run, stage: str) -> None:
+    """The stages ``stage`` reads from must be complete and whole (e.g. with ``--stages rank``)."""
+    for up in STAGE_INPUTS[stage][1]:
+        if not run.done(up):
+            raise UserError(f"the {stage} stage needs the {up} stage, which is not complete in {run.dir(up)}; "
+                            f"rerun with --stages including {up}")
+
+
+class _disk_full_is_one_line:
+    """Turn a full disk met anywhere in a stage into the one-line UserError.
+
+    Writers in engine.store already do; this catches the rest (libraries writing on their own).
+    Every stage writes atomically, so whatever stopped it leaves nothing a rerun could take.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise UserError(os_error_message(Path(exc.filename or self.directory), exc)) from exc
+        return False
+
 def _total_wall(run: Run) -> float:
     """Seconds spent in the current keys' stages, summed over resumed invocations."""
-    f = run.root / "wall_time.json"
-    walls = json.loads(f.read_text()) if f.exists() else {}
+    walls = _read_walls(run)
     return sum(walls.get(f"{s}-{run.key(s)}", 0.0) for s in STAGES if s != "report")
+
+def _read_walls(run: Run) -> dict:
+    """Seconds per stage directory so far; a damaged record of them restarts from nothing."""
+    f = run.root / "wall_time.json"
+    if not f.exists():
+        return {}
+    try:
+        walls = read_json(f, "record of wall times")
+        if isinstance(walls, dict) and all(isinstance(v, (int, float)) for v in walls.values()):
+            return walls
+        raise Damaged(f, "is not a record of wall times")
+    except Damaged as exc:
+        note(f"{exc}; counting wall time afresh")
+        return {}
 
 
 def _add_wall(run: Run, stage: str, seconds: float) -> None:
     if run.rank != 0:
         return
     f = run.root / "wall_time.json"
-    walls = json.loads(f.read_text()) if f.exists() else {}
+    walls = _read_walls(run)
     walls[f"{stage}-{run.key(stage)}"] = round(walls.get(f"{stage}-{run.key(stage)}", 0.0) + seconds, 2)
     atomic_write_json(f, walls)
 

@@ -75,9 +75,23 @@ def _resolve_root(path_or_profile: str | Path, out: str | Path | None) -> Path:
                     f"run `python -m engine run --profile {path_or_profile}` first or pass a run directory")
 
 
+def _whole(directory: Path) -> Path:
+    """``directory`` once its COMPLETE.json and every artifact it lists check out (nothing is
+    changed: a read-only reader names the first damaged file and leaves the repair to a rerun)."""
+    from engine.store import verify_complete
+
+    verdict = verify_complete(directory)
+    if verdict.damaged:
+        raise UserError(f"{verdict.damaged[0]}; rerun `python -m engine run` with this run's settings "
+                        "to recompute it")
+    if not verdict.complete:
+        raise UserError(f"{directory} is not complete; rerun `python -m engine run` to finish it")
+    return directory
+
+
 def _report_dir(root: Path, key: str | None) -> Path:
     if root.name.startswith("report-") and (root / "COMPLETE.json").is_file():
-        return root
+        return _whole(root)
     found = [d for d in root.glob("report-*") if (d / "COMPLETE.json").is_file() and (d / "analysis.json").is_file()]
     if key is not None:
         found = [d for d in found if d.name == f"report-{key}"]
@@ -85,7 +99,7 @@ def _report_dir(root: Path, key: str | None) -> Path:
         raise UserError(f"{root} holds no finished run (no complete report-* directory); "
                         "run `python -m engine run` to finish it")
     # the newest finished report: the run an upgrade or a changed setting produced last
-    return max(found, key=lambda d: ((d / "COMPLETE.json").stat().st_mtime_ns, d.name))
+    return _whole(max(found, key=lambda d: ((d / "COMPLETE.json").stat().st_mtime_ns, d.name)))
 
 
 def open_run(path_or_profile: str | Path = "tiny", *, out: str | Path | None = None,
@@ -106,6 +120,7 @@ class RunResults:
     def __init__(self, report_dir: Path):
         self.report_dir = Path(report_dir)
         self.root = self.report_dir.parent
+        self._checked: dict[str, Path] = {}  # stage directories verified whole (once: hashing is not free)
 
     def __repr__(self) -> str:
         return (f"RunResults({str(self.root)!r}, profile={self.meta.get('profile')!r}, "
@@ -141,7 +156,9 @@ class RunResults:
         path = self.root / f"{stage}-{keys[stage]}"
         if not path.is_dir():
             raise UserError(f"{path} is gone (the report was built from it); rerun `python -m engine run`")
-        return path
+        if stage not in self._checked:
+            self._checked[stage] = _whole(path)
+        return self._checked[stage]
 
     @cached_property
     def catalog(self):

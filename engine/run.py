@@ -4,8 +4,11 @@ what earlier stages wrote. Every stage module imports this one; it imports no st
 Every stage writes into ``<out>/<profile>/<stage>-<key>/`` where ``key`` hashes everything
 that affects its output (the settings it reads, the keys of the stages it reads from, the
 model's weights revision and the library versions). A stage directory counts only once its
-``COMPLETE.json`` exists, written last and atomically; a changed key is a new directory, so a
-stale artifact is never reused.
+``COMPLETE.json`` exists, written last and atomically, and every artifact it lists still has the
+size and sha256 it was written with (the speech stage: also every cached wav it lists). Damage
+found there invalidates just what it affects, with one line naming each file, and the stage is
+computed again (the record stage re-records only the row blocks concerned). A changed key is a
+new directory, so a stale artifact is never reused.
 """
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from engine import config as config_mod
-from engine.store import atomic_write_bytes, is_complete, mark_complete
+from engine.errors import UserError
+from engine.store import (Damaged, atomic_write_bytes, covering, invalidate, mark_complete, note, read_json,
+                          verify_complete)
 
 STAGES = ("data", "speech", "record", "rank", "compare", "steer", "report")
 RECORD_TASKS = ("S2T", "T2T", "ASR")  # TR is only steered, never ranked
@@ -65,6 +71,7 @@ class Run:
         self.root = root / cfg["profile"]["name"]
         self.versions = library_versions()
         self._keys: dict[str, str] = {}
+        self._whole: set[str] = set()  # stages verified complete by this run (hashing is not free)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
 
@@ -104,18 +111,34 @@ class Run:
             self._keys[stage] = hashlib.sha256(canon.encode()).hexdigest()[:16]
         return self._keys[stage]
 
-    def complete(self, stage: str, **summary) -> None:
+    def complete(self, stage: str, volatile: tuple[str, ...] = (), **summary) -> None:
         """Mark a stage done, recording its key, provenance (settings, upstream keys, model
-        weights, library versions) and a summary; the last write of every stage."""
+        weights, library versions), a summary and the checksum of every artifact but the
+        ``volatile`` ones (see store.mark_complete); the last write of every stage."""
         mark_complete(self.dir(stage), {"key": self.key(stage), "profile": self.cfg["profile"]["name"],
                                         "model_id": self.cfg["model"]["id"], **self.provenance(stage),
-                                        "summary": summary})
+                                        "summary": summary}, volatile)
 
     def dir(self, stage: str) -> Path:
         return self.root / f"{stage}-{self.key(stage)}"
 
     def done(self, stage: str) -> bool:
-        return is_complete(self.dir(stage))
+        """Whether the stage is complete and whole; damage found is invalidated, one line per file."""
+        if stage in self._whole:
+            return True
+        directory = self.dir(stage)
+        verdict = verify_complete(directory, expect={"key": self.key(stage)})
+        damaged = covering(verdict.damaged)
+        if verdict.complete and stage == "speech":
+            damaged = _damaged_audio(self)
+        if damaged:
+            _report_damage(stage, directory, damaged)
+            for d in damaged:
+                invalidate(directory, d)
+            return False
+        if verdict.complete:
+            self._whole.add(stage)
+        return verdict.complete
 
     # -- shared resources ----------------------------------------------------------------------
     _lm = None
@@ -142,10 +165,49 @@ class Run:
         return self._catalog
 
     def selection(self) -> dict:
-        return json.loads((self.dir("data") / "selection.json").read_text())
+        return _read_artifact(self.dir("data") / "selection.json")
 
     def speech_manifest(self) -> dict:
-        return json.loads((self.dir("speech") / "manifest.json").read_text())
+        return _read_artifact(self.dir("speech") / "manifest.json")
+
+
+def _read_artifact(path: Path):
+    """A stage's JSON artifact; a damaged one is one line naming it (verified runs never see one)."""
+    try:
+        return read_json(path)
+    except Damaged as exc:
+        raise UserError(f"{exc}; rerun to compute it again") from None
+
+
+def _report_damage(stage: str, directory: Path, damaged: Sequence[Damaged], shown: int = 5) -> None:
+    """One line per damaged file (the first ``shown``, then a count), saying what happens next."""
+    action = {"record": "recording what it covers again",
+              "speech": "synthesising it again"}.get(stage, f"computing the {stage} stage again")
+    for d in damaged[:shown]:
+        note(f"{d}; {action}")
+    if len(damaged) > shown:
+        note(f"... and {len(damaged) - shown} more damaged files in {directory}")
+
+
+def _damaged_audio(run: Run) -> list[Damaged]:
+    """Cached wavs of a complete speech stage that differ from the records in its manifest."""
+    from engine.data.speech import cache_problem, record_path
+
+    cache = speech_cache_dir(run)
+    try:
+        audio = read_json(run.dir("speech") / "manifest.json")["audio"]
+    except (Damaged, KeyError, TypeError):
+        return [Damaged(run.dir("speech") / "manifest.json", "lists no audio records")]
+    damaged = []
+    for rel, record in sorted(audio.items()):
+        wav = cache / rel
+        problem = cache_problem(wav, record)
+        if problem is not None:
+            damaged.append(Damaged(wav, f"is damaged ({problem or 'missing'})"))
+            # the wav goes, so the speech stage synthesises it again; the manifest goes with the marker
+            wav.unlink(missing_ok=True)
+            record_path(wav).unlink(missing_ok=True)
+    return damaged
 
 
 # ------------------------------------------------------------------------------------------------

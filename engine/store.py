@@ -6,64 +6,35 @@ does not grow with the number of neurons), zstd compression, a CRC32C checksum o
 (a killed writer never leaves a half-written chunk under its final name).
 
 Completion is tracked outside zarr: a row block is done only when its marker file exists,
-written atomically *after* its chunks. A resumed writer rewrites every block without a marker,
-so nothing half-written is ever reused. Row blocks are whole chunks, so no chunk is ever
-read-modified-written and two processes writing disjoint blocks never touch the same file.
+written atomically *after* its chunks, and parses as that block's marker. A resumed writer
+rewrites every block without a (whole) marker, so nothing half-written is ever reused. Row blocks
+are whole chunks, so no chunk is ever read-modified-written and two processes writing disjoint
+blocks never touch the same file. A chunk found corrupted on read invalidates its row block (the
+marker is removed), so a rerun of the record stage re-records exactly that block.
+
+Stage directories are marked complete by ``COMPLETE.json`` (``mark_complete``), which lists every
+file of the directory with its size and sha256 (zarr chunks: size only, since zarr checksums
+their content on every read). ``verify_complete`` checks that listing before anything is
+trusted: a garbage, empty or stale marker, or a missing, truncated or altered artifact, is
+reported file by file and never taken as complete.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
-import os
-import tempfile
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import zarr
 
 from engine.errors import UserError
+from engine.files import (DISK_FULL, Damaged, atomic_write_bytes, atomic_write_json, file_digest,  # noqa: F401
+                          note, os_error_message, read_json)
 
 COMPLETE = "COMPLETE.json"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
-
-    A disk-full or permission error becomes a UserError naming the path; the destination is
-    never left partially written.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise UserError(_os_error_message(path, exc)) from exc
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=1, sort_keys=True).encode())
-
-
-def _os_error_message(path: Path, exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return f"disk full while writing {path}; free space or choose another --out, then rerun to resume"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {path} ({exc.strerror}); choose a writable --out directory"
-    return f"cannot write {path}: {exc.strerror or exc}"
-
-
 class MatrixStore:
     """One activation matrix ``[n_rows, n_cols]`` on disk, written in row blocks.
 
@@ -75,6 +46,8 @@ class MatrixStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._array = None
+        self._layout = None
+        self._done: set[int] = set()  # blocks whose marker was read whole by this instance
 
     # -- creation -----------------------------------------------------------------------------
     @classmethod
@@ -98,11 +71,18 @@ class MatrixStore:
             with open(path / ".create.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if layout_file.exists():
-                    old = json.loads(layout_file.read_text())
-                    if old != layout:
+                    try:
+                        old = read_json(layout_file, "matrix layout")
+                    except Damaged as exc:
+                        note(f"{exc}; recording the matrix {path} again")
+                        old = None
+                    if old == layout:
+                        return cls(path)
+                    if old is not None:
                         raise UserError(f"store {path} holds a matrix with layout {old}, not {layout}; "
                                         "delete it or use another output directory")
-                    return cls(path)
+                # markers without a layout belong to a matrix that is being replaced: never reuse them
+                shutil.rmtree(path / "blocks", ignore_errors=True)
                 group = zarr.open_group(path / "data", mode="a")
                 group.create_array(
                     "m", shape=(n_rows, n_cols), dtype=layout["dtype"],
@@ -111,12 +91,19 @@ class MatrixStore:
                     fill_value=np.nan, overwrite=True, attributes=attrs or {})
                 atomic_write_json(layout_file, layout)
         except OSError as exc:
-            raise UserError(_os_error_message(path, exc)) from exc
+            raise UserError(os_error_message(path, exc)) from exc
         return cls(path)
 
     @property
     def layout(self) -> dict:
-        return json.loads((self.path / "layout.json").read_text())
+        if self._layout is None:
+            if not (self.path / "layout.json").exists():
+                raise UserError(f"no activation matrix at {self.path}; run the record stage first")
+            try:
+                self._layout = read_json(self.path / "layout.json", "matrix layout")
+            except Damaged as exc:
+                raise UserError(f"{exc}; rerun the record stage to record the matrix again") from None
+        return self._layout
 
     @property
     def array(self):
@@ -145,7 +132,34 @@ class MatrixStore:
         return self.path / "blocks" / f"{block:07d}.json"
 
     def block_done(self, block: int) -> bool:
-        return self._marker(block).exists()
+        """Whether row block ``block`` is recorded: its marker exists and is that block's marker.
+
+        A damaged marker is removed, with one line naming it, so the block is recorded again.
+        """
+        if block in self._done:
+            return True
+        marker = self._marker(block)
+        if not marker.exists():
+            return False
+        try:
+            self._read_marker(block)
+        except Damaged as exc:
+            note(f"{exc}; row block {block} of {self.path} will be recorded again")
+            marker.unlink(missing_ok=True)
+            return False
+        self._done.add(block)
+        return True
+
+    def _read_marker(self, block: int) -> dict:
+        info = read_json(self._marker(block), "row block marker")
+        if not isinstance(info, dict) or info.get("block") != block or info.get("rows") != list(self.block_rows(block)):
+            raise Damaged(self._marker(block), f"is not the marker of row block {block}")
+        return info
+
+    def invalidate_block(self, block: int) -> None:
+        """Forget row block ``block``: remove its marker so the next record run records it again."""
+        self._done.discard(block)
+        self._marker(block).unlink(missing_ok=True)
 
     def pending_blocks(self) -> list[int]:
         return [b for b in range(self.n_blocks) if not self.block_done(b)]
@@ -163,11 +177,16 @@ class MatrixStore:
         try:
             self.array[start:stop, :] = values.astype(self.array.dtype, copy=False)
         except OSError as exc:
-            raise UserError(_os_error_message(self.path, exc)) from exc
+            raise UserError(os_error_message(self.path, exc)) from exc
         atomic_write_json(self._marker(block), {"block": block, "rows": [start, stop], **(info or {})})
+        self._done.add(block)
 
     def block_info(self, block: int) -> dict:
-        return json.loads(self._marker(block).read_text())
+        """The ``info`` stored with row block ``block``; UserError naming the marker if it is damaged."""
+        try:
+            return self._read_marker(block)
+        except Damaged as exc:
+            raise UserError(f"{exc}; rerun the record stage to record that block again") from None
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, rows: slice | np.ndarray = slice(None), cols: slice = slice(None)) -> np.ndarray:
@@ -179,24 +198,34 @@ class MatrixStore:
             if isinstance(rows, slice):
                 return self.array[rows, cols]
             return self.array.get_orthogonal_selection((np.asarray(rows), cols))
-        except ValueError as exc:
-            if "checksum" in str(exc).lower():
-                raise UserError(self._find_corrupt_chunk(cols)) from exc
-            raise
+        except (ValueError, RuntimeError) as exc:  # a damaged chunk fails its CRC32C or its decoding
+            corrupt = self._corrupt_chunks(cols)
+            if not corrupt:
+                raise
+            raise UserError(self._invalidate_corrupt(corrupt)) from exc
 
-    def _find_corrupt_chunk(self, cols: slice) -> str:
+    def _corrupt_chunks(self, cols: slice) -> list[tuple[int, Path]]:
+        """``(row block, chunk file)`` of every chunk in ``cols`` that fails to decode."""
         rpb, cpc = self.array.chunks
         n_rows, n_cols = self.shape
         c0, c1, _ = cols.indices(n_cols)
+        corrupt = []
         for r in range(0, n_rows, rpb):
             for c in range((c0 // cpc) * cpc, c1, cpc):
                 try:
                     self.array[r:r + rpb, c:c + cpc]
-                except ValueError:
+                except (ValueError, RuntimeError):
                     chunk = self.path / "data" / "m" / "c" / str(r // rpb) / str(c // cpc)
-                    return (f"corrupted chunk {chunk} (checksum mismatch); delete {self.path} and "
-                            "rerun the record stage to rebuild it")
-        return f"checksum mismatch in {self.path}; delete it and rerun the record stage"
+                    corrupt.append((r // self.layout["rows_per_block"], chunk))
+        return corrupt
+
+    def _invalidate_corrupt(self, corrupt: list[tuple[int, Path]]) -> str:
+        blocks = sorted({b for b, _ in corrupt})
+        for b in blocks:
+            self.invalidate_block(b)
+        more = f" and {len(corrupt) - 1} more" if len(corrupt) > 1 else ""
+        return (f"corrupted chunk {corrupt[0][1]}{more} (checksum mismatch); row block(s) {blocks} of "
+                f"{self.path} invalidated: rerun to record them again")
 
     def iter_col_blocks(self, cols_per_read: int | None = None, rows=slice(None)
                         ) -> Iterator[tuple[int, np.ndarray]]:
@@ -210,10 +239,134 @@ class MatrixStore:
             yield c, self.read(rows, slice(c, min(c + step, n_cols)))
 
 
-def mark_complete(directory: Path, info: dict) -> None:
-    """Mark a stage directory complete: the last write of a stage, atomic."""
-    atomic_write_json(Path(directory) / COMPLETE, info)
+# ------------------------------------------------------------------------------------------------
+# completion markers
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of ``verify_complete``: ``complete`` only when the marker and every artifact are whole.
+
+    ``damaged`` lists what was found wrong (empty when the directory is complete, or simply has
+    no marker yet); ``info`` is the parsed marker when it could be read.
+    """
+
+    complete: bool
+    damaged: tuple[Damaged, ...] = ()
+    info: dict | None = None
+
+
+def _is_zarr_chunk(rel: str) -> bool:
+    """Chunk files of a MatrixStore (``…/data/m/c/<r>/<c>``): zarr checks their CRC32C on read."""
+    parts = rel.split("/")
+    return len(parts) >= 5 and parts[-5:-2] == ["data", "m", "c"]
+
+
+def _ignored(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return rel == COMPLETE or name.startswith(".") or name.endswith((".tmp", ".partial"))
+
+
+def artifact_digests(directory: Path, size_only: Callable[[str], bool] = _is_zarr_chunk) -> dict:
+    """``{relative path: file_digest}`` of every file under ``directory`` but the marker and temporaries."""
+    directory = Path(directory)
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_file() and not _ignored(rel):
+            out[rel] = file_digest(path, content=not size_only(rel))
+    return out
+
+
+def mark_complete(directory: Path, info: dict, volatile: Sequence[str] = ()) -> None:
+    """Mark a stage directory complete: the last write of a stage, atomic.
+
+    The marker holds ``info`` plus ``artifacts``, the size and sha256 of every file in the
+    directory, against which ``verify_complete`` checks them before they are trusted again.
+    ``volatile`` names files (relative paths) left out: nothing trusts them and they differ
+    between identical runs by design (a wall time), so the marker itself stays reproducible.
+    """
+    directory = Path(directory)
+    artifacts = {rel: d for rel, d in artifact_digests(directory).items() if rel not in set(volatile)}
+    atomic_write_json(directory / COMPLETE, {**info, "artifacts": artifacts})
+
+
+def verify_complete(directory: Path, expect: dict | None = None) -> Verdict:
+    """Check a stage directory's ``COMPLETE.json`` and every artifact it lists.
+
+    ``expect`` holds marker fields that must match (e.g. the stage key). No marker: not complete,
+    nothing damaged. A marker that is empty, not JSON, stale or without an artifact list, or an
+    artifact that is missing or differs in size or sha256: not complete, each problem named.
+    Files added since completion are not judged (nothing trusted them).
+    """
+    directory = Path(directory)
+    marker = directory / COMPLETE
+    if not marker.exists():
+        return Verdict(False)
+    try:
+        info = read_json(marker, "completion marker")
+    except Damaged as exc:
+        return Verdict(False, (exc,))
+    if not isinstance(info, dict) or not isinstance(info.get("artifacts"), dict):
+        return Verdict(False, (Damaged(marker, "is not a whole completion marker (no artifact list; an older version wrote it?)"),))
+    for field, value in (expect or {}).items():
+        if info.get(field) != value:
+            return Verdict(False, (Damaged(marker, f"belongs to another run ({field} {info.get(field)!r}, "
+                                                   f"expected {value!r})"),), info)
+    damaged = []
+    for rel, digest in sorted(info["artifacts"].items()):
+        path = directory / rel
+        if not path.is_file():
+            damaged.append(Damaged(path, "is missing"))
+            continue
+        try:
+            actual = file_digest(path, content="sha256" in digest)
+        except OSError as exc:
+            damaged.append(Damaged(path, f"is unreadable ({exc.strerror})"))
+            continue
+        if actual["size"] != digest.get("size"):
+            damaged.append(Damaged(path, f"has {actual['size']} bytes, not the {digest.get('size')} written"))
+        elif actual.get("sha256") != digest.get("sha256"):
+            damaged.append(Damaged(path, "differs from what was written (sha256 mismatch)"))
+    return Verdict(not damaged, tuple(damaged), info)
 
 
 def is_complete(directory: Path) -> bool:
-    return (Path(directory) / COMPLETE).exists()
+    """Whether ``directory`` is marked complete and every artifact it lists is whole."""
+    return verify_complete(directory).complete
+
+
+def covering(damaged: Sequence[Damaged]) -> list[Damaged]:
+    """``damaged`` without the files of a matrix whose layout is itself damaged (it goes whole)."""
+    gone = {d.path.parent for d in damaged if d.path.name == "layout.json"}
+    return [d for d in damaged if d.path.name == "layout.json" or not gone & set(d.path.parents)]
+
+
+def invalidate(directory: Path, damaged: Damaged) -> None:
+    """Remove a damaged file so it can never be taken, and the directory's completion marker.
+
+    Inside a MatrixStore only what the file covers goes: a chunk or a row-block marker costs
+    its row block; the layout or zarr metadata, the whole matrix.
+    """
+    directory, path = Path(directory), damaged.path
+    (directory / COMPLETE).unlink(missing_ok=True)
+    if path.name == COMPLETE:
+        return
+    matrix = next((p for p in path.parents if (p / "layout.json").exists() or p / "layout.json" == path), None)
+    if matrix is None or directory not in matrix.parents:
+        path.unlink(missing_ok=True)
+        return
+    rel = path.relative_to(matrix).parts
+    store = MatrixStore(matrix)
+    try:
+        rows_per_block = store.layout["rows_per_block"]
+        chunk_rows = store.array.chunks[0]
+    except Exception:  # noqa: BLE001 - layout or zarr metadata unreadable: the matrix goes
+        shutil.rmtree(matrix, ignore_errors=True)
+        return
+    if rel[0] == "blocks":
+        path.unlink(missing_ok=True)
+    elif _is_zarr_chunk(path.relative_to(directory).as_posix()):
+        store.invalidate_block(int(rel[-2]) * chunk_rows // rows_per_block)
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(matrix, ignore_errors=True)

@@ -11,11 +11,14 @@ Backends (all return float32 mono 16 kHz):
   local directory of extracted FLEURS audio (an option the paper names as future work).
 
 Cache layout: ``<cache_dir>/<backend>/<key[:2]>/<key>.wav`` (float32 WAV, 16 kHz) where ``key``
-is the sha256 of (backend, voice, input text, sample rate, backend version). A file is written
-to a temporary name and moved into place with ``os.replace``, so an interrupted run leaves only
-complete files and a rerun synthesises exactly what is missing. A sentence whose synthesis fails
-is appended to ``<cache_dir>/failures.jsonl`` with its reason and reported in the result; it is
-never silently skipped.
+is the sha256 of (backend, voice, input text, sample rate, backend version), and beside it
+``<key>.json`` with the wav's size, sha256 and sample count. Both are written to a temporary
+name and moved into place with ``os.replace``, the record last, so an interrupted run leaves
+only complete files and a rerun synthesises exactly what is missing. A wav counts as cached only
+when it matches its record: a damaged one (truncated, altered) is synthesised again, with one
+line naming it; a wav without a record (an interrupted write, an older cache) is synthesised
+again quietly. A sentence whose synthesis fails is appended to ``<cache_dir>/failures.jsonl``
+with its reason and reported in the result; it is never silently skipped.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
+import warnings
 import wave
 from dataclasses import dataclass, field
 from math import gcd
@@ -39,6 +42,7 @@ from scipy.signal import resample_poly
 from engine.data.corpus import Sentence
 from engine.data.languages import get_language
 from engine.errors import UserError
+from engine.files import Damaged, atomic_write_bytes, atomic_write_json, file_digest, note, os_error_message, read_json
 
 SAMPLE_RATE = 16_000
 BACKENDS = ("espeak", "xtts", "natural")
@@ -71,11 +75,18 @@ def load_waveform(path: str | os.PathLike) -> np.ndarray:
     """Read a WAV file as float32 mono at 16 kHz, shape [n_samples].
 
     Integer PCM is scaled to [-1, 1), channels are averaged, other rates are resampled.
-    Raises UserError naming the file when it is missing, unreadable or empty.
+    Raises UserError naming the file when it is missing, unreadable, truncated or empty.
     """
     path = Path(path)
     try:
-        rate, data = wavfile.read(path)
+        with warnings.catch_warnings():
+            # scipy only warns when the data ends before its header says: the file is truncated
+            warnings.filterwarnings("error", message="(Reached EOF prematurely|Incomplete chunk)",
+                                    category=wavfile.WavFileWarning)
+            rate, data = wavfile.read(path)
+    except wavfile.WavFileWarning as exc:
+        raise UserError(f"audio file {path} is truncated ({exc}): replace it with a whole copy "
+                        f"(a cached synthesis: delete it and rerun)") from None
     except FileNotFoundError:
         raise UserError(f"audio file {path} does not exist: rerun synthesis to recreate it") from None
     except Exception as exc:  # scipy raises ValueError and friends for malformed files
@@ -87,17 +98,52 @@ def load_waveform(path: str | os.PathLike) -> np.ndarray:
     return waveform
 
 
-def _write_wav_atomic(path: Path, waveform: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            wavfile.write(handle, SAMPLE_RATE, np.asarray(waveform, dtype=np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_wav_atomic(path: Path, waveform: np.ndarray) -> dict:
+    """Write a float32 16 kHz WAV atomically, then its record; returns the record.
+
+    The record ``{"size", "sha256", "n_samples"}`` goes to ``record_path(path)`` after the wav, so
+    a wav with a record is always whole. A full disk is a UserError with the disk-full line.
+    """
+    waveform = np.asarray(waveform, dtype=np.float32)
+    buffer = io.BytesIO()
+    wavfile.write(buffer, SAMPLE_RATE, waveform)
+    data = buffer.getvalue()
+    record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "n_samples": int(waveform.size)}
+    record_path(path).unlink(missing_ok=True)  # the old record must never vouch for the new wav
+    atomic_write_bytes(path, data)
+    atomic_write_json(record_path(path), record)
+    return record
+
+
+def record_path(wav: Path) -> Path:
+    """Where the size, sha256 and sample count of a cached wav are kept."""
+    return Path(wav).with_suffix(".json")
+
+
+def cache_problem(wav: Path, record: dict | None = None) -> str | None:
+    """Why the cached ``wav`` cannot be trusted, or None when it matches ``record``.
+
+    ``record`` defaults to the one stored beside the wav. Returns "" (no problem to report, yet
+    not trusted) when the wav or its record is absent: a plain cache miss.
+    """
+    wav = Path(wav)
+    if not wav.exists():
+        return ""
+    if record is None:
+        if not record_path(wav).exists():
+            return ""
+        try:
+            record = read_json(record_path(wav), "cache record")
+        except Damaged as exc:
+            return f"its record {exc.path.name} {exc.problem}"
+        if not isinstance(record, dict):
+            return f"its record {record_path(wav).name} is not a cache record"
+    actual = file_digest(wav)
+    if actual["size"] != record.get("size"):
+        return f"{actual['size']} bytes, not the {record.get('size')} written"
+    if actual["sha256"] != record.get("sha256"):
+        return "sha256 differs from what was written"
+    return None
 
 
 # ----------------------------------------------------------------------------- backends
@@ -347,6 +393,7 @@ class SynthesisResult:
     """Outcome of ``synthesize``: paths of the audio that exists, and what failed and why."""
 
     paths: dict[tuple[str, str], str] = field(default_factory=dict)   # (item_id, lang) -> wav
+    records: dict[str, dict] = field(default_factory=dict)            # wav -> {size, sha256, n_samples}
     failures: list[SynthesisFailure] = field(default_factory=list)
     n_synthesized: int = 0
     n_cached: int = 0
@@ -375,8 +422,10 @@ def synthesize(requests: Iterable[SpeechRequest], backend: SpeechBackend, cache_
                *, progress: Callable[[int, int], None] | None = None) -> SynthesisResult:
     """Make sure every request has a cached 16 kHz WAV; synthesise only what is missing.
 
-    A request whose synthesis raises is recorded (result.failures and a line in
-    ``<cache_dir>/failures.jsonl``) and left out of ``result.paths``; the others proceed.
+    A cached wav is reused only when it matches the size and sha256 recorded when it was
+    written; a damaged one is synthesised again, with one line naming it. A request whose
+    synthesis raises is recorded (result.failures and a line in ``<cache_dir>/failures.jsonl``)
+    and left out of ``result.paths``; the others proceed.
     UserError (a missing binary or package, bad input that affects every item) propagates.
     ``progress(done, total)`` is called after each request.
     """
@@ -388,8 +437,12 @@ def synthesize(requests: Iterable[SpeechRequest], backend: SpeechBackend, cache_
     result = SynthesisResult()
     for done, request in enumerate(requests, 1):
         path = cache_path(cache_dir, backend, request.lang, request.text)
-        if path.exists():
+        problem = cache_problem(path)
+        if problem:
+            note(f"speech cache {path} is damaged ({problem}); synthesising it again")
+        if problem is None:
             result.n_cached += 1
+            result.records[str(path)] = read_json(record_path(path))
         else:
             try:
                 waveform = backend.synthesize(request.text, request.lang)
@@ -403,7 +456,7 @@ def synthesize(requests: Iterable[SpeechRequest], backend: SpeechBackend, cache_
                 if progress:
                     progress(done, len(requests))
                 continue
-            _write_wav_atomic(path, waveform)
+            result.records[str(path)] = _write_wav_atomic(path, waveform)
             result.n_synthesized += 1
         result.paths[(request.item_id, request.lang)] = str(path)
         if progress:
@@ -412,12 +465,15 @@ def synthesize(requests: Iterable[SpeechRequest], backend: SpeechBackend, cache_
 
 
 def _record_failure(cache_dir: Path, backend: SpeechBackend, failure: SynthesisFailure) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"backend": backend.name, "voice": backend.voice(failure.lang),
                        "item_id": failure.item_id, "lang": failure.lang, "text": failure.text,
                        "reason": failure.reason}, ensure_ascii=False)
-    with open(cache_dir / "failures.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(cache_dir / "failures.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    except OSError as exc:
+        raise UserError(os_error_message(cache_dir / "failures.jsonl", exc)) from exc
 
 
 def synthesize_sentences(sentences: Sequence[Sentence], langs: Sequence[str], backend: SpeechBackend,

@@ -33,7 +33,7 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
     atomic_write_json(run.dir("report") / "analysis.json", analysis)
     # wall time differs between identical runs: kept out of analysis.json so that file is reproducible
     atomic_write_json(run.dir("report") / "timing.json", {"wall_time_s": round(wall_time_s, 1)})
-    run.complete("report")
+    run.complete("report", volatile=("timing.json",))
 
 
 def tie_records(task: str, name: str, ap: np.ndarray, langs: list[str], cuts: dict[str, int]) -> list[dict]:

@@ -32,6 +32,8 @@ def stage_speech(run: Run) -> None:
     # the inputs, so identical runs write identical bytes
     manifest = {"paths": [[sid, lang, Path(p).relative_to(cache).as_posix()] for (sid, lang), p in
                           sorted(result.paths.items())],
+                # size, sha256 and sample count of every wav, checked before the audio is used again
+                "audio": {Path(p).relative_to(cache).as_posix(): result.records[p] for p in result.paths.values()},
                 "failures": [{"sentence_id": f.item_id, "lang": f.lang, "reason": f.reason} for f in result.failures],
                 "failure_counts": result.failure_counts()}
     if result.failures:

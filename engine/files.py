@@ -1,0 +1,94 @@
+"""Whole files or none: atomic writes, JSON read back with the file named when it is damaged,
+content digests, and the one line a full disk or an unwritable output gets.
+
+The lowest layer of file handling, shared by the activation store, the speech cache and the
+stages, so that every one of them says the same thing about the same failure.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from engine.errors import UserError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def note(message: str) -> None:
+    """One line on stderr about damage found and what is done about it."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
+
+    A disk-full or permission error becomes a UserError naming the path; the destination is
+    never left partially written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise UserError(os_error_message(path, exc)) from exc
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def read_json(path: Path, what: str = "file"):
+    """Parse the JSON file ``path``; a missing, empty or garbled file is a ``Damaged`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise Damaged(path, "is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Damaged(path, f"is not a whole {what} (not valid JSON)") from None
+
+
+def os_error_message(path: Path, exc: OSError) -> str:
+    """The one line for an OSError met while writing ``path`` (disk full, not writable, other)."""
+    if exc.errno in DISK_FULL:
+        return f"disk full while writing {path}; free space or choose another --out, then rerun to resume"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path} ({exc.strerror}); choose a writable --out directory"
+    return f"cannot write {path}: {exc.strerror or exc}"
+
+
+class Damaged(UserError):
+    """A file that exists (or should) but cannot be trusted; ``str()`` is one line naming it."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path} {problem}")
+
+
+def file_digest(path: Path, *, content: bool = True) -> dict:
+    """``{"size": bytes, "sha256": hex}`` of a file (``sha256`` left out when ``content`` is False)."""
+    path = Path(path)
+    out = {"size": path.stat().st_size}
+    if content:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for piece in iter(lambda: fh.read(1 << 20), b""):
+                h.update(piece)
+        out["sha256"] = h.hexdigest()
+    return out
