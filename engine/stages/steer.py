@@ -57,6 +57,7 @@ def run_experiment(run) -> dict:
 def stage_steer(run: Run) -> None:
     result = run_experiment(run)  # resumes from the rows a killed run finished
     atomic_write_json(run.dir("steer") / "steering.json", result)
-    run.complete("steer")
-    # every row is in steering_outputs.json now; the checkpoints only served resuming
+    # every row is in steering_outputs.json now; the checkpoints only served resuming. Removed
+    # before the marker, which lists (and later verifies) every file the directory holds
     shutil.rmtree(run.dir("steer") / CHECKPOINT_SUBDIR, ignore_errors=True)
+    run.complete("steer")
