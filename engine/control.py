@@ -1,102 +1,210 @@
-"""Output-language control measured by script: token-level Latin vs CJK classification with
-regular expressions, control rate, and the cross-modal effect ratio (SPEC §2).
+r"""Output-language control measured by script: token-level script classification from the
+Unicode Script property, control rate, and the cross-modal effect ratio (SPEC §2).
+
+A **script class** (``SCRIPT_CLASSES``) is a set of Unicode scripts with a token unit. Its
+characters are those whose Script property is one of its scripts and whose General Category is
+a letter, mark or letter-number (``[\p{L}\p{M}\p{Nl}]``), plus the Common letters and marks
+whose Script_Extensions name one of its scripts (ー, 〆, the Arabic tatweel), plus the whole
+Unicode blocks listed for it. Characters of the Inherited script (combining accents of
+decomposed text, Arabic harakat) belong to no class and split a word, as in the paper's ranges;
+SeamlessM4T decodes to composed (NFKC) text, so this matters only for text made elsewhere. Everything else
+(digits, punctuation, spaces, symbols, emoji) is never classified. The classes come from the
+Unicode Character Database as compiled into the ``regex`` package (``\p{sc=...}``,
+``\p{scx=...}``, ``\p{Block=...}``), not from hand-written ranges.
 
 Token definition (decision; the paper only says "token-level ... regular expressions"):
 
-- a **Latin token** is a maximal run of Latin letters (ASCII, Latin-1 letters, Latin Extended-A/B,
-  Latin Extended Additional, fullwidth A-Z/a-z): one word, however long; an apostrophe or
-  hyphen splits words ("l'homme" is two tokens);
-- a **CJK token** is one character of Han (CJK Unified Ideographs, Extension A, B-F and the
-  supplementary planes' ideographs, compatibility ideographs), Hiragana, Katakana (with the
-  phonetic extensions and halfwidth forms), or the ideographic marks 々 〆 〇. CJK text has no
-  spaces between words, and one character is roughly one subword token of a multilingual
-  tokenizer, so a character is the unit. ``cjk="run"`` counts maximal CJK runs instead
-  (for sensitivity checks);
-- everything else (digits, punctuation, CJK punctuation 、。「」, spaces, Hangul, Cyrillic,
-  emoji) is **not classified** and not counted, so Latin% + CJK% = 100 whenever any token
-  was found (as in the paper's Table 1).
+- a **word** class (``unit="word"``: Latin, Cyrillic, Greek, Arabic, Hebrew, the Indic scripts,
+  Hangul, ...) has one token per maximal run of its characters: one word, however long; an
+  apostrophe or hyphen splits words ("l'homme" is two tokens);
+- a **character** class (``unit="char"``: ``cjk``, Thai, Lao, Khmer, Myanmar: scripts written
+  without spaces between words) has one token per character, since one character is roughly one
+  subword token of a multilingual tokenizer. ``cjk="run"`` counts maximal runs instead (for
+  sensitivity checks);
+- a text is classified against **two** classes at a time, those of a pair's source and target
+  languages; a character both could claim (a Common mark shared by two scripts) belongs to
+  neither, and characters of any other class are not counted, so the two shares sum to 100
+  whenever any token was found (as in the paper's Table 1).
+
+The paper's Latin vs CJK metric is the pair ``("latin", "cjk")``: ``cjk`` joins Han, Hiragana
+and Katakana plus the Hiragana, Katakana and Katakana Phonetic Extensions blocks (which add the
+kana punctuation ゛゜゠・ the Script property files under Common). On every string whose
+letters are those of the project's earlier hand-written ranges (ASCII, Latin-1, Latin
+Extended-A/B and Additional, fullwidth Latin, CJK ideographs with extensions A-G and
+compatibility forms, kana with halfwidth forms, 々〆〇) it gives the same tokens, hence the same
+numbers (tests/test_control_scripts.py checks this against that implementation). It also
+counts what those ranges missed: the Latin letters of the IPA, phonetic and Latin Extended-C/D/E
+blocks, ª º, ligatures ﬀ-ﬆ, Roman numerals; Kana Supplement/Extended; Hangzhou numerals.
+
+Two languages of one class (German and French, Chinese and Japanese) cannot be told apart by
+script: ``pair_scripts`` says so and callers use language identification (engine.langid).
 """
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import regex
 
 from engine.data.languages import LANGUAGES
 from engine.errors import UserError
 
-__all__ = ["LATIN", "CJK", "SCRIPT_OF_LANG", "classify_tokens", "script_shares", "control_rate",
-           "effect_ratio", "mean_effect_ratio", "DEFAULT_TAU"]
+__all__ = ["LATIN", "CJK", "SCRIPT_CLASSES", "SCRIPT_OF_LANG", "ScriptClass", "classify_tokens",
+           "script_shares", "control_rate", "pair_scripts", "same_script", "effect_ratio",
+           "mean_effect_ratio", "DEFAULT_TAU"]
 
 LATIN = "latin"
 CJK = "cjk"
 DEFAULT_TAU = 10.0
 
-SCRIPT_OF_LANG = {code: lang.script for code, lang in LANGUAGES.items()}
 
-_LATIN_CLASS = ("A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F\u1E00-\u1EFF"
-                "\uFF21-\uFF3A\uFF41-\uFF5A")
-_CJK_CLASS = ("\u3005-\u3007"            # 々 〆 〇
-              "\u3040-\u309F"            # Hiragana
-              "\u30A0-\u30FF"            # Katakana (incl. ー)
-              "\u31F0-\u31FF"            # Katakana phonetic extensions
-              "\u3400-\u4DBF"            # Han Extension A
-              "\u4E00-\u9FFF"            # Han
-              "\uF900-\uFAFF"            # Han compatibility
-              "\uFF66-\uFF9F"            # halfwidth Katakana
-              "\U00020000-\U0003134F")   # Han Extensions B-G, compatibility supplement
-_PATTERNS = {
-    "char": re.compile(f"(?P<latin>[{_LATIN_CLASS}]+)|(?P<cjk>[{_CJK_CLASS}])"),
-    "run": re.compile(f"(?P<latin>[{_LATIN_CLASS}]+)|(?P<cjk>[{_CJK_CLASS}]+)"),
+@dataclass(frozen=True)
+class ScriptClass:
+    """Unicode scripts (Script property values) counted as one class, its token unit, and
+    whole Unicode blocks (Block property values) it also owns."""
+    scripts: tuple[str, ...]
+    unit: str                       # "word" | "char"
+    blocks: tuple[str, ...] = ()
+
+
+SCRIPT_CLASSES: dict[str, ScriptClass] = {
+    "latin": ScriptClass(("Latin",), "word"),
+    "cjk": ScriptClass(("Han", "Hiragana", "Katakana"), "char",
+                       ("Hiragana", "Katakana", "Katakana_Phonetic_Extensions")),
+    "cyrillic": ScriptClass(("Cyrillic",), "word"),
+    "greek": ScriptClass(("Greek",), "word"),
+    "arabic": ScriptClass(("Arabic",), "word"),
+    "hebrew": ScriptClass(("Hebrew",), "word"),
+    "armenian": ScriptClass(("Armenian",), "word"),
+    "georgian": ScriptClass(("Georgian",), "word"),
+    "ethiopic": ScriptClass(("Ethiopic",), "word"),
+    "devanagari": ScriptClass(("Devanagari",), "word"),
+    "bengali": ScriptClass(("Bengali",), "word"),
+    "gurmukhi": ScriptClass(("Gurmukhi",), "word"),
+    "gujarati": ScriptClass(("Gujarati",), "word"),
+    "oriya": ScriptClass(("Oriya",), "word"),
+    "tamil": ScriptClass(("Tamil",), "word"),
+    "telugu": ScriptClass(("Telugu",), "word"),
+    "kannada": ScriptClass(("Kannada",), "word"),
+    "malayalam": ScriptClass(("Malayalam",), "word"),
+    "sinhala": ScriptClass(("Sinhala",), "word"),
+    "hangul": ScriptClass(("Hangul",), "word"),
+    "thai": ScriptClass(("Thai",), "char"),
+    "lao": ScriptClass(("Lao",), "char"),
+    "khmer": ScriptClass(("Khmer",), "char"),
+    "myanmar": ScriptClass(("Myanmar",), "char"),
 }
 
+SCRIPT_OF_LANG = {code: lang.script for code, lang in LANGUAGES.items()}
 
-def classify_tokens(text: str, *, cjk: str = "char") -> list[str]:
-    """Scripts of the classified tokens of ``text`` in order: each ``"latin"`` or ``"cjk"``.
 
-    ``cjk="char"`` (default) counts each CJK character as a token, ``cjk="run"`` each maximal
-    CJK run; Latin tokens are always words (letter runs). Unclassified characters are skipped.
+def _class_set(name: str) -> str:
+    """regex V1 character-set body (without the outer brackets) of script class ``name``."""
+    cls = SCRIPT_CLASSES[name]
+    own = "".join(f"\\p{{sc={s}}}" for s in cls.scripts)
+    ext = "".join(f"\\p{{scx={s}}}" for s in cls.scripts)
+    blocks = "".join(f"\\p{{Block={b}}}" for b in cls.blocks)
+    return (f"[[{own}]&&[\\p{{L}}\\p{{M}}\\p{{Nl}}]]"
+            f"[\\p{{sc=Common}}&&[{ext}]&&[\\p{{L}}\\p{{M}}]]{blocks}")
+
+
+def _check_class(name: str) -> str:
+    script = SCRIPT_OF_LANG.get(name, name)
+    if script not in SCRIPT_CLASSES:
+        raise UserError(f"script {name!r} is neither a script class ({', '.join(SCRIPT_CLASSES)}) "
+                        "nor a language code of engine.data.languages")
+    return script
+
+
+@lru_cache(maxsize=256)
+def _pattern(a: str, b: str, cjk: str) -> "regex.Pattern":
+    """One alternation with a named group per class; each class minus what the other claims."""
+    if cjk not in ("char", "run"):
+        raise UserError(f"cjk must be 'char' or 'run', got {cjk!r}")
+    groups = []
+    for name, other in ((a, b), (b, a)):
+        chars = f"[[{_class_set(name)}]--[{_class_set(other)}]]"
+        many = SCRIPT_CLASSES[name].unit == "word" or cjk == "run"
+        groups.append(f"(?P<{name}>{chars}{'+' if many else ''})")
+    return regex.compile("|".join(groups), regex.V1)
+
+
+def pair_scripts(src: str, tgt: str) -> tuple[str, str]:
+    """Script classes of a pair of languages (or of two class names), e.g. ``("latin", "cjk")``.
+
+    UserError for a code that is neither a language of the table nor a script class.
+    """
+    return _check_class(src), _check_class(tgt)
+
+
+def same_script(src: str, tgt: str) -> bool:
+    """True when ``src`` and ``tgt`` share a script class, so script cannot tell them apart."""
+    a, b = pair_scripts(src, tgt)
+    return a == b
+
+
+def _two(scripts) -> tuple[str, str]:
+    a, b = (_check_class(s) for s in scripts)
+    if a == b:
+        raise UserError(f"both languages are written in script '{a}': script cannot tell them apart; "
+                        "use the language-ID control rate (engine.langid.lid_control_rate)")
+    return a, b
+
+
+def classify_tokens(text: str, scripts: tuple[str, str] = (LATIN, CJK), *, cjk: str = "char") -> list[str]:
+    """Script classes of the classified tokens of ``text`` in order, each one of ``scripts``.
+
+    ``scripts``: two distinct script classes or language codes (default the paper's Latin and
+    CJK); tokens are named by class (``"latin"``, ``"cyrillic"``, ...). ``cjk="char"``
+    (default) counts each character of a character-unit class as a token, ``cjk="run"`` each
+    maximal run; word-unit classes always count runs. Unclassified characters are skipped.
     """
     if not isinstance(text, str):
         raise UserError(f"text must be a str, got {type(text).__name__}")
-    try:
-        pattern = _PATTERNS[cjk]
-    except KeyError:
-        raise UserError(f"cjk must be 'char' or 'run', got {cjk!r}") from None
-    return [m.lastgroup for m in pattern.finditer(text)]
+    a, b = _two(scripts)
+    return [m.lastgroup for m in _pattern(a, b, cjk).finditer(text)]
 
 
 def _texts(texts) -> list[str]:
     return [texts] if isinstance(texts, str) else list(texts)
 
 
-def script_shares(texts: str | Iterable[str], *, cjk: str = "char") -> dict:
-    """Shares (percent) of Latin and CJK tokens pooled over all ``texts``.
+def script_shares(texts: str | Iterable[str], scripts: tuple[str, str] = (LATIN, CJK), *,
+                  cjk: str = "char") -> dict:
+    """Shares (percent) of the two ``scripts``' tokens pooled over all ``texts``.
 
-    Returns ``{"latin": %, "cjk": %, "tokens": n}``; tokens are pooled (micro-average), so a
-    long output weighs more than a short one. With no classified token both shares are NaN.
+    Returns ``{class_a: %, class_b: %, "tokens": n}`` (``{"latin", "cjk", "tokens"}`` by
+    default); tokens are pooled (micro-average), so a long output weighs more than a short one.
+    With no classified token both shares are NaN.
     """
-    latin = cjk_count = 0
+    a, b = _two(scripts)
+    counts = {a: 0, b: 0}
     for text in _texts(texts):
-        for script in classify_tokens(text, cjk=cjk):
-            if script == LATIN:
-                latin += 1
-            else:
-                cjk_count += 1
-    total = latin + cjk_count
+        for script in classify_tokens(text, (a, b), cjk=cjk):
+            counts[script] += 1
+    total = counts[a] + counts[b]
     if total == 0:
-        return {LATIN: math.nan, CJK: math.nan, "tokens": 0}
-    return {LATIN: 100.0 * latin / total, CJK: 100.0 * cjk_count / total, "tokens": total}
+        return {a: math.nan, b: math.nan, "tokens": 0}
+    return {a: 100.0 * counts[a] / total, b: 100.0 * counts[b] / total, "tokens": total}
 
 
-def control_rate(texts: str | Iterable[str], target_script: str, *, cjk: str = "char") -> float:
-    """Percent of classified tokens in ``target_script`` (``"latin"``, ``"cjk"`` or a language
-    code from ``SCRIPT_OF_LANG``, e.g. ``"jpn"``), pooled over ``texts``; NaN with no token."""
-    script = SCRIPT_OF_LANG.get(target_script, target_script)
-    if script not in (LATIN, CJK):
-        raise UserError(f"target_script must be 'latin', 'cjk' or one of {sorted(SCRIPT_OF_LANG)}, "
-                        f"got {target_script!r}")
-    return script_shares(texts, cjk=cjk)[script]
+def control_rate(texts: str | Iterable[str], target_script: str, *, source: str | None = None,
+                 cjk: str = "char") -> float:
+    """Percent of classified tokens in ``target_script``, pooled over ``texts``; NaN with no token.
+
+    ``target_script`` and ``source``: script classes or language codes (e.g. ``"jpn"``). Tokens
+    are classified into the two classes of ``source`` and target; without ``source`` the other
+    class is the paper's (Latin for a CJK target, CJK for a Latin target).
+    """
+    target = _check_class(target_script)
+    if source is None:
+        if target not in (LATIN, CJK):
+            raise UserError(f"control_rate toward '{target}' needs source= (the language or script "
+                            "the output is steered away from)")
+        source = CJK if target == LATIN else LATIN
+    return script_shares(texts, (_check_class(source), target), cjk=cjk)[target]
 
 
 def effect_ratio(cr_tr: float, cr_asr: float, tau: float = DEFAULT_TAU) -> float | None:

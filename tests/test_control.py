@@ -45,8 +45,9 @@ def test_control_rate_pools_tokens_over_outputs():
     assert control_rate(outputs, "cjk") == pytest.approx(60.0)
     assert control_rate(outputs, "deu") == pytest.approx(40.0)
     assert control_rate(outputs, "jpn") == control_rate(outputs, "cmn")
-    with pytest.raises(UserError, match="target_script"):
-        control_rate(outputs, "kor")
+    with pytest.raises(UserError, match="needs source"):
+        control_rate(outputs, "kor")  # Hangul has no paper counterpart: the source must be named
+    assert control_rate(outputs + ["안녕하세요"], "kor", source="deu") == pytest.approx(100 / 3)
 
 
 @given(st.lists(st.sampled_from(["Hallo", "Welt", "ça", "猫", "ねこ", "ネコ", "12", "。", " "]),
