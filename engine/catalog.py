@@ -6,6 +6,23 @@ its module path, width, channel axis of the hooked output, and how positions are
 position t; ``step_invariant``: cross-attention k/v, which run over encoder positions and are
 mean-pooled like encoder components). Each stack's neurons form one flat vector whose layout is
 catalog order: layer, then component order below.
+
+Model families (read from the config's ``model_type``, engine.loader.model_family):
+
+- ``seamless_m4t_v2`` (SeamlessM4T v2): the paper's component list (SPEC §2), as below.
+- ``seamless_m4t`` (SeamlessM4T v1, medium and large): the same list with two differences
+  in the conformer's convolution module and attention. ``conv_module.batch_norm`` takes the
+  place of v2's ``conv_module.depthwise_layer_norm``: it is the normalisation right after the
+  depthwise convolution and before the activation, one channel per hidden unit, so it fills the
+  same slot; it runs on [batch, hidden, time], so its channel axis is 1 (v2's layer norm runs
+  on [batch, time, hidden], axis -1). ``self_attn.linear_pos`` (v1's relative-position
+  projection) is left out: its input is the sinusoidal position table, not the utterance, so its
+  output depends only on the sequence length and cannot tell languages apart (v2's equivalent,
+  ``self_attn.distance_embedding``, is left out by the paper for the same reason). The text
+  encoder and decoder layers are identical in both families.
+
+Every component path is resolved in the instantiated module tree, so a catalog always matches
+its model and a family whose modules differ fails loudly instead of hooking nothing.
 """
 from __future__ import annotations
 
@@ -37,6 +54,12 @@ SPEECH_COMPONENTS = (
     ("conv_module.depthwise_layer_norm", "hidden", -1),
     ("conv_module.pointwise_conv2", "hidden", 1),
 )
+#: v1's conformer: batch_norm where v2 has depthwise_layer_norm (see the module docstring).
+SPEECH_COMPONENTS_V1 = tuple(
+    ("conv_module.batch_norm", "hidden", 1) if name == "conv_module.depthwise_layer_norm" else (name, width, axis)
+    for name, width, axis in SPEECH_COMPONENTS
+)
+SPEECH_COMPONENTS_BY_FAMILY = {"seamless_m4t_v2": SPEECH_COMPONENTS, "seamless_m4t": SPEECH_COMPONENTS_V1}
 TEXT_ENCODER_COMPONENTS = (
     ("self_attn_layer_norm", "hidden", -1),
     ("self_attn.q_proj", "hidden", -1),
@@ -148,12 +171,17 @@ def _width(config, spec: str) -> int:
 
 
 def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
-    """Catalog of a ``SeamlessM4Tv2Model`` or of its config (instantiated on the meta device).
+    """Catalog of a SeamlessM4T model (v1 ``SeamlessM4TModel`` or v2 ``SeamlessM4Tv2Model``) or
+    of its config (instantiated on the meta device, no weights).
 
-    ``extras`` may hold ``"ffn.act"``, ``"intermediate_ffn"``, ``"adapter"``. Layer counts and
-    widths are read from the instantiated modules, so a catalog always matches its model.
+    The family comes from ``config.model_type``. ``extras`` may hold ``"ffn.act"``,
+    ``"intermediate_ffn"``, ``"adapter"``. Layer counts and widths are read from the
+    instantiated modules; every component path must exist in the module tree (ValueError
+    naming the first that does not).
     """
     import torch
+
+    from engine.loader import model_class, model_family
 
     unknown = set(extras) - set(EXTRAS)
     if unknown:
@@ -161,13 +189,12 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
     if isinstance(model_or_config, torch.nn.Module):
         model = model_or_config
     else:
-        from transformers import SeamlessM4Tv2Model
-
         with torch.device("meta"):
-            model = SeamlessM4Tv2Model(model_or_config)
+            model = model_class(model_or_config)(model_or_config)
     config = model.config
+    speech_table = SPEECH_COMPONENTS_BY_FAMILY[model_family(config)]
     layers = {
-        "speech_encoder": ("speech_encoder.encoder.layers", len(model.speech_encoder.encoder.layers), SPEECH_COMPONENTS),
+        "speech_encoder": ("speech_encoder.encoder.layers", len(model.speech_encoder.encoder.layers), speech_table),
         "text_encoder": ("text_encoder.layers", len(model.text_encoder.layers), TEXT_ENCODER_COMPONENTS),
         "text_decoder": ("text_decoder.layers", len(model.text_decoder.layers), DECODER_COMPONENTS),
     }
@@ -186,6 +213,7 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
                 else:
                     position = "encoder_pooled"
                 dim = _width(config, width)
+                _check_path(model, f"{prefix}.{i}.{name}")
                 components.append(Component(stack, i, name, f"{prefix}.{i}.{name}", dim, axis, position, offset))
                 offset += dim
         if stack == "speech_encoder":
@@ -210,21 +238,49 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
     return Catalog(tuple(components))
 
 
+def _check_path(model, path: str) -> None:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"component '{path}' is not a module of this {type(model).__name__}; "
+                         "the catalog's component list does not fit this model family") from None
+
+
+#: v1 medium's hyperparameters, as transformers' conversion script
+#: (models/seamless_m4t/convert_fairseq2_to_hf.py, ``_load_hf_config("medium")``) builds the
+#: config of facebook/hf-seamless-m4t-medium; everything else is SeamlessM4TConfig()'s default.
+V1_MEDIUM = {"vocab_size": 256206, "t2u_vocab_size": 10082, "hidden_size": 1024,
+             "max_position_embeddings": 4096, "encoder_layers": 12, "decoder_layers": 12,
+             "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096, "t2u_encoder_layers": 4,
+             "t2u_decoder_layers": 4, "speech_encoder_layers": 12}
+CONFIGS = ("large", "tiny", "v1-large", "v1-medium")
+#: Hub ids whose architecture is one of the built-in configs (no download needed for counts).
+HUB_CONFIGS = {"facebook/seamless-m4t-v2-large": "large", "facebook/hf-seamless-m4t-large": "v1-large",
+               "facebook/hf-seamless-m4t-medium": "v1-medium"}
+
+
 def config_for(name: str):
-    """``"large"`` -> ``SeamlessM4Tv2Config()``; ``"tiny"`` -> the fixture's config."""
-    from transformers import SeamlessM4Tv2Config
+    """Built-in configs: ``"large"`` -> ``SeamlessM4Tv2Config()`` (v2 Large), ``"v1-large"`` ->
+    ``SeamlessM4TConfig()`` (facebook/hf-seamless-m4t-large; transformers' default is the
+    large one), ``"v1-medium"`` -> facebook/hf-seamless-m4t-medium's, ``"tiny"`` -> the
+    fixture's config."""
+    from transformers import SeamlessM4TConfig, SeamlessM4Tv2Config
 
     if name == "large":
         return SeamlessM4Tv2Config()
+    if name == "v1-large":
+        return SeamlessM4TConfig()
+    if name == "v1-medium":
+        return SeamlessM4TConfig(**V1_MEDIUM)
     if name == "tiny":
         from engine.loader import TINY_MODEL_DIR
 
         return SeamlessM4Tv2Config.from_pretrained(TINY_MODEL_DIR)
-    raise ValueError(f"config '{name}' is not 'large' or 'tiny'")
+    raise ValueError(f"config '{name}' is not one of {CONFIGS}")
 
 
 def catalog_arguments(parser) -> None:
-    parser.add_argument("--config", choices=("large", "tiny"), default="large",
+    parser.add_argument("--config", choices=CONFIGS, default="large",
                         help="built-in config to instantiate on the meta device (default: large)")
     parser.add_argument("--model", default=None, metavar="PATH_OR_ID",
                         help="read the config of this model directory or Hub id instead (no weights)")
@@ -237,13 +293,9 @@ def catalog_command(args) -> int:
     from engine.errors import UserError
 
     if getattr(args, "model", None):
-        from transformers import SeamlessM4Tv2Config
+        from engine.loader import read_config
 
-        try:
-            config = SeamlessM4Tv2Config.from_pretrained(args.model)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read the config of '{args.model}': {str(exc).splitlines()[0][:200]}; "
-                            "pass a directory saved with save_pretrained or a cached Hub id") from None
+        config = read_config(args.model)
     else:
         config = config_for(args.config)
     catalog = build_catalog(config, extras=tuple(getattr(args, "extras", ()) or ()))

@@ -11,7 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from engine.data.languages import ALL_LANGS
+from engine.data.languages import ALL_LANGS, PAPER_LANGS, check_pairs
 from engine.errors import UserError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -155,6 +155,10 @@ def validate(cfg: dict) -> None:
         raise UserError(f"unknown study language(s) {bad} in data.langs; use codes from {KNOWN_LANGS[1:]}")
     if len(langs) < 2 or len(set(langs)) != len(langs):
         raise UserError(f"data.langs must list at least two distinct languages, got {langs}")
+    if cfg["data"]["source"] == "embedded" and set(langs) - set(PAPER_LANGS):
+        raise UserError(f"the embedded corpus holds only {list(PAPER_LANGS[1:])}; for "
+                        f"{sorted(set(langs) - set(PAPER_LANGS))} set data.source=fleurs")
+    check_pairs(cfg["steer"]["pairs"], langs)
     steps = cfg["record"]["steps"]
     if not steps or any(s < 1 for s in steps) or sorted(set(steps)) != steps:
         raise UserError(f"record.steps must be increasing integers >= 1, got {steps}")

@@ -57,13 +57,15 @@ def _dur(seconds: float) -> str:
 
 
 def _model_config(cfg: dict):
-    from transformers import SeamlessM4Tv2Config
+    from engine.catalog import HUB_CONFIGS, config_for
+    from engine.loader import read_config
 
     path = Path(config_mod.model_path(cfg))
     if (path / "config.json").exists():
-        return SeamlessM4Tv2Config.from_pretrained(path), str(path)
-    if cfg["model"]["id"] == "facebook/seamless-m4t-v2-large":
-        return SeamlessM4Tv2Config(), "SeamlessM4Tv2Config() (the Large architecture, meta device)"
+        return read_config(path), str(path)
+    if cfg["model"]["id"] in HUB_CONFIGS:
+        name = HUB_CONFIGS[cfg["model"]["id"]]
+        return config_for(name), f"built-in config '{name}' of {cfg['model']['id']} (meta device)"
     return None, cfg["model"]["id"]
 
 
@@ -371,8 +373,7 @@ def estimate(cfg: dict) -> dict:
     hf_logging.set_verbosity_error()  # the meta build warns about layer_idx, irrelevant here
 
     from engine.catalog import build_catalog
-    from engine.loader import parse_dtype
-    from engine.steering_eval import PAIRS
+    from engine.loader import model_class, parse_dtype
 
     mcfg, source = _model_config(cfg)
     if mcfg is None:
@@ -383,7 +384,7 @@ def estimate(cfg: dict) -> dict:
     _SPENT.update(cpu=0.0, wall=0.0)
     c0, t0 = cpu_seconds(), time.perf_counter()
     with torch.device("meta"):
-        model = SeamlessM4Tv2Model(mcfg)
+        model = model_class(mcfg)(mcfg)
     cat = build_catalog(model)
     # every stage's process loads the config and builds the catalog on meta once (preflight)
     preflight_s = 2 * (cpu_seconds() - c0)
@@ -560,8 +561,9 @@ def estimate(cfg: dict) -> dict:
                          + cal["rank"]["chunk_extra_bytes"] + 4 * L * n_dec * 8,
                          "disk_bytes": compare_json, "transient_disk_bytes": boot_bytes}
     # steer
-    n_pairs = sum(1 for s, t in PAIRS if s in langs and t in langs)
-    sources = len({s for s, t in PAIRS if s in langs and t in langs})
+    pairs = [tuple(p) for p in cfg["steer"]["pairs"]]
+    n_pairs = len(pairs)
+    sources = len({s for s, t in pairs})
     arms = 1 + (1 if cfg["steer"]["random_control"] else 0)
     per_src = cfg["data"]["n_steer"]
     steer_calls = {"speech": sources + n_pairs * S * arms, "text": sources + n_pairs * S * arms}

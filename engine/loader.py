@@ -1,7 +1,10 @@
-"""One loaded SeamlessM4T v2 serving all four tasks (S2T, T2T, ASR, TR).
+"""One loaded SeamlessM4T (v1 or v2) serving all four tasks (S2T, T2T, ASR, TR).
 
 ``load_model`` accepts a Hugging Face id or a local directory saved with ``save_pretrained``;
-the tiny fixture (``fixtures/tiny_model``) and the real model go through the same code.
+the tiny fixture (``fixtures/tiny_model``) and the real model go through the same code. The
+model family is read from the checkpoint's ``config.json`` (``model_type``): ``seamless_m4t``
+loads ``SeamlessM4TModel`` (v1 medium and large), ``seamless_m4t_v2`` ``SeamlessM4Tv2Model``;
+nothing the user sets has to agree with it.
 
 Attention runs transformers' ``sdpa`` implementation, pinned. The speech encoder hands its
 attention a boolean (batch, 1, T, T) mask (padding and attention chunks); ``sdpa`` applies it
@@ -23,9 +26,45 @@ from engine.errors import UserError
 TINY_MODEL_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model"
 
 
+#: config.model_type -> transformers model class name
+FAMILIES = {"seamless_m4t": "SeamlessM4TModel", "seamless_m4t_v2": "SeamlessM4Tv2Model"}
+
+
+def model_family(config) -> str:
+    """``config.model_type`` of a SeamlessM4T config (``"seamless_m4t"`` or
+    ``"seamless_m4t_v2"``); UserError for any other model type."""
+    family = getattr(config, "model_type", None)
+    if family not in FAMILIES:
+        raise UserError(f"model type '{family}' is not a SeamlessM4T model; use a checkpoint of "
+                        f"model type {' or '.join(FAMILIES)} (e.g. facebook/seamless-m4t-v2-large, "
+                        "facebook/hf-seamless-m4t-medium)")
+    return family
+
+
+def model_class(config):
+    """The transformers class that builds the whole model of ``config``'s family."""
+    import transformers
+
+    return getattr(transformers, FAMILIES[model_family(config)])
+
+
+def read_config(model_id: str | os.PathLike, revision: str | None = None):
+    """The config of a local model directory or a cached Hub id, in its own family's class
+    (no weights). UserError when it cannot be read or is not a SeamlessM4T config."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_id), revision=revision)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the config of '{model_id}': {str(exc).splitlines()[0][:200]}; "
+                        "pass a directory saved with save_pretrained or a cached Hub id") from None
+    model_family(config)
+    return config
+
+
 @dataclass
 class LoadedModel:
-    """A ``SeamlessM4Tv2Model`` in eval mode with its tokenizer and feature extractor."""
+    """A SeamlessM4T model (v1 or v2) in eval mode with its tokenizer and feature extractor."""
 
     model: object
     tokenizer: object
@@ -48,6 +87,22 @@ class LoadedModel:
                 f"text_decoder_lang_to_code_id {table[code]} in {self.model_id}"
             )
         return int(token_id)
+
+    @property
+    def family(self) -> str:
+        """``"seamless_m4t"`` (v1) or ``"seamless_m4t_v2"``."""
+        return model_family(self.model.config)
+
+    def check_languages(self, codes) -> None:
+        """UserError unless every code is a language of engine.data.languages that this
+        model's text decoder generates, with the same token id in tokenizer and
+        generation_config (checked at load time, before any example runs)."""
+        from engine.data.languages import check_model_languages
+
+        table = getattr(self.model.generation_config, "text_decoder_lang_to_code_id", None) or {}
+        check_model_languages(codes, table, self.model_id)
+        for code in codes:
+            self.lang_token_id(code)
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -116,15 +171,18 @@ def _restore_byte_fallback(tokenizer) -> None:
 
 def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu",
                dtype: str | torch.dtype | None = None, revision: str | None = None,
-               attn_implementation: str = ATTENTION) -> LoadedModel:
-    """Load ``SeamlessM4Tv2Model`` + tokenizer + feature extractor once, for every task.
+               attn_implementation: str = ATTENTION, langs=None) -> LoadedModel:
+    """Load the model (its family's class, from config.json) + tokenizer + feature extractor
+    once, for every task.
 
     ``model_id`` is a local directory or a Hub id (read from the local cache when offline).
     ``dtype`` defaults to fp32 on CPU and bf16 on CUDA. Raises ``UserError`` naming the id, what
     was tried and how to provide the weights when the model cannot be loaded.
     ``attn_implementation`` must be ``"sdpa"`` (see module doc); another is a UserError.
+    ``langs``: language codes the run will use, checked against the model's text-decoder
+    languages and tokenizer (:meth:`LoadedModel.check_languages`).
     """
-    from transformers import AutoFeatureExtractor, AutoTokenizer, SeamlessM4Tv2Model
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer
 
     if attn_implementation != ATTENTION:
         raise UserError(f"attn_implementation '{attn_implementation}' is not supported: only '{ATTENTION}' "
@@ -144,8 +202,9 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
         "TRANSFORMERS_OFFLINE", "") not in ("", "0")
     try:
-        model = SeamlessM4Tv2Model.from_pretrained(source, revision=revision, dtype=dtype,
-                                                   attn_implementation=attn_implementation)
+        config = AutoConfig.from_pretrained(source, revision=revision)
+        model = model_class(config).from_pretrained(source, revision=revision, dtype=dtype,
+                                                    attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         feature_extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision)
     except (OSError, ValueError, EnvironmentError) as exc:
@@ -164,5 +223,8 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
     check_attention(model)
     _restore_byte_fallback(tokenizer)
     model.to(device).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor,
-                       model_id=name, revision=revision, device=device, dtype=dtype)
+    lm = LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor,
+                     model_id=name, revision=revision, device=device, dtype=dtype)
+    if langs is not None:
+        lm.check_languages(langs)
+    return lm

@@ -152,7 +152,8 @@ class Run:
                 device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             self._lm = load_model(config_mod.model_path(self.cfg), device=device,
                                   dtype=self.cfg["model"]["dtype"],
-                                  revision=self.cfg["model"]["revision"] or None)
+                                  revision=self.cfg["model"]["revision"] or None,
+                                  langs=["eng", *self.cfg["data"]["langs"]])
         return self._lm
 
     _catalog = None

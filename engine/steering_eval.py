@@ -102,39 +102,67 @@ def score_outputs(texts: Sequence[str], src: str, tgt: str, *,
                   fasttext_model: str | None = None) -> dict:
     """Scores of one condition's outputs (all percentages, pooled over ``texts``).
 
-    latin / cjk: token shares (engine.control.script_shares); control_rate: share of tgt's
-    script; ft_src / ft_tgt: mean fastText probability; tokens: classified tokens; n: outputs.
-    Shares and the control rate are None when no output holds a classified token.
+    When src and tgt are written in different scripts: the token shares of both script classes
+    (keys named by class: "latin" and "cjk" for the paper's pairs, "cyrillic", "arabic", ...;
+    engine.control.script_shares); control_rate: share of tgt's script; tokens: classified
+    tokens. When they share a script (German -> French): "script" (the shared class),
+    control_rate = the per-segment language-ID rate (engine.langid.lid_control_rate), with
+    lid_output_rate / lid_segment_rate and segments beside it, control_by "langid".
+    Always: ft_src / ft_tgt (mean fastText probability), n (outputs), control_rate_ci.
+    Rates are None when nothing could be classified.
     """
     from engine import control
 
     texts = list(texts)
-    shares = control.script_shares(texts)
     ft = langid.mean_probabilities(texts, [src, tgt], model_path=fasttext_model)
-    return {"latin": _json_float(shares["latin"]), "cjk": _json_float(shares["cjk"]),
-            "control_rate": _json_float(control.control_rate(texts, SCRIPT[tgt])),
-            "control_rate_ci": control_rate_ci(texts, SCRIPT[tgt]),
-            "ft_src": _json_float(ft[src]), "ft_tgt": _json_float(ft[tgt]),
-            "tokens": int(shares["tokens"]), "n": len(texts)}
+    common = {"ft_src": _json_float(ft[src]), "ft_tgt": _json_float(ft[tgt]), "n": len(texts)}
+    a, b = control.pair_scripts(src, tgt)
+    if a == b:
+        lid = langid.lid_control_rate(texts, src, tgt, model_path=fasttext_model)
+        counts = np.array([[o["segments_tgt"], o["segments"]] for o in lid["per_output"]],
+                          dtype=np.int64).reshape(-1, 2)
+        return {"script": a, "control_by": "langid", "control_rate": _json_float(lid["segment"]),
+                "control_rate_ci": _bootstrap_ci(counts), "lid_segment_rate": _json_float(lid["segment"]),
+                "lid_output_rate": _json_float(lid["output"]), "segments": lid["segments"], **common}
+    shares = control.script_shares(texts, (a, b))
+    return {a: _json_float(shares[a]), b: _json_float(shares[b]),
+            "control_rate": _json_float(shares[b]),
+            "control_rate_ci": control_rate_ci(texts, b, source=a),
+            "tokens": int(shares["tokens"]), **common}
 
 
-def control_rate_ci(texts: Sequence[str], script: str, *, n_boot: int = BOOTSTRAP_N, seed: int = 0,
-                    alpha: float = 0.05) -> list | None:
+def control_rate_ci(texts: Sequence[str], script: str, *, source: str | None = None,
+                    n_boot: int = BOOTSTRAP_N, seed: int = 0, alpha: float = 0.05) -> list | None:
     """Percentile bootstrap CI (percent) of the pooled control rate, resampling outputs.
 
-    Tokens stay pooled inside each resample, exactly as ``engine.control.control_rate`` pools
-    them. None when no output has a classified token; resamples without one are dropped.
+    ``script``: the target's script class (or language); ``source``: the other class (default:
+    the paper's Latin/CJK counterpart). Tokens stay pooled inside each resample, exactly as
+    ``engine.control.control_rate`` pools them. None when no output has a classified token;
+    resamples without one are dropped.
     """
     from engine import control
 
     texts = list(texts)
     if not texts:
         return None
-    counts = np.array([[sum(tok == script for tok in toks), len(toks)]
-                       for toks in (control.classify_tokens(t) for t in texts)], dtype=np.int64)
-    if counts[:, 1].sum() == 0:
+    target = control.pair_scripts(script, script)[0]
+    other = (control.CJK if target == control.LATIN else control.LATIN) if source is None else source
+    counts = np.array([[sum(tok == target for tok in toks), len(toks)]
+                       for toks in (control.classify_tokens(t, (other, target)) for t in texts)],
+                      dtype=np.int64)
+    return _bootstrap_ci(counts, n_boot=n_boot, seed=seed, alpha=alpha)
+
+
+def _bootstrap_ci(counts: np.ndarray, *, n_boot: int = BOOTSTRAP_N, seed: int = 0,
+                  alpha: float = 0.05) -> list | None:
+    """Percentile CI of ``100 * sum(hits) / sum(units)`` over outputs resampled with replacement.
+
+    ``counts``: int [n_outputs, 2] of (hits, units) per output. None when there are no units.
+    """
+    if counts.shape[0] == 0 or counts[:, 1].sum() == 0:
         return None
-    idx = np.random.default_rng(seed).integers(0, len(texts), size=(n_boot, len(texts)))
+    n = counts.shape[0]
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     hits, total = counts[idx, 0].sum(axis=1), counts[idx, 1].sum(axis=1)
     rates = 100.0 * hits[total > 0] / total[total > 0]
     lo, hi = np.percentile(rates, [100 * alpha / 2, 100 * (1 - alpha / 2)])
@@ -229,10 +257,9 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
     if bad:
         raise UserError(f"unknown intervention '{bad[0]}'; use some of {INTERVENTIONS}")
     langs = list(langs)
-    for src, tgt in pairs:
-        for lang in (src, tgt):
-            if lang not in langs:
-                raise UserError(f"pair {src}->{tgt}: '{lang}' is not among the ranked langs {langs}")
+    from engine.data.languages import check_pairs
+
+    pairs = check_pairs(pairs, langs)
     n_decoder = catalog.n_neurons(DECODER)
     for t in steps:
         for name, table in (("ap", ap), ("on_p50", on_p50)):
@@ -399,7 +426,7 @@ def markdown_tables(section: Mapping) -> str:
         sources = list(dict.fromkeys(src for src, _ in pair_order))
         for src, task, tgt in [(s, task, t) for s in sources for task in TASK_MODALITY
                                for s2, t in pair_order if s2 == s]:
-            cells = [_fmt(index[(src, tgt, task, t, kind)][key]) if (src, tgt, task, t, kind) in index
+            cells = [_fmt(index[(src, tgt, task, t, kind)].get(key)) if (src, tgt, task, t, kind) in index
                      else "–" for t in steps for _, key in cols]
             if all(c == "–" for c in cells):
                 continue
@@ -409,6 +436,9 @@ def markdown_tables(section: Mapping) -> str:
 
     out += grid("Table 1: script of steered outputs (%), median intervention", "median",
                 [("Latin", "latin"), ("CJK", "cjk")])
+    if any(r.get("control_by") == "langid" or not {"latin", "cjk"} <= set(r) for r in rows):
+        out += grid("Control rate toward the target (%), median intervention: by script, or by "
+                    "language ID where both languages share a script", "median", [("CR", "control_rate")])
     out += grid("Table 4: fastText probability (%), median intervention", "median",
                 [("src", "ft_src"), ("tgt", "ft_tgt")])
     if any(r["intervention"] == "random" for r in rows):
@@ -420,7 +450,7 @@ def markdown_tables(section: Mapping) -> str:
                 "| Task lang | Task | scored toward | Latin | CJK | control rate | ft src | ft tgt | n |",
                 "|---|---|---|---|---|---|---|---|---|"]
         out += [f"| {NAMES.get(r['src'], r['src'])} | {r['task']} | {NAMES.get(r['tgt'], r['tgt'])} | "
-                f"{_fmt(r['latin'])} | {_fmt(r['cjk'])} | {_fmt(r['control_rate'])} | "
+                f"{_fmt(r.get('latin'))} | {_fmt(r.get('cjk'))} | {_fmt(r['control_rate'])} | "
                 f"{_fmt(r['ft_src'])} | {_fmt(r['ft_tgt'])} | {r['n']} |" for r in base]
         out.append("")
     er = section["effect_ratio"]

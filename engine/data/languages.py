@@ -11,7 +11,7 @@ FLEURS' 102 configs; v1 and v2 share the 96 text languages). Sources:
   ``facebookresearch/seamless_communication`` docs/m4t/README.md, which is the key set of the
   checkpoints' ``generation_config.text_decoder_lang_to_code_id``. Mapping choices: ``ar_eg`` ->
   ``arb`` (FLEURS reads FLoRes, written in Modern Standard Arabic), ``fa_ir`` -> ``pes``,
-  ``ff_sn`` -> ``fuv``, ``fil_ph`` -> ``tgl``, ``om_et`` -> ``gaz``, ``ms_my`` -> ``zsm``,
+  ``ff_sn`` -> ``fuv``, ``fil_ph`` -> ``tgl``, ``om_et`` -> ``gaz``, ``ms_my`` -> ``zlm``,
   ``mn_mn`` -> ``khk``, ``ne_np`` -> ``npi``, ``lv_lv`` -> ``lvs``, ``uz_uz`` -> ``uzn``,
   ``sw_ke`` -> ``swh``, ``ps_af`` -> ``pbt``. Left out, because the text decoder has no such
   target: ``ast_es``, ``ha_ng``, ``kam_ke``, ``kea_cv``, ``lb_lu``, ``ln_cd``, ``mi_nz``,
@@ -141,7 +141,7 @@ LANGUAGES: dict[str, Language] = {
         Language("vie", "Vietnamese", "vi_vn", "vi", "text", "vi", "latin"),
         Language("yor", "Yoruba", "yo_ng", "", "text", "yo", "latin"),
         Language("yue", "Cantonese", "yue_hant_hk", "yue", "text", "yue", "cjk"),
-        Language("zsm", "Standard Malay", "ms_my", "ms", "text", "ms", "latin"),
+        Language("zlm", "Malay", "ms_my", "ms", "text", "ms", "latin"),
         Language("zul", "Zulu", "zu_za", "", "text", "", "latin"),
     )
 }
@@ -190,7 +190,8 @@ def check_pairs(pairs, langs) -> tuple[tuple[str, str], ...]:
     ``pairs``: a sequence of ``[src, tgt]`` (lists or tuples) of table codes. Returns them as
     a tuple of tuples in the given order. UserError, before any work, for a malformed pair, an
     unknown code, ``src == tgt``, a repeated pair, or a language the profile does not record
-    (a pair can only be steered toward a language whose neurons were ranked).
+    (a pair can only be steered toward a language whose neurons were ranked), or a same-script
+    pair with a language lid.176 cannot identify (its control rate would be undefined).
     """
     out = []
     for pair in pairs:
@@ -207,6 +208,12 @@ def check_pairs(pairs, langs) -> tuple[tuple[str, str], ...]:
                             f"{list(langs)}); add it to data.langs or drop the pair")
         if (src, tgt) in out:
             raise UserError(f"steering pair {src}->{tgt} is listed twice in steer.pairs")
+        same = LANGUAGES[src].script == LANGUAGES[tgt].script
+        unlabeled = [lang for lang in (src, tgt) if not LANGUAGES[lang].fasttext_label]
+        if same and unlabeled:
+            raise UserError(f"steering pair {src}->{tgt}: both are written in {LANGUAGES[src].script} script, "
+                            f"so control is measured by language ID, but fastText lid.176 has no label for "
+                            f"'{unlabeled[0]}'; choose a pair in two scripts or languages lid.176 knows")
         out.append((src, tgt))
     return tuple(out)
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.run import RECORD_TASKS, Run, load_ap, load_sep, model_inputs, task_examples
-from engine.steering_eval import PAIRS, TASK_MODALITY, markdown_tables, run_steering
+from engine.data.languages import check_pairs
+from engine.steering_eval import TASK_MODALITY, markdown_tables, run_steering
 from engine.store import atomic_write_bytes, atomic_write_json
 
 #: Per-row checkpoints inside the steer stage directory; removed once the stage is complete.
@@ -21,8 +22,8 @@ def run_experiment(run) -> dict:
 
     Reads ``run.cfg["steer"]`` (k, tau, positions, max_new_tokens, random_control, seed, and
     optionally fasttext_model: a path to lid.176.bin), the held-out ASR/TR examples, the ASR
-    decoder AP rows, their point-biserial r (tie-breaker) and on_p50 medians of every step. Pairs: the paper's 8 restricted to
-    ``data.langs``. Also writes ``steering_outputs.json``
+    decoder AP rows, their point-biserial r (tie-breaker) and on_p50 medians of every step. Pairs: ``steer.pairs``
+    (default the paper's 8; every language must be in ``data.langs``). Also writes ``steering_outputs.json``
     (every generated text) and ``steering_tables.md`` into the stage directory, and each
     generation as it finishes into its ``rows/`` (a rerun resumes from them).
     """
@@ -35,10 +36,9 @@ def run_experiment(run) -> dict:
     separation = {t: load_sep(run, "ASR", f"decoder_t{t}") for t in steps}
     on_p50 = {t: np.load(rank_dir / f"decoder_t{t}_on_p50.npy") for t in steps}
     langs = list(cfg["data"]["langs"])
-    pairs = [(src, tgt) for src, tgt in PAIRS if src in langs and tgt in langs]
+    pairs = check_pairs(steer_cfg["pairs"], langs)
     if not pairs:
-        raise UserError(f"no steering pair has both languages among data.langs {langs}; "
-                        "include German or French and Chinese or Japanese")
+        raise UserError("steer.pairs is empty; list at least one [src, tgt] pair")
     interventions = ("median", "random", "none") if steer_cfg.get("random_control", True) else ("median", "none")
     result = run_steering(
         run.model(), run.catalog(), held_out=held, identify=ident, ap=ap, on_p50=on_p50,
