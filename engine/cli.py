@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("engine.estimate", "per stage: time, peak RAM, GPU memory and disk a profile's run will need"),
     "rehearse": ("engine.rehearse", "run every stage on a random-weight model of the real architecture and "
                  "compare with the estimate; last line is JSON"),
+    "score": ("engine.control", "control rate (script, language ID) of a file of outputs; last line is JSON"),
     "claims": ("engine.report", "run the claims suite (pytest claims/) and write the claims report"),
 }
 

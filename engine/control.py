@@ -259,3 +259,94 @@ def mean_effect_ratio(pairs: Iterable[Mapping], tau: float = DEFAULT_TAU) -> dic
         "n_valid": {s: len(v) for s, v in by_step.items()},
     }
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: score any file of outputs
+
+
+def score_lines(lines: list[str], src: str, tgt: str, *, fasttext_model: str | None = None) -> dict:
+    """Control of each line (one output per line) and overall, toward ``tgt`` away from ``src``.
+
+    Per line and overall: ``script``: the percent of tgt's script among the two classes'
+    tokens (None when src and tgt share a script class or no token was found) with its token
+    count; ``lid``: the language-ID control rate (engine.langid.lid_control_rate, per output and
+    per segment; None when lid.176 lacks either language); ``ft_src`` / ``ft_tgt``: fastText
+    probabilities (percent; mean over lines overall). ``control_rate`` / ``control_by``: the
+    script rate where the scripts differ, else the per-segment language-ID rate.
+    """
+    from engine import langid
+    from engine.data.languages import get_language
+
+    get_language(src), get_language(tgt)
+    a, b = pair_scripts(src, tgt)
+    has_lid = bool(get_language(src).fasttext_label and get_language(tgt).fasttext_label)
+
+    def num(x):
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+    def block(texts):
+        out = {"n": len(texts)}
+        if a != b:
+            shares = script_shares(texts, (a, b))
+            out["script"] = num(shares[b])
+            out["tokens"] = shares["tokens"]
+        else:
+            out["script"], out["tokens"] = None, 0
+        if has_lid:
+            lid = langid.lid_control_rate(texts, src, tgt, model_path=fasttext_model)
+            out["lid"] = {"output": num(lid["output"]), "segment": num(lid["segment"]),
+                          "segments": lid["segments"]}
+        else:
+            out["lid"] = None
+        ft = langid.mean_probabilities(texts, [src, tgt], model_path=fasttext_model) if texts else {}
+        out["ft_src"], out["ft_tgt"] = num(ft.get(src)), num(ft.get(tgt))
+        out["control_by"] = "script" if a != b else ("langid" if has_lid else None)
+        out["control_rate"] = out["script"] if a != b else (out["lid"] or {}).get("segment")
+        return out
+
+    return {"src": src, "tgt": tgt, "scripts": [a, b], "lines": [block([line]) for line in lines],
+            "overall": block(lines)}
+
+
+def score_arguments(parser) -> None:
+    parser.add_argument("--src", required=True, help="language the outputs are steered away from (SeamlessM4T code)")
+    parser.add_argument("--tgt", required=True, help="language the outputs should be in (SeamlessM4T code)")
+    parser.add_argument("--fasttext-model", default=None, help="path to lid.176.bin (default: the bundled lid.176.ftz)")
+    parser.add_argument("file", help="text file, one output per line; '-' reads stdin")
+
+
+def score_command(args) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from engine.data.languages import get_language
+    from engine.errors import UserError
+
+    get_language(args.src), get_language(args.tgt)
+    if args.src == args.tgt:
+        raise UserError(f"--src and --tgt are both '{args.src}'; control needs two languages")
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UserError(f"file '{args.file}' not found; pass a text file with one output per line, or '-'")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"file '{args.file}' is not UTF-8 text") from None
+    lines = text.splitlines()
+    result = score_lines(lines, args.src, args.tgt, fasttext_model=args.fasttext_model)
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.1f}"
+
+    print("line\tscript%\ttokens\tlid_output%\tlid_segment%\tft_src%\tft_tgt%")
+    for i, row in enumerate(result["lines"], 1):
+        lid = row["lid"] or {}
+        print(f"{i}\t{fmt(row['script'])}\t{row['tokens']}\t{fmt(lid.get('output'))}\t"
+              f"{fmt(lid.get('segment'))}\t{fmt(row['ft_src'])}\t{fmt(row['ft_tgt'])}")
+    print(json.dumps(result, ensure_ascii=False, sort_keys=True))
+    return 0
