@@ -207,7 +207,7 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
     ap, on = {6: ap[6][:3]}, {6: on[6][:3]}  # rows of data.langs
     (tmp_path / "rank" / "ASR").mkdir(parents=True)
     np.save(tmp_path / "rank" / "ASR" / "decoder_t6_on_p50.npy", on[6])
-    langs = ("deu", "cmn")  # data.langs below: only the pairs deu<->cmn can run
+    langs = ("deu", "cmn")  # steer.pairs below: deu<->cmn
     views = {("ASR", "steer"): [x for x in held_out(langs) if x.task == "ASR"],
              ("TR", "steer"): [x for x in held_out(langs) if x.task == "TR"]}
     monkeypatch.setattr(stage, "task_examples", lambda run, task, split: views.get(
@@ -218,7 +218,7 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
     class FakeRun:
         cfg = {"record": {"steps": list(steps)}, "data": {"langs": ["deu", "spa", "cmn"]}, "model": {"batch_size": 4},
                "steer": {"k": 5, "tau": 10.0, "positions": "from_t", "max_new_tokens": 5,
-                         "random_control": False, "seed": 0}}
+                         "random_control": False, "seed": 0, "pairs": [["deu", "cmn"], ["cmn", "deu"]]}}
 
         def dir(self, stage):
             (tmp_path / stage).mkdir(exist_ok=True)

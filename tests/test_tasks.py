@@ -87,7 +87,7 @@ def test_accepts_synthesis_result_and_text_only():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(tasks=("S2T", "MT")), "unknown task 'MT'"),
-    (dict(langs=("deu", "ita")), "unknown language code 'ita'"),
+    (dict(langs=("deu", "xxx")), "unknown language code 'xxx'"),
     (dict(speech_cache=None), "speech tasks need synthesised audio"),
 ])
 def test_bad_arguments(kwargs, match):
