@@ -11,7 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from engine.data.languages import ALL_LANGS, PAPER_LANGS, check_pairs
+from engine.data.languages import ALL_LANGS, PAPER_LANGS, check_pairs, steering_pairs
 from engine.errors import UserError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -158,7 +158,7 @@ def validate(cfg: dict) -> None:
     if cfg["data"]["source"] == "embedded" and set(langs) - set(PAPER_LANGS):
         raise UserError(f"the embedded corpus holds only {list(PAPER_LANGS[1:])}; for "
                         f"{sorted(set(langs) - set(PAPER_LANGS))} set data.source=fleurs")
-    check_pairs(cfg["steer"]["pairs"], langs)
+    check_pairs(cfg["steer"]["pairs"])  # against data.langs when the steer stage is asked for
     steps = cfg["record"]["steps"]
     if not steps or any(s < 1 for s in steps) or sorted(set(steps)) != steps:
         raise UserError(f"record.steps must be increasing integers >= 1, got {steps}")
@@ -194,12 +194,11 @@ def validate(cfg: dict) -> None:
 def check_stages(cfg: dict, stages) -> None:
     """Combinations that only the requested stages need (UserError, one line)."""
     if "steer" in stages:
-        from engine.steering_eval import PAIRS
-
         langs = cfg["data"]["langs"]
-        if not any(src in langs and tgt in langs for src, tgt in PAIRS):
-            raise UserError(f"data.langs={langs} contains no steering pair (German or French with Chinese or "
-                            "Japanese); add one of each, or leave out the steer and report stages with --stages")
+        if not steering_pairs(cfg["steer"]["pairs"], langs):
+            raise UserError(f"data.langs={langs} contains no steering pair of steer.pairs (by default German or "
+                            "French with Chinese or Japanese); add the languages or set steer.pairs, or leave out "
+                            "the steer and report stages with --stages")
 
 
 def _schema() -> dict:

@@ -190,7 +190,9 @@ def _check_chunk_rows(model, geometry: _SpeechGeometry, width: int, batch: list[
     chunk sees only masked keys; attention then spreads evenly over every key of the row, which a
     wider batch holds more of, so no mask reproduces the lone result.
     """
-    size, left = model.config.speech_encoder_chunk_size, model.config.speech_encoder_left_chunk_num
+    # v1 (SeamlessM4TModel) has no chunked speech attention: nothing to check
+    size = getattr(model.config, "speech_encoder_chunk_size", None)
+    left = getattr(model.config, "speech_encoder_left_chunk_num", -1)
     if size is None or left < 0:
         return
     last_pad = geometry.widths[0] - 1

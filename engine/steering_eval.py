@@ -38,14 +38,12 @@ import numpy as np
 
 from engine import langid
 from engine.control import SCRIPT_OF_LANG
+from engine.data.languages import PAPER_PAIRS
 from engine.errors import UserError
 from engine.steering import DECODER, control_neurons, generate, random_neurons, steer
 
 #: {German, French} → {Chinese, Japanese} and back: the paper's 8 pairs.
-PAIRS: tuple[tuple[str, str], ...] = (
-    ("deu", "jpn"), ("deu", "cmn"), ("fra", "jpn"), ("fra", "cmn"),
-    ("jpn", "deu"), ("jpn", "fra"), ("cmn", "deu"), ("cmn", "fra"),
-)
+PAIRS = PAPER_PAIRS
 SCRIPT = SCRIPT_OF_LANG  # the script a language's output should be in, from the language table
 #: Resamples of the control-rate CI (outputs resampled with replacement, seeded).
 BOOTSTRAP_N = 1000

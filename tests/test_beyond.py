@@ -151,21 +151,38 @@ def test_steer_pairs_default_is_the_papers_eight():
 
 
 @pytest.mark.parametrize("override,message", [
-    (["steer.pairs=[['deu', 'rus']]"], "'rus' is not recorded"),
     (["steer.pairs=[['deu', 'deu']]"], "toward itself"),
     (["steer.pairs=[['deu', 'jpn'], ['deu', 'jpn']]"], "listed twice"),
     (["steer.pairs=[['deu']]"], "is not \\[src, tgt\\]"),
-    (["data.langs=['deu', 'rus']", "data.source='fleurs'"], "'jpn' is not recorded"),
+    (["steer.pairs=[['deu', 'xxx']]"], "unknown language code"),
     (["data.langs=['deu', 'rus']"], "embedded corpus"),
 ])
-def test_bad_pairs_are_refused_before_any_work(override, message):
+def test_malformed_pairs_are_refused_when_the_profile_loads(override, message):
     with pytest.raises(UserError, match=message):
         config.load_profile("tiny", override)
+
+
+@pytest.mark.parametrize("override,message", [
+    (["steer.pairs=[['deu', 'rus']]"], "'rus' is not recorded"),
+    (["data.langs=['deu', 'rus']", "data.source='fleurs'"], "contains no steering pair"),
+])
+def test_unrecorded_pairs_are_refused_before_any_work_when_steering(override, message):
+    cfg = config.load_profile("tiny", override)
+    config.check_stages(cfg, ("data", "speech", "record"))   # the other stages need no pair
+    with pytest.raises(UserError, match=message):
+        config.check_stages(cfg, ("steer",))
+
+
+def test_default_pairs_are_the_papers_restricted_to_recorded_languages():
+    assert languages.steering_pairs(languages.PAPER_PAIRS, ["deu", "spa", "jpn"]) == (("deu", "jpn"), ("jpn", "deu"))
+    with pytest.raises(UserError, match="'spa' is not recorded"):
+        languages.steering_pairs([["deu", "jpn"], ["spa", "jpn"]], ["deu", "jpn"])
 
 
 def test_any_table_language_and_pairs_are_accepted_with_fleurs():
     cfg = config.load_profile("tiny", ["data.source='fleurs'", "data.langs=['deu', 'fra', 'rus', 'arb']",
                                        "steer.pairs=[['rus', 'deu'], ['deu', 'arb'], ['deu', 'fra']]"])
+    config.check_stages(cfg, ("steer",))
     assert check_pairs(cfg["steer"]["pairs"], cfg["data"]["langs"]) == (("rus", "deu"), ("deu", "arb"), ("deu", "fra"))
 
 

@@ -210,6 +210,7 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
     langs = ("deu", "cmn")  # steer.pairs below: deu<->cmn
     views = {("ASR", "steer"): [x for x in held_out(langs) if x.task == "ASR"],
              ("TR", "steer"): [x for x in held_out(langs) if x.task == "TR"]}
+    monkeypatch.setattr(stage, "load_sep", lambda run, task, name: np.zeros_like(ap[6]))
     monkeypatch.setattr(stage, "task_examples", lambda run, task, split: views.get(
         (task, split), identify(langs) if (task, split) == ("ASR", "identify") else []))
     monkeypatch.setattr(stage, "load_ap", lambda run, task, name: {"decoder_t6": ap[6]}[name])

@@ -184,8 +184,27 @@ def from_fleurs_config(config: str) -> str:
     raise UserError(f"unknown FLEURS config {config!r}: use one of {known}")
 
 
-def check_pairs(pairs, langs) -> tuple[tuple[str, str], ...]:
-    """Validate steering pairs against the recorded languages ``langs``.
+#: {German, French} -> {Chinese, Japanese} and back: the paper's 8 steering pairs.
+PAPER_PAIRS: tuple[tuple[str, str], ...] = (
+    ("deu", "jpn"), ("deu", "cmn"), ("fra", "jpn"), ("fra", "cmn"),
+    ("jpn", "deu"), ("jpn", "fra"), ("cmn", "deu"), ("cmn", "fra"),
+)
+
+
+def steering_pairs(pairs, langs) -> tuple[tuple[str, str], ...]:
+    """The pairs a run steers: ``steer.pairs`` checked against ``data.langs``.
+
+    The default, the paper's 8 pairs, is restricted to the recorded languages (a profile
+    recording German and Japanese steers deu<->jpn), as before pairs were a setting; pairs set
+    explicitly must all be recorded (:func:`check_pairs`). May return an empty tuple.
+    """
+    if tuple(tuple(p) for p in pairs) == PAPER_PAIRS:
+        return tuple(p for p in PAPER_PAIRS if p[0] in langs and p[1] in langs)
+    return check_pairs(pairs, langs)
+
+
+def check_pairs(pairs, langs=None) -> tuple[tuple[str, str], ...]:
+    """Validate steering pairs (and, given ``langs``, against the recorded languages).
 
     ``pairs``: a sequence of ``[src, tgt]`` (lists or tuples) of table codes. Returns them as
     a tuple of tuples in the given order. UserError, before any work, for a malformed pair, an
@@ -202,7 +221,7 @@ def check_pairs(pairs, langs) -> tuple[tuple[str, str], ...]:
         get_language(src), get_language(tgt)
         if src == tgt:
             raise UserError(f"steering pair {src}->{tgt} steers a language toward itself; choose two languages")
-        missing = [lang for lang in (src, tgt) if lang not in langs]
+        missing = [lang for lang in (src, tgt) if langs is not None and lang not in langs]
         if missing:
             raise UserError(f"steering pair {src}->{tgt}: '{missing[0]}' is not recorded (data.langs = "
                             f"{list(langs)}); add it to data.langs or drop the pair")

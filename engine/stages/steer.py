@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.run import RECORD_TASKS, Run, load_ap, load_sep, model_inputs, task_examples
-from engine.data.languages import check_pairs
+from engine.data.languages import steering_pairs
 from engine.steering_eval import TASK_MODALITY, markdown_tables, run_steering
 from engine.store import atomic_write_bytes, atomic_write_json
 
@@ -23,7 +23,8 @@ def run_experiment(run) -> dict:
     Reads ``run.cfg["steer"]`` (k, tau, positions, max_new_tokens, random_control, seed, and
     optionally fasttext_model: a path to lid.176.bin), the held-out ASR/TR examples, the ASR
     decoder AP rows, their point-biserial r (tie-breaker) and on_p50 medians of every step. Pairs: ``steer.pairs``
-    (default the paper's 8; every language must be in ``data.langs``). Also writes ``steering_outputs.json``
+    (engine.data.languages.steering_pairs: the default, the paper's 8, restricted to
+    ``data.langs``; explicit pairs must all be recorded). Also writes ``steering_outputs.json``
     (every generated text) and ``steering_tables.md`` into the stage directory, and each
     generation as it finishes into its ``rows/`` (a rerun resumes from them).
     """
@@ -36,9 +37,9 @@ def run_experiment(run) -> dict:
     separation = {t: load_sep(run, "ASR", f"decoder_t{t}") for t in steps}
     on_p50 = {t: np.load(rank_dir / f"decoder_t{t}_on_p50.npy") for t in steps}
     langs = list(cfg["data"]["langs"])
-    pairs = check_pairs(steer_cfg["pairs"], langs)
+    pairs = steering_pairs(steer_cfg["pairs"], langs)
     if not pairs:
-        raise UserError("steer.pairs is empty; list at least one [src, tgt] pair")
+        raise UserError(f"no pair of steer.pairs has both languages among data.langs {langs}")
     interventions = ("median", "random", "none") if steer_cfg.get("random_control", True) else ("median", "none")
     result = run_steering(
         run.model(), run.catalog(), held_out=held, identify=ident, ap=ap, on_p50=on_p50,
