@@ -23,7 +23,8 @@ LAYERS = (
                 "stages.steer", "stages.report")),
     ("orchestration", ("pipeline",)),
     ("outputs", ("claims", "plots", "report", "results", "estimate")),
-    ("entry points", ("engine", "__main__", "cli", "rehearse", "benchmarks", "benchmarks.ap", "benchmarks.record")),
+    ("entry points", ("engine", "__main__", "cli", "rehearse", "benchmarks", "benchmarks.ap",
+                      "benchmarks.bootstrap", "benchmarks.compare", "benchmarks.record")),
 )
 
 
