@@ -17,7 +17,6 @@ from engine.errors import UserError
 PROFILE_DIR = Path(__file__).parent / "profiles"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KNOWN_LANGS = ALL_LANGS
-STORE_DTYPES = ("float16", "bfloat16", "float32")  # what the activation store can hold (engine.store)
 
 
 def available_profiles() -> list[str]:
@@ -86,7 +85,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("embedded", "fleurs"),
     "speech.backend": ("espeak", "xtts", "natural"),
     "record.prefix": ("greedy", "gold"),
-    "record.store_dtype": (*STORE_DTYPES, "auto"),
+    "record.store_dtype": ("float16", "bfloat16", "float32", "auto"),  # engine.store.STORE_DTYPES + auto
     "steer.positions": ("all", "from_t"),
 }
 #: Also accepted (the loader's short names), not advertised.

@@ -35,12 +35,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import zarr
 
-from engine.config import STORE_DTYPES
 from engine.errors import UserError
 from engine.files import (DISK_FULL, Damaged, atomic_write_bytes, atomic_write_json, file_digest,  # noqa: F401
                           note, os_error_message, read_json)
 
 COMPLETE = "COMPLETE.json"
+STORE_DTYPES = ("float16", "bfloat16", "float32")
 _BF16_NAN = 0x7FC0  # the canonical quiet NaN of bfloat16: the fill value of unwritten cells
 
 

@@ -245,8 +245,10 @@ def test_ap_of_bfloat16_stored_data_equals_sklearn(tmp_path):
 
 
 def test_profiles_store_the_models_own_16_bit_type_and_bad_settings_are_refused():
-    from engine.config import load_profile
-    from engine.store import resolve_store_dtype
+    from engine.config import CHOICES, load_profile
+    from engine.store import STORE_DTYPES, resolve_store_dtype
+
+    assert set(CHOICES["record.store_dtype"]) == {*STORE_DTYPES, "auto"}  # the setting offers what the store holds
 
     paper = load_profile("paper")
     assert resolve_store_dtype(paper["record"]["store_dtype"], paper["model"]["dtype"]) == "bfloat16"
