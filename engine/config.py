@@ -85,7 +85,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("embedded", "fleurs"),
     "speech.backend": ("espeak", "xtts", "natural"),
     "record.prefix": ("greedy", "gold"),
-    "record.store_dtype": ("float16", "bfloat16", "float32", "auto"),
+    "record.store_dtype": ("float16", "bfloat16", "float32", "auto"),  # engine.store.STORE_DTYPES + auto
     "steer.positions": ("all", "from_t"),
 }
 #: Also accepted (the loader's short names), not advertised.

@@ -374,6 +374,7 @@ def estimate(cfg: dict) -> dict:
 
     from engine.catalog import build_catalog
     from engine.loader import model_class, parse_dtype
+    from engine.store import resolve_store_dtype
 
     mcfg, source = _model_config(cfg)
     if mcfg is None:
@@ -407,8 +408,6 @@ def estimate(cfg: dict) -> dict:
     n_dec = cat.n_neurons("text_decoder")
     n_enc = {"speech": cat.n_neurons("speech_encoder"), "text": cat.n_neurons("text_encoder")}
     width = {"S2T": n_enc["speech"] + S * n_dec, "T2T": n_enc["text"] + S * n_dec, "ASR": n_enc["speech"] + S * n_dec}
-    sdtype = cfg["record"]["store_dtype"]
-    sb = BYTES[sdtype]
     wbytes = BYTES.get(cfg["model"]["dtype"], 4)
     weight_bytes = n_params * wbytes
     bs, rpb = cfg["model"]["batch_size"], cfg["record"]["rows_per_block"]
@@ -417,6 +416,8 @@ def estimate(cfg: dict) -> dict:
     on_gpu = device.startswith("cuda")
     measure_gpu = on_gpu and torch.cuda.is_available()
     tdtype = parse_dtype(cfg["model"]["dtype"], torch.device("cuda" if on_gpu else "cpu"))
+    sdtype = resolve_store_dtype(cfg["record"]["store_dtype"], tdtype)  # "auto": the model's 16-bit type
+    sb = BYTES[sdtype]
 
     # ---- calibration ---------------------------------------------------------------------------
     cal: dict = {"preflight_s": preflight_s, "process_rss_bytes": base_rss}
@@ -522,14 +523,18 @@ def estimate(cfg: dict) -> dict:
     rec_compute = 0.0
     for task, modality in (("S2T", "speech"), ("T2T", "text"), ("ASR", "speech")):
         for B in batches(n_id, bs):
-            rec_compute += encode_s(modality, B) + decode_s(B, n_new, modality) + forced_s(B, max(steps) + 1)
-    store_values = sum(n_id * w for w in width.values())
+            # ASR is served S2T's speech-encoder pass (run.RECORD_GROUPS): no encoder of its own
+            encode = encode_s(modality, B) if task != "ASR" else 0.0
+            rec_compute += encode + decode_s(B, n_new, modality) + forced_s(B, max(steps) + 1)
+    # one speech-encoder matrix serves S2T and ASR; decoder matrices per task and step
+    store_values = n_id * (n_enc["speech"] + n_enc["text"] + 3 * S * n_dec)
     store_io = store_values * cal["store"]["write_s_per_value"]
     hash_s = weight_bytes * cal["sha256_s_per_byte"]
     widest = max(width.values())
+    widest_record = n_enc["speech"] + 2 * S * n_dec  # S2T and ASR blocks are recorded together
     block_rows = min(rpb, n_id)
     act_bytes = bs * max_frames * 4 * d_model * wbytes * 2 if n_id else 0  # largest encoder activations
-    ram_record = (base_rss + weight_bytes + block_rows * widest * 4 * 3 + min(bs, n_id) * widest * 4
+    ram_record = (base_rss + weight_bytes + block_rows * widest_record * 4 * 3 + min(bs, n_id) * widest_record * 4
                   + act_bytes)
     store_bytes = int(store_values * min(sb, cal["store"]["stored_bytes_per_value"]))
     store_meta = 3 * (n_id * 120 + (n_id // max(block_rows, 1) + 1) * (S + 1) * 900)
@@ -537,7 +542,7 @@ def estimate(cfg: dict) -> dict:
                         "peak_rss_bytes": ram_record, "disk_bytes": store_bytes + store_meta}
     if on_gpu:
         stages["record"]["gpu_peak_bytes"] = weight_bytes + act_bytes + bs * (p_lm // d_model) * 4
-        stages["record"]["peak_rss_bytes"] = base_rss + weight_bytes + block_rows * widest * 4 * 3
+        stages["record"]["peak_rss_bytes"] = base_rss + weight_bytes + block_rows * widest_record * 4 * 3
     # rank
     rank_cols = sum(width.values())
     rank_s = (rank_cols * cal["rank"]["s_per_neuron"] / ap_speedup
@@ -624,7 +629,7 @@ def estimate(cfg: dict) -> dict:
         "model": source, "parameters": int(n_params),
         "neurons": {"speech_encoder": n_enc["speech"], "text_encoder": n_enc["text"], "text_decoder": n_dec,
                     "total": cat.total},
-        "examples": {"record_per_task": n_id, "record_tasks": 3, "forward_passes": 3 * n_id,
+        "examples": {"record_per_task": n_id, "record_tasks": 3, "forward_passes": 3 * n_id, "encoder_passes": 2 * n_id,
                      "steering_generations": steer_generations, "held_out": n_steer},
         "stages": {name: {key: (int(v) if key.endswith("bytes") else round(float(v), 3))
                           for key, v in figs.items()} for name, figs in stages.items()},
@@ -654,7 +659,7 @@ def estimate(cfg: dict) -> dict:
         result["lines"].append(f"  {name:8s} time {_dur(s['time_s'])} ({s['cpu_s']:.1f} CPU s), peak RAM {_size(s['peak_rss_bytes'])}{extra}, "
                                f"disk {_size(s['disk_bytes'])}{scratch}")
     result["lines"].append(f"total: ~{_dur(total_s)}, peak RAM {_size(peak)}, disk {_size(disk_total)} "
-                           f"(activation store {_size(store_bytes)} of {_size(store_values * sb)} raw)")
+                           f"(activation store {_size(store_bytes)} of {_size(store_values * sb)} raw, {sdtype})")
     return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
 
 

@@ -624,12 +624,14 @@ def cut_ties(ap_row: np.ndarray, k: int, side: str = "top") -> dict:
 
 
 def on_device(block: np.ndarray, device: str):
-    """A stored activation block as ``average_precision`` input on ``device``.
+    """A stored activation block (numpy array or CPU tensor) as ``average_precision`` input on ``device``.
 
-    On CPU the numpy array is passed as it is (fp16 keeps the 16-bit radix path); elsewhere
+    On CPU the block is passed as it is (fp16 keeps the 16-bit radix path); elsewhere
     it becomes a tensor on that device. AP of fp16 values equals AP of the same values in
     float32 (the cast is exact), so the store's precision is the only rounding.
     """
     if str(device) == "cpu":
         return block
+    if isinstance(block, torch.Tensor):  # e.g. a bfloat16 block, which numpy cannot hold
+        return block.to(device)
     return torch.from_numpy(np.ascontiguousarray(block)).to(device)

@@ -9,6 +9,9 @@ Per batch (one modality):
    position t of each decoder component for every requested step t (the activity of step t,
    which predicts y_t), and pool cross-attention k/v over valid encoder positions.
 
+Tasks that give the encoder the same input (S2T and ASR: one utterance, two target languages)
+share step 1: ``record_shared_encoder`` encodes once and runs steps 2-3 per task.
+
 Step t reads position index t; the step exists for an example when its output has at least
 t - 1 tokens before EOS. Rows of examples whose output ended earlier are NaN with valid=False.
 
@@ -407,55 +410,108 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
     tokens after the language tag; ``prefix="gold"`` teacher-forces each input's ``reference``.
     Only one batch of activations is alive at a time.
     """
+    for (record,) in record_shared_encoder(lm, catalog, [inputs], steps=steps, batch_size=batch_size,
+                                           prefix=prefix, max_new_tokens=max_new_tokens):
+        yield record
+
+
+def _check_shared(batch: list[ModelInput], other: list[ModelInput]) -> None:
+    for a, b in zip(batch, other):
+        same = (a.modality == b.modality and a.lang == b.lang
+                and (a.text == b.text if a.modality == "text" else
+                     a.waveform is b.waveform or np.array_equal(a.waveform, b.waveform)))
+        if not same:
+            raise UserError(f"examples '{a.example_id}' and '{b.example_id}' cannot share one encoder pass: "
+                            "their encoder inputs (modality, language, text or audio) differ")
+
+
+@torch.no_grad()
+def record_shared_encoder(lm, catalog: Catalog, inputs_per_task: Sequence[Sequence[ModelInput]], *,
+                          steps: Sequence[int] = DEFAULT_STEPS, batch_size: int = 8, prefix: str = "greedy",
+                          max_new_tokens: int | None = None) -> Iterator[tuple[BatchRecord, ...]]:
+    """Record tasks that feed the same encoder inputs (S2T and ASR), running the encoder once.
+
+    ``inputs_per_task[j][i]`` is example ``i`` of task ``j``; for every ``i`` all tasks must
+    have the same encoder input (modality, language, and text or waveform; UserError
+    otherwise) and may differ in ``tgt_lang``, ``reference`` and ``example_id``. Batches follow
+    ``inputs_per_task[0]`` as in ``record_batches``. Yields per batch one ``BatchRecord`` per
+    task, in task order; they share one ``encoder`` array (the same object), and every record
+    is bit for bit what ``record_batches`` gives that task alone: the encoder pass is the same
+    computation on the same batch, and each task's decoder runs on its own, as it would there.
+    """
     steps = _check_steps(steps)
     check_attention(lm.model)
     if prefix not in ("greedy", "gold"):
         raise UserError(f"prefix '{prefix}' is not 'greedy' or 'gold'")
     if batch_size < 1:
         raise UserError(f"batch_size {batch_size} must be >= 1")
+    if not inputs_per_task or any(len(task) != len(inputs_per_task[0]) for task in inputs_per_task):
+        raise UserError("tasks sharing an encoder need the same number of examples, aligned row by row")
     model = lm.model
     n_new = max(steps) if max_new_tokens is None else int(max_new_tokens)
     start = int(model.generation_config.decoder_start_token_id)
     eos = lm.tokenizer.eos_token_id
     pad = lm.tokenizer.pad_token_id
-    for batch in _batches(inputs, batch_size):
-        modality = batch[0].modality
+    offset = 0
+    for first in _batches(inputs_per_task[0], batch_size):
+        batches = [first] + [list(task[offset: offset + len(first)]) for task in inputs_per_task[1:]]
+        offset += len(first)
+        for other in batches[1:]:
+            _check_shared(first, other)
+        modality = first[0].modality
         stack = "speech_encoder" if modality == "speech" else "text_encoder"
-        rec = _Recorder(catalog, stack, len(batch), steps, lm.device)
-        states, cross_mask = _encode(lm, catalog, rec, batch)
+        rec = _Recorder(catalog, stack, len(first), steps, lm.device)
+        states, cross_mask = _encode(lm, catalog, rec, first)
         rec.cross_mask = cross_mask
-        tags = [lm.lang_token_id(item.tgt_lang) for item in batch]
-        if prefix == "greedy":
-            sequences = _greedy(lm, states, cross_mask, tags, n_new).tolist()
-            outputs = [_strip(seq[2:], eos, pad) for seq in sequences]
-        else:
-            outputs = []
-            for item in batch:
-                if item.reference is None:
-                    raise UserError(f"prefix 'gold' needs a reference for example '{item.example_id}'")
-                outputs.append(list(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"]))
-        # positions 0..max(steps): [start, tag, y1 .. y_{max-1}], right-padded
-        width = max(steps) + 1
-        rows = []
-        for tag, ys in zip(tags, outputs):
-            row = ([start, tag] + ys)[:width]
-            rows.append(row + [pad] * (width - len(row)))
-        dec_in = torch.tensor(rows, device=lm.device)
-        with hooked(model, rec.decoder_hooks()):
-            model.text_decoder(input_ids=dec_in, encoder_hidden_states=states, encoder_attention_mask=cross_mask,
-                               use_cache=False)
-        decoder = rec.decoder.cpu().numpy()
-        valid = {}
-        dec_out = {}
-        for k, t in enumerate(steps):
-            ok = np.array([len(ys) >= t - 1 for ys in outputs], dtype=bool)
-            block = decoder[:, k, :].copy()
-            block[~ok] = np.nan
-            valid[t], dec_out[t] = ok, block
-        yield BatchRecord(
-            example_ids=[item.example_id for item in batch], langs=[item.lang for item in batch],
-            encoder=rec.encoder.cpu().numpy(), encoder_stack=stack, decoder=dec_out, valid=valid,
-            output_ids=outputs, output_text=lm.tokenizer.batch_decode(outputs, skip_special_tokens=True),
-            modality=modality, tgt_langs=[item.tgt_lang for item in batch],
-            tasks=[task_of(modality, item.lang, item.tgt_lang) for item in batch],
-        )
+        encoder = rec.encoder.cpu().numpy()
+        records = []
+        for j, batch in enumerate(batches):
+            if j:  # a fresh decoder buffer: the previous task's record must not be overwritten
+                rec.decoder = torch.full_like(rec.decoder, float("nan"))
+            records.append(_decode(lm, rec, states, batch, encoder, steps=steps, prefix=prefix,
+                                   n_new=n_new, start=start, eos=eos, pad=pad))
+        yield tuple(records)
+
+
+def _decode(lm, rec: _Recorder, states, batch: list[ModelInput], encoder: np.ndarray, *,
+            steps, prefix: str, n_new: int, start: int, eos: int, pad: int) -> BatchRecord:
+    """The decoder side of one batch on its precomputed encoder ``states``: prefix, then the
+    teacher-forced pass recording ``steps``."""
+    model = lm.model
+    modality = batch[0].modality
+    cross_mask = rec.cross_mask
+    tags = [lm.lang_token_id(item.tgt_lang) for item in batch]
+    if prefix == "greedy":
+        sequences = _greedy(lm, states, cross_mask, tags, n_new).tolist()
+        outputs = [_strip(seq[2:], eos, pad) for seq in sequences]
+    else:
+        outputs = []
+        for item in batch:
+            if item.reference is None:
+                raise UserError(f"prefix 'gold' needs a reference for example '{item.example_id}'")
+            outputs.append(list(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"]))
+    # positions 0..max(steps): [start, tag, y1 .. y_{max-1}], right-padded
+    width = max(steps) + 1
+    rows = []
+    for tag, ys in zip(tags, outputs):
+        row = ([start, tag] + ys)[:width]
+        rows.append(row + [pad] * (width - len(row)))
+    dec_in = torch.tensor(rows, device=lm.device)
+    with hooked(model, rec.decoder_hooks()):
+        model.text_decoder(input_ids=dec_in, encoder_hidden_states=states, encoder_attention_mask=cross_mask,
+                           use_cache=False)
+    decoder = rec.decoder.cpu().numpy()
+    valid = {}
+    dec_out = {}
+    for k, t in enumerate(steps):
+        ok = np.array([len(ys) >= t - 1 for ys in outputs], dtype=bool)
+        block = decoder[:, k, :].copy()
+        block[~ok] = np.nan
+        valid[t], dec_out[t] = ok, block
+    return BatchRecord(
+        example_ids=[item.example_id for item in batch], langs=[item.lang for item in batch],
+        encoder=encoder, encoder_stack=rec.stack_name, decoder=dec_out, valid=valid,
+        output_ids=outputs, output_text=lm.tokenizer.batch_decode(outputs, skip_special_tokens=True),
+        modality=modality, tgt_langs=[item.tgt_lang for item in batch],
+        tasks=[task_of(modality, item.lang, item.tgt_lang) for item in batch],
+    )

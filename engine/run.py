@@ -31,6 +31,14 @@ STAGES = ("data", "speech", "record", "rank", "compare", "steer", "report")
 RECORD_TASKS = ("S2T", "T2T", "ASR")  # TR is only steered, never ranked
 
 TASK_MODALITY = {"S2T": "speech", "T2T": "text", "ASR": "speech", "TR": "text"}
+ENCODER_STACK = {"S2T": "speech_encoder", "ASR": "speech_encoder", "T2T": "text_encoder"}
+# Tasks that feed the same input to the same encoder (S2T and ASR: one utterance, two target
+# languages) are recorded together: one encoder pass and one stored encoder matrix per
+# utterance, served to each of them. Only the decoder, which sees the target tag, is per task.
+RECORD_GROUPS = (("S2T", "ASR"), ("T2T",))
+# Version of the record stage's on-disk layout, part of its key: a record directory written
+# in another layout (e.g. one encoder matrix per task) is never reused.
+RECORD_LAYOUT = 2
 
 STAGE_INPUTS = {  # which profile sections and upstream stages each stage's output depends on
     "data": (("data",), ()),
@@ -99,6 +107,8 @@ class Run:
         sections, upstream = STAGE_INPUTS[stage]
         payload = {"stage": stage, "settings": config_mod.section(self.cfg, *sections),
                    "upstream": {u: self.key(u) for u in upstream}, "versions": self.versions}
+        if stage == "record":
+            payload["layout"] = RECORD_LAYOUT
         if "model" in sections:
             # device and batch size are part of the settings: bit-identical reruns are promised
             # on the same setup only, since both change float rounding
@@ -259,10 +269,12 @@ def _fix_length(wav: np.ndarray, frames: int) -> np.ndarray:
     return wav[:n] if len(wav) >= n else np.pad(wav, (0, n - len(wav)))
 
 def matrices(run: Run, task: str) -> dict[str, Path]:
-    base = run.dir("record") / task
-    names = {"encoder": base / "encoder"}
+    """Store paths of ``task``'s matrices: ``encoder`` (one per encoder stack, shared by the
+    tasks of its ``RECORD_GROUPS`` group) and ``decoder_t{t}`` for every recorded step."""
+    base = run.dir("record")
+    names = {"encoder": base / ENCODER_STACK[task]}
     for t in run.cfg["record"]["steps"]:
-        names[f"decoder_t{t}"] = base / f"decoder_t{t}"
+        names[f"decoder_t{t}"] = base / task / f"decoder_t{t}"
     return names
 
 def load_ap(run: Run, task: str, name: str) -> np.ndarray:

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from engine import config, pipeline
-from engine.run import RECORD_TASKS
+from engine import run as run_mod
 from engine.errors import UserError
+from engine.run import RECORD_TASKS
+from engine.stages.record import stage_record
 from engine.store import MatrixStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +42,9 @@ def _run(out, **kw):
 def _arrays(out):
     record = next((Path(out) / "tiny").glob("record-*"))
     arrays = {}
+    for layout in sorted(record.rglob("layout.json")):
+        arrays[layout.parent.relative_to(record).as_posix()] = MatrixStore(layout.parent).read()
     for task in RECORD_TASKS:
-        for matrix in sorted((record / task).iterdir()):
-            if matrix.is_dir():
-                arrays[f"{task}/{matrix.name}"] = MatrixStore(matrix).read()
         arrays[f"{task}/meta"] = json.loads((record / task / "meta.json").read_text())
     return record, arrays
 
@@ -71,7 +72,7 @@ def test_sigkill_mid_record_resumes_without_redoing_and_is_bit_identical(tmp_pat
     deadline = time.time() + 300
     markers = []
     while time.time() < deadline and proc.poll() is None:
-        markers = sorted(tmp_path.glob("tiny/record-*/S2T/encoder/blocks/*.json"))
+        markers = sorted(tmp_path.glob("tiny/record-*/speech_encoder/blocks/*.json"))
         if len(markers) >= 2:
             break
         time.sleep(0.05)
@@ -80,7 +81,7 @@ def test_sigkill_mid_record_resumes_without_redoing_and_is_bit_identical(tmp_pat
     proc.wait()
     record = next(tmp_path.glob("tiny/record-*"))
     assert not (record / "COMPLETE.json").exists()
-    done_before = {m: m.stat().st_mtime_ns for m in sorted((record / "S2T/encoder/blocks").glob("*.json"))}
+    done_before = {m: m.stat().st_mtime_ns for m in sorted((record / "speech_encoder/blocks").glob("*.json"))}
     assert done_before
     _run(tmp_path)
     for marker, mtime in done_before.items():
@@ -102,7 +103,7 @@ def test_two_processes_with_gloo_record_the_same_store_as_one(tmp_path, referenc
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     record, arrays = _arrays(tmp_path)
-    infos = [json.loads(m.read_text()) for m in sorted((record / "S2T/encoder/blocks").glob("*.json"))]
+    infos = [json.loads(m.read_text()) for m in sorted((record / "speech_encoder/blocks").glob("*.json"))]
     assert len(infos) > 2
     _assert_identical(arrays, reference[1])
 
@@ -167,3 +168,108 @@ def test_same_config_and_seed_give_byte_identical_artifacts(tmp_path):
     differing = [f for f in files["a"] if files["a"][f] != files["b"][f]]
     assert differing == []
     assert any(f.endswith("analysis.json") for f in files["a"])
+
+
+@pytest.fixture(scope="module")
+def shared_record(tmp_path_factory):
+    """The record stage run in-process, counting what the encoders are given."""
+    from engine import recorder
+
+    out = tmp_path_factory.mktemp("shared")
+    cfg = config.load_profile("tiny", [*SMALL, "data.n_identify=2", "record.max_new_tokens=11"])
+    encoded = {"speech": [], "text": []}
+    original = recorder._encode
+
+    def counting(lm, catalog, rec, batch):
+        encoded[batch[0].modality] += [(item.example_id.split("/")[0], item.lang) for item in batch]
+        return original(lm, catalog, rec, batch)
+
+    recorder._encode = counting
+    try:
+        run = pipeline.run_pipeline(cfg, out=out, stages=("data", "speech", "record"))
+    finally:
+        recorder._encode = original
+    return run, encoded
+
+
+@pytest.mark.slow
+def test_speech_encoder_runs_and_is_stored_once_per_utterance(shared_record):
+    run, encoded = shared_record
+    record = run.dir("record")
+    metas = {t: json.loads((record / t / "meta.json").read_text()) for t in RECORD_TASKS}
+    utterances = [tuple(e.split("/")[:2]) for e in metas["S2T"]["example_ids"]]
+    assert utterances == [tuple(e.split("/")[:2]) for e in metas["ASR"]["example_ids"]]
+    assert sorted(encoded["speech"]) == sorted(utterances)  # once each, not once per task
+    assert len(encoded["text"]) == len(metas["T2T"]["example_ids"])
+    matrices = sorted(p.parent.relative_to(record).as_posix() for p in record.rglob("layout.json"))
+    steps = run.cfg["record"]["steps"]
+    assert matrices == sorted(["speech_encoder", "text_encoder",
+                               *(f"{task}/decoder_t{t}" for task in RECORD_TASKS for t in steps)])
+    assert run_mod.matrices(run, "S2T")["encoder"] == run_mod.matrices(run, "ASR")["encoder"]
+
+
+@pytest.mark.slow
+def test_served_matrices_equal_each_task_recorded_on_its_own(shared_record):
+    """Rankings cannot change: every matrix a task is served is byte for byte what recording
+    that task alone (record_batches, same batches) stores."""
+    from engine.recorder import record_batches
+    from engine.store import encode_values
+
+    run, _ = shared_record
+    r = run.cfg["record"]
+    for task in RECORD_TASKS:
+        examples = run_mod.task_examples(run, task, "identify")
+        served = {name: MatrixStore(path) for name, path in run_mod.matrices(run, task).items()}
+        dtype = served["encoder"].dtype
+        for block in range(served["encoder"].n_blocks):  # blocks are the record stage's unit
+            start, stop = served["encoder"].block_rows(block)
+            alone = list(record_batches(run.model(), run.catalog(), run_mod.model_inputs(run, examples[start:stop]),
+                                        steps=tuple(r["steps"]), batch_size=run.cfg["model"]["batch_size"],
+                                        prefix=r["prefix"], max_new_tokens=r["max_new_tokens"]))
+            expect = {"encoder": np.concatenate([b.encoder for b in alone])}
+            expect.update({f"decoder_t{t}": np.concatenate([b.decoder[t] for b in alone]) for t in r["steps"]})
+            for name, store in served.items():
+                got = store.array[start:stop]  # the stored cells themselves
+                assert got.tobytes() == encode_values(expect[name], dtype).tobytes(), (task, name, block)
+
+
+@pytest.mark.slow
+def test_activation_beyond_float16_fails_at_its_first_write_and_bfloat16_stores_it(tmp_path):
+    """A planted decoder activation of 98,304 (a bfloat16 value, beyond float16's 65,504)."""
+    planted, channel = 98304.0, 5
+
+    def plant(module, inputs, output):
+        output = output.clone()
+        output[..., channel] = planted
+        return output
+
+    stored = {}
+    for dtype in ("float16", "bfloat16"):
+        run = pipeline.Run(config.load_profile("tiny", [*SMALL, "data.n_identify=2", "record.max_new_tokens=11",
+                                                        f"record.store_dtype={dtype}"]), tmp_path)
+        for stage in ("data", "speech"):
+            if not run.done(stage):
+                pipeline.STAGE_FUNCS[stage](run)
+        handle = run.model().model.get_submodule("text_decoder.layers.1.ffn.fc2").register_forward_hook(plant)
+        try:
+            if dtype == "float16":
+                with pytest.raises(UserError) as err:
+                    stage_record(run)
+                msg = str(err.value)
+                assert "\n" not in msg
+                assert "text_decoder layer 1 ffn.fc2 channel 5" in msg and "98304" in msg
+                assert "record.store_dtype=bfloat16" in msg and "S2T decoder_t1" in msg
+                assert not list(run.dir("record").rglob("blocks/*.json"))  # refused at the first write
+            else:
+                stage_record(run)
+        finally:
+            handle.remove()
+    comp = next(c for c in run.catalog().stack("text_decoder") if c.layer == 1 and c.name == "ffn.fc2")
+    for task in RECORD_TASKS:
+        meta = json.loads((run.dir("record") / task / "meta.json").read_text())
+        for t in run.cfg["record"]["steps"]:
+            st = MatrixStore(run_mod.matrices(run, task)[f"decoder_t{t}"])
+            assert st.dtype == "bfloat16"
+            column = st.read()[:, comp.offset + channel]
+            valid = np.array(meta["valid"][str(t)], bool)
+            assert valid.any() and (column[valid] == planted).all() and np.isnan(column[~valid]).all()

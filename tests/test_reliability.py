@@ -350,9 +350,9 @@ def test_damaged_artifacts_are_named_and_exactly_they_are_recomputed(copy, finis
     (_stage(copy, "compare") / COMPLETE).write_bytes(b"")
     (_stage(copy, "data") / COMPLETE).write_text("garbage")
     record = _stage(copy, "record")
-    marker = record / "T2T" / "encoder" / "blocks" / "0000001.json"
+    marker = record / "text_encoder" / "blocks" / "0000001.json"
     marker.write_bytes(marker.read_bytes()[:9])
-    untouched = {p: p.stat().st_mtime_ns for p in (record / "S2T" / "encoder" / "blocks").glob("*.json")}
+    untouched = {p: p.stat().st_mtime_ns for p in (record / "speech_encoder" / "blocks").glob("*.json")}
     ap = _stage(copy, "rank") / "ASR" / "decoder_t1_ap.npy"
     raw = bytearray(ap.read_bytes())
     raw[-3] ^= 0x01

@@ -146,7 +146,7 @@ def bootstrap_ap(store: MatrixStore, meta: dict, step: str, resamples: list[np.n
     with open(files.ap_path, "wb") as fa, open(files.sep_path, "wb") as fs:
         fa.truncate(B * L * N * 8)
         fs.truncate(B * L * N * 4)
-        for c, block in store.iter_col_blocks(rows=rows):
+        for c, block in store.iter_col_blocks(rows=rows, tensor=True):  # stored type: 16-bit path
             ap, sep = resampled_average_precision(on_device(block, device), labels_all[rows], weights,
                                                   n_labels=L)
             for b in range(B):

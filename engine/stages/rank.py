@@ -35,15 +35,17 @@ def stage_rank(run: Run) -> None:
             row_langs = np.asarray(meta["langs"])[idx]
             ap, sep, on, off = [], [], [], []
             n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
-            for _, block in progress(st.iter_col_blocks(rows=idx), total=n_chunks, desc=f"rank {task} {name}",
-                                      unit="chunk", leave=False):
+            # blocks in the stored type itself (bfloat16 too): 16-bit data takes AP's 16-bit path
+            for _, block in progress(st.iter_col_blocks(rows=idx, tensor=True), total=n_chunks,
+                                     desc=f"rank {task} {name}", unit="chunk", leave=False):
                 # AP and its tie-breaker (the point-biserial r) in one pass over the block
                 a, r = average_precision(on_device(block, device), labels[idx], n_labels=len(langs),
                                          return_separation=True)
                 ap.append(a)
                 sep.append(r)
                 if task == "ASR" and name.startswith("decoder_t"):
-                    medians = [median_activations(block, row_langs, lang, chunk_cols=block.shape[1])
+                    values = block.float().numpy()  # exact for every stored type
+                    medians = [median_activations(values, row_langs, lang, chunk_cols=block.shape[1])
                                for lang in langs]
                     on.append(np.stack([m[0] for m in medians]))
                     off.append(np.stack([m[1] for m in medians]))
