@@ -97,30 +97,37 @@ def output_lock(root: str | Path, *, wait: bool = False):
     on stderr and a blocking wait. Never nest two locks of one root in one process.
     """
     root = Path(root)
+    path = root / LOCK_FILE
     try:
         root.mkdir(parents=True, exist_ok=True)
-        handle = open(root / LOCK_FILE, "a+", encoding="utf-8")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise UserError(f"cannot create the output root {root} ({exc.strerror}); choose a writable --out") from None
-    with handle:
+        raise UserError(os_error_message(path, exc)) from None
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _lock_holder(root / LOCK_FILE)
+            holder = _lock_holder(path)
             if not wait:
                 raise UserError(f"output root {root} is in use by {holder}; wait for it to finish, rerun with --wait "
                                 "to queue behind it, or choose another --out") from None
             print(f"waiting: output root {root} is in use by {holder}", file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-        handle.flush()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        info = json.dumps({"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv),
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n"
+        try:
+            # unbuffered, written over the old line before shrinking to it: nothing is left to
+            # flush at close, and a full disk fails here, before any stage, with its one line
+            os.pwrite(fd, info.encode(), 0)
+            os.ftruncate(fd, len(info.encode()))
+        except OSError as exc:
+            raise UserError(os_error_message(path, exc)) from None
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _lock_holder(path: Path) -> str:

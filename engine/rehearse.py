@@ -197,16 +197,17 @@ def write_tokenizer(directory: Path, vocab_size: int) -> None:
     """Tokenizer, generation config and feature extractor for a model of ``vocab_size`` tokens.
 
     The tiny fixture's BPE pieces (byte fallback, so any text encodes) padded with filler pieces;
-    the language tokens ``__xxx__`` of every known language are the last ids, and the generation
-    config's ``text_decoder_lang_to_code_id`` maps each code to its id.
+    the language tokens ``__xxx__`` of the paper's languages (English and the five study
+    languages, those the rehearsal runs) are the last ids, and the generation config's
+    ``text_decoder_lang_to_code_id`` maps each code to its id.
     """
     from transformers import AutoFeatureExtractor, AutoTokenizer, GenerationConfig
 
-    from engine.data.languages import ALL_LANGS
+    from engine.data.languages import PAPER_LANGS
 
     spec = json.loads((TINY_MODEL / "tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]
-    lang_tokens = [f"__{lang}__" for lang in ALL_LANGS]
+    lang_tokens = [f"__{lang}__" for lang in PAPER_LANGS]
     n_fill = vocab_size - len(vocab) - len(lang_tokens)
     if n_fill < 0:
         raise UserError(f"vocab_size {vocab_size} is below the {len(vocab) + len(lang_tokens)} tokens the "
@@ -230,7 +231,7 @@ def write_tokenizer(directory: Path, vocab_size: int) -> None:
     got = {lang: tokenizer.convert_tokens_to_ids(f"__{lang}__") for lang in lang_ids}
     if got != lang_ids or len(tokenizer) != vocab_size:
         raise RuntimeError(f"rehearsal tokenizer is inconsistent: {got} vs {lang_ids}, size {len(tokenizer)}")
-    langs = list(ALL_LANGS)
+    langs = list(PAPER_LANGS)
     mcfg = json.loads((directory / "config.json").read_text())
     GenerationConfig(
         decoder_start_token_id=mcfg["decoder_start_token_id"], bos_token_id=mcfg["bos_token_id"],
