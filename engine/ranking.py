@@ -193,6 +193,18 @@ def _descending_keys(bits: np.ndarray) -> np.ndarray:
     return np.uint16(0x7FFF) - magnitude + ((magnitude * sign) << np.uint16(1))
 
 
+def _order_columns(x: torch.Tensor, start: int, stop: int, radix: bool, sort_dtype: torch.dtype):
+    """Columns ``start:stop`` of ``x`` [n, N] as a block [c, n] and its ``_order_chunk``: ordering
+    along the last dim of a contiguous block is the fastest layout. The radix path keeps the
+    16-bit values; the other casts to ``sort_dtype`` in the same pass as the transpose."""
+    if radix:
+        block = x[:, start:stop].t().contiguous()
+    else:
+        block = torch.empty((stop - start, x.shape[0]), dtype=sort_dtype, device=x.device)
+        block.copy_(x[:, start:stop].t())
+    return block, _order_chunk(block, radix)
+
+
 def _order_chunk(block: torch.Tensor, radix: bool):
     """Descending order of each row of ``block [c, n]`` and the threshold end of every position.
 
@@ -398,13 +410,7 @@ def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size
 
     def run(start: int) -> None:
         stop = min(start + chunk_size, n_neurons)
-        # [c, n]: ordering along the last dim of a contiguous block is the fastest layout
-        if radix:
-            block = x[:, start:stop].t().contiguous()
-        else:
-            block = torch.empty((stop - start, n), dtype=sort_dtype, device=device)
-            block.copy_(x[:, start:stop].t())  # one pass: cast and transpose
-        order, end = _order_chunk(block, radix)
+        block, (order, end) = _order_columns(x, start, stop, radix, sort_dtype)
         sums = torch.as_tensor(_ordered_sums(order, end, packing, n_bins))[:, label_bins]
         out[:, start:stop] = sums.t() / positives[:, None]
         if sep is not None:
@@ -514,12 +520,7 @@ def resampled_average_precision(scores, labels, weights, *, n_labels: int | None
 
     def run(start: int) -> None:
         stop = min(start + chunk_size, n_neurons)
-        if radix:
-            block = x[:, start:stop].t().contiguous()
-        else:
-            block = torch.empty((stop - start, n), dtype=sort_dtype, device=device)
-            block.copy_(x[:, start:stop].t())
-        order, end = _order_chunk(block, radix)  # one sort serves every resample
+        block, (order, end) = _order_columns(x, start, stop, radix, sort_dtype)  # one sort serves every resample
         for b in range(B):
             sums = torch.as_tensor(_ordered_sums(order, end, packing, n_bins, w_gather[b]))[:, label_bins]
             ap[b, :, start:stop] = sums.t() / pos_f[b][:, None]
