@@ -13,7 +13,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 
 #: Lowest first. A module may import its own layer and those below, never above.
 LAYERS = (
-    ("base", ("errors", "files", "hooks", "data.languages")),
+    ("base", ("errors", "files", "hooks", "data.languages", "ap_kernels")),
     ("data", ("data", "data.corpus", "data.fleurs", "data.speech", "data.tasks")),
     ("mechanics", ("catalog", "fingerprint", "loader", "recorder", "store")),
     ("science", ("ranking", "overlap", "control", "langid", "steering", "steering_eval")),

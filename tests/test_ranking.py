@@ -485,3 +485,47 @@ def test_descending_keys_preserve_order_over_every_16bit_pattern(dtype):
     v, k = values[order], keys[order]
     assert np.all(np.diff(v) <= 0)
     np.testing.assert_array_equal(np.diff(k) == 0, np.diff(v) == 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), st.sampled_from([torch.float16, torch.bfloat16]))
+def test_compiled_kernels_equal_the_numpy_path_bit_for_bit(data, dtype):
+    # engine.ap_kernels replaced the numpy radix pipeline on CPU; the numpy path stays as the
+    # fallback (and for > 256 labels or > 65,536 resampled rows), so the two must agree exactly,
+    # on contiguous and strided inputs, with few distinct values (many ties) or many.
+    import engine.ranking as ranking
+    n = data.draw(st.integers(2, 400))
+    n_labels = data.draw(st.integers(1, min(6, n)))
+    levels = data.draw(st.sampled_from([3, 50, 10_000]))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.arange(n_labels), rng.integers(0, n_labels, n - n_labels)]
+    x = torch.from_numpy(rng.integers(-levels, levels, (n, 9)) / 7.0).to(dtype)
+    if data.draw(st.booleans()):
+        x = x.t().contiguous().t()  # column-major storage: the kernels read a row-major copy
+    x = x[:, data.draw(st.integers(0, 4)):]
+    w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(3)])
+    w[:, :n_labels] += 1  # every label keeps a positive weight
+    chunk = data.draw(st.sampled_from([None, 1, 4]))
+    fast = average_precision(x, labels, n_labels=n_labels, chunk_size=chunk, return_separation=True)
+    fast_b = resampled_average_precision(x, labels, w, n_labels=n_labels, chunk_size=chunk)
+    try:
+        ranking._COMPILED = False
+        slow = average_precision(x, labels, n_labels=n_labels, chunk_size=chunk, return_separation=True)
+        slow_b = resampled_average_precision(x, labels, w, n_labels=n_labels, chunk_size=chunk)
+    finally:
+        ranking._COMPILED = True
+    for a, b in zip(fast + fast_b, slow + slow_b):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_compiled_kernels_reject_non_finite_values(dtype, bad):
+    x = torch.zeros((300, 200), dtype=dtype)
+    x[123, 170] = bad
+    labels = np.arange(300) % 3
+    with pytest.raises(UserError, match="NaN or infinite"):
+        average_precision(x, labels)
+    with pytest.raises(UserError, match="NaN or infinite"):
+        resampled_average_precision(x, labels, np.ones((2, 300), int))
