@@ -291,8 +291,10 @@ def _calibrate_rank(rows: int, n_labels: int, cols: int, device: str) -> dict:
 
 
 def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot: int, device: str) -> dict:
-    """The compare stage's bootstrap (engine.stages.compare.bootstrap_ap) on a store of the run's rows:
-    seconds per (resample, neuron)."""
+    """The compare stage's bootstrap (engine.stages.compare.bootstrap_ap) on a store of the run's rows
+    with the run's number of resamples (one sort per neuron serves them all, so fewer resamples
+    would overstate the cost of each): seconds per (resample, neuron), and the peak extra memory
+    of one store block of ``cols`` columns."""
     from engine.stages import compare as analysis
     from engine.store import MatrixStore
 
@@ -305,8 +307,10 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
     with tempfile.TemporaryDirectory() as tmp:
         store = MatrixStore.create(Path(tmp) / "m", n, cols, rows_per_block=max(n, 1), dtype="float16")
         store.write_block(0, block, {"example_ids": ids})
-        seconds = _best(lambda: analysis.bootstrap_ap(store, meta, "1", resamples, langs, Path(tmp) / "b.npy", device), 2)
-    return {"s_per_resample_neuron": seconds / (n_boot * cols)}
+        run = lambda: analysis.bootstrap_ap(store, meta, "1", resamples, langs, Path(tmp) / "b.npy", device)  # noqa: E731
+        run()  # warm-up: the compiled kernels load once per process
+        seconds, extra = _peak_above_now(run)
+    return {"s_per_resample_neuron": seconds / (n_boot * cols), "block_extra_bytes": extra}
 
 
 def _calibrate_statistics(L: int, widths: tuple[int, int], k: int) -> dict:
@@ -433,9 +437,13 @@ def estimate(cfg: dict) -> dict:
     cal["store"] = _calibrate_store(min(rpb, max(n_id, 1)), 8192, sdtype)
     rank_device = device if measure_gpu or not on_gpu else "cpu"
     cal["rank"] = _calibrate_rank(n_id, L, min(8192, n_dec), rank_device)
-    boot_cols = min(8192 if n_id <= 500 else 2048, n_dec)  # cost is linear in neurons: a slice will do
-    cal["bootstrap"] = _calibrate_bootstrap(cfg["data"]["n_identify"], langs, boot_cols, max(1, min(n_boot, 2)),
-                                            rank_device)
+    from engine.store import COLS_PER_CHUNK as STORE_COLS
+
+    # one store block (its memory is the stage's working set); fewer columns when rows x resamples
+    # make that slow (cost and memory are linear in columns)
+    boot_cols = min(STORE_COLS, n_dec, max(512, int(4e8 // max(1, n_id * max(n_boot, 1)))))
+    cal["bootstrap"] = _calibrate_bootstrap(cfg["data"]["n_identify"], langs, boot_cols, max(1, n_boot), rank_device)
+    cal["bootstrap"]["block_extra_bytes"] *= min(STORE_COLS, n_dec) / boot_cols
     widths = (min(2048, n_dec), min(32768, n_dec))
     if widths[0] == widths[1]:
         widths = (max(1, widths[1] // 4), widths[1])
@@ -548,7 +556,8 @@ def estimate(cfg: dict) -> dict:
     rank_s = (rank_cols * cal["rank"]["s_per_neuron"] / ap_speedup
               + n_id * rank_cols * cal["store"]["read_s_per_value"])
     medians_s = S * n_dec * n_id * cal["store"]["read_s_per_value"] * 2 * L  # nanmedian per language
-    ap_bytes = sum(w * L * 8 + 128 for w in width.values()) + 2 * S * (L * n_dec * 4 + 128)
+    # AP and its tie-breaker r (float64 each) per task, the ASR decoder medians (float32)
+    ap_bytes = sum(2 * (w * L * 8 + 128) for w in width.values()) + 2 * S * (L * n_dec * 4 + 128)
     chunk_cols = 8192
     ram_rank = base_rss + cal["rank"]["chunk_extra_bytes"] * min(chunk_cols, n_dec) / min(8192, n_dec) \
         + rank_cols * L * 8 * 2 / max(1, len(width) * (S + 1)) * 2
@@ -562,8 +571,11 @@ def estimate(cfg: dict) -> dict:
     per_step = boot_s + n_boot * ((1 + len(ks)) * set_s + rank_stat_s) + (1 + len(ks)) * set_s + rank_stat_s
     boot_bytes = 2 * n_boot * L * n_dec * 4
     compare_json = S * (2500 + 60 * L * L + 40 * len(ks)) + (1000 + 10 * dec_layers) * (2 * S + 2)
-    stages["compare"] = {"time_s": preflight_s + S * per_step, "peak_rss_bytes": base_rss + boot_bytes
-                         + cal["rank"]["chunk_extra_bytes"] + 4 * L * n_dec * 8,
+    # one store block's bootstrap at a time (the resamples go to scratch files, not memory);
+    # per step AP and r of both sides, one resample's of both, and Spearman's ranks of 2 rows
+    # at a time (~6 arrays of N each)
+    stages["compare"] = {"time_s": preflight_s + S * per_step, "peak_rss_bytes": base_rss
+                         + cal["bootstrap"]["block_extra_bytes"] + (8 * L + 12) * n_dec * 8,
                          "disk_bytes": compare_json, "transient_disk_bytes": boot_bytes}
     # steer
     pairs = [tuple(p) for p in cfg["steer"]["pairs"]]

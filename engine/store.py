@@ -41,6 +41,7 @@ from engine.files import (DISK_FULL, Damaged, atomic_write_bytes, atomic_write_j
 
 COMPLETE = "COMPLETE.json"
 STORE_DTYPES = ("float16", "bfloat16", "float32")
+COLS_PER_CHUNK = 8192  # columns per stored chunk: the unit later stages read and rank
 _BF16_NAN = 0x7FC0  # the canonical quiet NaN of bfloat16: the fill value of unwritten cells
 
 
@@ -129,7 +130,7 @@ class MatrixStore:
     # -- creation -----------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, n_rows: int, n_cols: int, *, rows_per_block: int,
-               cols_per_chunk: int = 8192, dtype: str = "float16", attrs: dict | None = None
+               cols_per_chunk: int = COLS_PER_CHUNK, dtype: str = "float16", attrs: dict | None = None
                ) -> "MatrixStore":
         """Create the matrix, or reopen it if one with the same layout exists (resume).
 

@@ -33,7 +33,11 @@ def test_every_stage_has_time_ram_and_disk_and_gpu_figures_on_cuda(paper):
         assert paper["stages"][stage]["gpu_peak_bytes"] >= weights
     # the bootstrap scratch of compare: two sides x n_boot x languages x decoder neurons, float32
     assert paper["stages"]["compare"]["transient_disk_bytes"] == 2 * 100 * 5 * 491_520 * 4
-    assert paper["stages"]["compare"]["peak_rss_bytes"] > paper["stages"]["compare"]["transient_disk_bytes"]
+    # the resamples live in that scratch, not in memory: compare's memory follows one store block
+    # and a few [L, N] vectors, far below the n_boot x L x N of all resamples
+    compare = paper["stages"]["compare"]
+    assert paper["stages"]["data"]["peak_rss_bytes"] + 40 * 5 * 491_520 < compare["peak_rss_bytes"]
+    assert compare["peak_rss_bytes"] < compare["transient_disk_bytes"]
 
 
 def test_measured_figures_and_gpu_assumptions_are_stated(paper):
