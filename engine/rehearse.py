@@ -12,7 +12,10 @@ Differences from the paper run, because the rehearsal needs no network and the p
 resources are not installed here: the embedded corpus instead of FLEURS, espeak-ng speech
 instead of XTTS v2, the profile's device only if present (else CPU), and a synthetic tokenizer
 (the tiny fixture's pieces padded with filler pieces to the config's vocabulary size; its
-language tokens match the generation config).
+language tokens match the generation config). Random weights never end a sentence, so
+generation lengths are capped: recording stops at the last recorded step and steering at
+``STEER_TOKENS`` new tokens (``--set record.max_new_tokens=...`` / ``steer.max_new_tokens``
+restore the profile's values).
 
 The model is written directly in the target dtype, shard by shard from a seeded generator
 (normal(0, initializer_range) for matrices, ones for norm weights, zeros for biases), with no
@@ -34,6 +37,7 @@ from engine.errors import UserError
 
 BUILDER_VERSION = 1  # part of the cache key: bump when the files a build writes change
 SHARD_BYTES = 512 * 2**20
+STEER_TOKENS = 16
 TINY_MODEL = config_mod.REPO_ROOT / "fixtures" / "tiny_model"
 STACK_LAYERS = ("speech_encoder_layers", "encoder_layers", "decoder_layers", "t2u_encoder_layers",
                 "t2u_decoder_layers")
@@ -274,6 +278,14 @@ def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrid
         cfg["data"]["n_identify"] = n_per_lang
     if "data.n_steer" not in given:
         cfg["data"]["n_steer"] = n_per_lang
+    # A random model never ends its output, so every generation runs to max_new_tokens, where
+    # the real model's outputs end with the sentence: the rehearsal records up to the last
+    # recorded step and steers STEER_TOKENS tokens (the estimate it is judged against uses the
+    # same settings; --set gives any other value).
+    if "record.max_new_tokens" not in given:
+        cfg["record"]["max_new_tokens"] = max(cfg["record"]["steps"])
+    if "steer.max_new_tokens" not in given:
+        cfg["steer"]["max_new_tokens"] = min(cfg["steer"]["max_new_tokens"], STEER_TOKENS)
     config_mod.validate(cfg)
     return cfg
 
@@ -435,8 +447,10 @@ def rehearse_arguments(parser) -> None:
         "processes, and print per stage wall time, peak RSS (and GPU memory on CUDA) and bytes written "
         "beside what `engine estimate` predicts. Substitutions, so it runs offline here: the embedded "
         "corpus instead of FLEURS, espeak-ng speech instead of XTTS v2 (coqui-tts), a synthetic tokenizer "
-        "of the config's vocabulary size, and CPU when the profile's CUDA device is absent. Last line: "
-        "one JSON object of the figures.")
+        "of the config's vocabulary size, and CPU when the profile's CUDA device is absent. Random weights "
+        "never end a sentence, so recording stops at the last recorded step and steering after "
+        f"{STEER_TOKENS} tokens (--set record.max_new_tokens=N / steer.max_new_tokens=N to change). "
+        "Last line: one JSON object of the figures.")
     parser.add_argument("--config", default=None,
                         help="architecture: 'large' (default, SeamlessM4Tv2Config()) or a model directory / config.json")
     parser.add_argument("--layers", type=int, default=None,

@@ -86,3 +86,14 @@ def test_rehearsal_runs_every_stage_and_the_estimate_agrees_with_it(tmp_path):
         assert figs["peak_rss_bytes"]["ok"] is True  # RAM is always judged
     assert result["stages"]["speech"]["disk_bytes"]["ok"] is True  # the audio: above the floor
     assert "tts" not in json.dumps(result["settings"]["speech"])  # espeak stands in for XTTS
+
+
+def test_generation_lengths_are_capped_unless_given(tmp_path):
+    # a random model never ends its output: the rehearsal records up to the last step and steers
+    # STEER_TOKENS tokens, unless --set says otherwise
+    cfg = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1)
+    assert cfg["record"]["max_new_tokens"] == max(cfg["record"]["steps"]) == 11
+    assert cfg["steer"]["max_new_tokens"] == rehearse.STEER_TOKENS
+    kept = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1,
+                                      overrides=["record.max_new_tokens=64", "steer.max_new_tokens=128"])
+    assert (kept["record"]["max_new_tokens"], kept["steer"]["max_new_tokens"]) == (64, 128)
