@@ -154,14 +154,16 @@ def _best(fn, repeat: int = 3) -> float:
 # ------------------------------------------------------------------------------------------------
 # calibration: throughputs measured on this code
 # ------------------------------------------------------------------------------------------------
-def _calibrate_matmul(device: str, dtype, d: int, batch: int) -> dict:
-    """Seconds per multiply-accumulate of a weight matrix [d, 4d] applied to ``batch`` rows
-    (decoding: one token per sequence) and to 2048 rows (encoding, teacher forcing)."""
+def _calibrate_matmul(device: str, dtype, d: int, batches) -> dict:
+    """Seconds per multiply-accumulate of a weight matrix [d, 16384] applied to B rows for every
+    decoding batch size B in ``batches`` (one token per sequence: reading the weights dominates,
+    so the cost per MAC falls almost as 1/B) and to 2048 rows (encoding, teacher forcing).
+    Returns ``{"encode": s, "decode": {B: s}}``."""
     import torch
 
     w = torch.randn(d, 16 * 1024 if d >= 512 else 4 * d, dtype=dtype, device=device)  # > cache when d is real
-    out = {}
-    for name, rows in (("decode", batch), ("encode", 2048)):
+
+    def per_mac(rows: int) -> float:
         x = torch.randn(rows, d, dtype=dtype, device=device)
 
         def run():
@@ -170,8 +172,8 @@ def _calibrate_matmul(device: str, dtype, d: int, batch: int) -> dict:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
         run()
-        out[name] = _best(run) / (4 * rows * w.numel())
-    return out
+        return _best(run) / (4 * rows * w.numel())
+    return {"encode": per_mac(2048), "decode": {int(b): per_mac(int(b)) for b in sorted(set(batches))}}
 
 
 def _tiny_decoder(layers: int):
@@ -426,7 +428,11 @@ def estimate(cfg: dict) -> dict:
     # ---- calibration ---------------------------------------------------------------------------
     cal: dict = {"preflight_s": preflight_s, "process_rss_bytes": base_rss}
     mm_device = "cuda" if measure_gpu else "cpu"
-    cal["matmul_s_per_mac"] = _calibrate_matmul(mm_device, tdtype, min(d_model, 1024), min(bs, max(n_id, n_steer)))
+    # every decoding batch size of the run: identification batches over all of a task's rows,
+    # steering batches over one (source, task)'s held-out rows
+    decode_batches = {min(bs, n_id - i) for i in range(0, n_id, bs)} | \
+        {min(bs, cfg["data"]["n_steer"] - i) for i in range(0, cfg["data"]["n_steer"], bs)}
+    cal["matmul_s_per_mac"] = _calibrate_matmul(mm_device, tdtype, min(d_model, 1024), decode_batches or {1})
     cal["generate"] = _calibrate_generate(min(bs, max(n_id, n_steer)))
     from engine.fingerprint import file_sha256
 
@@ -459,7 +465,7 @@ def estimate(cfg: dict) -> dict:
     gen = dict(cal["generate"])
     if gpu_assumed:  # cannot measure the run's GPU here: assume one (stated in the output)
         mm = {"encode": 1 / (ASSUMED_GPU["tflops"] * 1e12 / 2),
-              "decode": wbytes / (ASSUMED_GPU["weight_read_gbps"] * 1e9)}
+              "decode": {b: wbytes / (ASSUMED_GPU["weight_read_gbps"] * 1e9) for b in mm["decode"]}}
         gen = {"step_s": ASSUMED_GPU["step_overhead_s"], "layer_s": ASSUMED_GPU["layer_overhead_s"]}
     ap_speedup = ASSUMED_GPU["ap_speedup"] if gpu_assumed else 1.0
 
@@ -494,7 +500,7 @@ def estimate(cfg: dict) -> dict:
 
     def decode_s(B: int, n_new: int, modality: str) -> float:
         T_enc = max_frames / 8 if modality == "speech" else tokens
-        per_step = (p_dec + p_lm) * B * mm["decode"] + 2 * B * T_enc * d_model * dec_layers * mm["encode"]
+        per_step = (p_dec + p_lm) * B * mm["decode"][B] + 2 * B * T_enc * d_model * dec_layers * mm["encode"]
         # framework cost per step: the recorder's generate on the 2-layer fixture, plus the
         # measured cost of every further decoder layer
         return n_new * (per_step + rec[f"{modality}_step_s"] + gen["layer_s"] * max(0, dec_layers - 2))
@@ -618,7 +624,8 @@ def estimate(cfg: dict) -> dict:
         "outputs_run_to_max_new_tokens": True,
     }
     calibration = {
-        "matmul_gmac_s": {k2: round(1e-9 / v, 2) for k2, v in cal["matmul_s_per_mac"].items()},
+        "matmul_gmac_s": {"encode": round(1e-9 / cal["matmul_s_per_mac"]["encode"], 2),
+                          **{f"decode_batch_{b}": round(1e-9 / v, 2) for b, v in cal["matmul_s_per_mac"]["decode"].items()}},
         "generate_ms_per_step": round(1e3 * cal["generate"]["step_s"], 3),
         "generate_ms_per_layer_step": round(1e3 * cal["generate"]["layer_s"], 3),
         "recorder_s": {k2: round(v, 4) for k2, v in rec.items()},
