@@ -6,8 +6,9 @@ at estimate time on this code and this machine* (``calibrate``): matrix products
 dtype at decoding and at encoding batch shapes, the framework's per-step cost of transformers'
 greedy ``generate`` through the recorder, streamed SHA-256, the activation store's write and read
 path, exact AP and the bootstrap on store blocks of the run's row count, the compare statistics
-at two widths, espeak-ng synthesis, and the resident size of a stage process. A code change that
-makes a stage faster or slower therefore shows in the next estimate.
+per bootstrap resample at two widths, espeak-ng synthesis, and the resident size of a stage
+process. A code change that makes a stage faster or slower therefore shows in the next
+estimate.
 
 Per stage the estimate gives ``time_s`` (inside the stage's process, start-up imports excluded),
 ``peak_rss_bytes``, ``gpu_peak_bytes`` (CUDA devices) and ``disk_bytes`` (what the stage leaves
@@ -315,21 +316,21 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
     return {"s_per_resample_neuron": seconds / (n_boot * cols), "block_extra_bytes": extra}
 
 
-def _calibrate_statistics(L: int, widths: tuple[int, int], k: int) -> dict:
-    """engine.stages.compare.set_statistics (top-k sets + permutation test) and rank_statistics
-    (Spearman) on random AP matrices [L, N] at two widths: fixed seconds + seconds per neuron."""
+def _calibrate_statistics(L: int, widths: tuple[int, int], k: int, ks: list[int]) -> dict:
+    """What the compare stage computes per bootstrap resample (``resample_statistics``: the whole
+    k sweep from one ordering, the permutation test at k, Spearman) on random AP and tie-breaker
+    matrices [L, N] at two widths, from the resample's files as the stage reads them:
+    fixed seconds + seconds per neuron."""
     from engine.stages import compare as analysis
 
     rng = np.random.default_rng(0)
-    fits = {}
-    for name, fn in (("set", lambda a, b: analysis.set_statistics(a, b, min(k, a.shape[1]))),
-                     ("rank", analysis.rank_statistics)):
-        t = []
-        for n in widths:
-            a, b = rng.random((L, n)), rng.random((L, n))
-            t.append(_best(lambda: fn(a, b), 2))
-        per = max(0.0, (t[1] - t[0]) / (widths[1] - widths[0]))
-        fits[name] = {"fixed_s": max(0.0, t[0] - per * widths[0]), "s_per_neuron": per}
+    t = []
+    for n in widths:
+        a, b, sa, sb = (rng.random((L, n)) for _ in range(4))
+        kk = [min(v, n) for v in ks]
+        t.append(_best(lambda: analysis.resample_statistics(a, b, sa, sb, min(k, n), kk), 2))
+    per = max(0.0, (t[1] - t[0]) / (widths[1] - widths[0]))
+    fits = {"resample": {"fixed_s": max(0.0, t[0] - per * widths[0]), "s_per_neuron": per}}
     return fits
 
 
@@ -453,7 +454,7 @@ def estimate(cfg: dict) -> dict:
     widths = (min(2048, n_dec), min(32768, n_dec))
     if widths[0] == widths[1]:
         widths = (max(1, widths[1] // 4), widths[1])
-    cal["statistics"] = _calibrate_statistics(L, widths, k)
+    cal["statistics"] = _calibrate_statistics(L, widths, k, ks)
     sel = _selection(cfg)
     backend = cfg["speech"]["backend"]
     espeak = _calibrate_espeak(sel.sentences if sel else None, langs) if backend == "espeak" and sel else None
@@ -571,10 +572,9 @@ def estimate(cfg: dict) -> dict:
                       "disk_bytes": ap_bytes + 3 * 600}
     # compare
     st = cal["statistics"]
-    set_s = st["set"]["fixed_s"] + st["set"]["s_per_neuron"] * n_dec
-    rank_stat_s = st["rank"]["fixed_s"] + st["rank"]["s_per_neuron"] * n_dec
+    resample_s = st["resample"]["fixed_s"] + st["resample"]["s_per_neuron"] * n_dec
     boot_s = 2 * n_boot * n_dec * cal["bootstrap"]["s_per_resample_neuron"] / ap_speedup
-    per_step = boot_s + n_boot * ((1 + len(ks)) * set_s + rank_stat_s) + (1 + len(ks)) * set_s + rank_stat_s
+    per_step = boot_s + (n_boot + 1) * resample_s  # the point estimate costs what a resample does
     boot_bytes = 2 * n_boot * L * n_dec * 4
     compare_json = S * (2500 + 60 * L * L + 40 * len(ks)) + (1000 + 10 * dec_layers) * (2 * S + 2)
     # one store block's bootstrap at a time (the resamples go to scratch files, not memory);
@@ -636,8 +636,8 @@ def estimate(cfg: dict) -> dict:
         "ap_us_per_neuron": round(1e6 * cal["rank"]["s_per_neuron"], 3),
         "ap_rows": n_id,
         "bootstrap_us_per_resample_neuron": round(1e6 * cal["bootstrap"]["s_per_resample_neuron"], 3),
-        "set_statistics_s": {"fixed": round(st["set"]["fixed_s"], 4), "per_1k_neurons": round(1e3 * st["set"]["s_per_neuron"], 5)},
-        "rank_statistics_s": {"fixed": round(st["rank"]["fixed_s"], 4), "per_1k_neurons": round(1e3 * st["rank"]["s_per_neuron"], 5)},
+        "resample_statistics_s": {"fixed": round(st["resample"]["fixed_s"], 4),
+                                  "per_1k_neurons": round(1e3 * st["resample"]["s_per_neuron"], 5)},
         "espeak_s_per_utterance": None if not espeak else round(espeak["s_per_utterance"], 3),
         "stage_process_rss_mib": round(base_rss / 2**20, 1),
         "preflight_s": round(preflight_s, 2),

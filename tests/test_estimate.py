@@ -44,7 +44,7 @@ def test_measured_figures_and_gpu_assumptions_are_stated(paper):
     text = "\n".join(paper["lines"])
     cal = paper["calibration"]
     for name in ("matmul_gmac_s", "generate_ms_per_step", "sha256_mb_s", "ap_us_per_neuron",
-                 "bootstrap_us_per_resample_neuron", "set_statistics_s", "stage_process_rss_mib"):
+                 "bootstrap_us_per_resample_neuron", "resample_statistics_s", "stage_process_rss_mib"):
         assert name in cal and name in text
     if not torch.cuda.is_available():
         assert paper["assumptions"]["gpu"] is not None and "assumed GPU" in text
