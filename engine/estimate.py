@@ -84,24 +84,31 @@ def _rss() -> int:
     return 0
 
 
+_STAGE_IMPORTS = ("import torch, transformers, zarr\n"
+                  "from transformers import SeamlessM4Tv2Model, AutoConfig\n"
+                  "import engine.pipeline, engine.catalog, engine.store\n")
+
+
+def _in_fresh_process(code: str) -> int:
+    """The integer that ``code`` prints last, run in a new interpreter after the imports every
+    stage makes; -1 if it fails."""
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run([sys.executable, "-c", _STAGE_IMPORTS + code], capture_output=True, text=True,
+                             timeout=600, cwd=config_mod.REPO_ROOT, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return -1
+
+
 def stage_process_rss() -> int:
     """Resident bytes of a fresh stage process once it has imported what every stage imports
     (torch, transformers' SeamlessM4T v2, the pipeline), measured in a new interpreter: the
     calling process may hold anything (a model being built, other estimates)."""
-    import subprocess
-    import sys
-
-    code = ("import torch, transformers, zarr\n"
-            "from transformers import SeamlessM4Tv2Model, AutoConfig\n"
-            "import engine.pipeline, engine.catalog, engine.store\n"
-            "from engine.estimate import _rss\n"
-            "print(_rss())")
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                             cwd=config_mod.REPO_ROOT, check=True)
-        return int(out.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError):
-        return _rss()
+    rss = _in_fresh_process("from engine.estimate import _rss\nprint(_rss())")
+    return rss if rss >= 0 else _rss()
 
 
 def _peak_above_now(fn) -> tuple[float, int]:
@@ -307,11 +314,14 @@ def _calibrate_rank(rows: int, n_labels: int, cols: int, device: str) -> dict:
             "medians_s_per_neuron": medians / m_cols}
 
 
-def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot: int, device: str) -> dict:
+def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot: int, device: str,
+                         *, mem_cols: int | None = None, fresh_process: bool = True) -> dict:
     """The compare stage's bootstrap (engine.stages.compare.bootstrap_ap) on a store of the run's rows
     with the run's number of resamples (one sort per neuron serves them all, so fewer resamples
-    would overstate the cost of each): seconds per (resample, neuron), and the peak extra memory
-    of one store block of ``cols`` columns."""
+    would overstate the cost of each): seconds per (resample, neuron) on ``cols`` columns, and
+    the peak extra memory of a store of ``mem_cols`` columns (two store blocks: the second shows
+    what the first leaves behind), measured in a fresh interpreter (in this process, heap left by
+    earlier calibrations would hide part of it)."""
     from engine.stages import compare as analysis
     from engine.store import MatrixStore
 
@@ -325,7 +335,14 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
         store = MatrixStore.create(Path(tmp) / "m", n, cols, rows_per_block=max(n, 1), dtype="float16")
         store.write_block(0, block, {"example_ids": ids})
         run = lambda: analysis.bootstrap_ap(store, meta, "1", resamples, langs, Path(tmp) / "b.npy", device)  # noqa: E731
-        _, extra = _peak_above_now(run)  # first call: memory as a stage pays it (see _calibrate_rank)
+        if not fresh_process:  # the child's side: report the peak of the first call, nothing else
+            return {"block_extra_bytes": _peak_above_now(run)[1]}
+        extra = _in_fresh_process(f"from engine.estimate import _calibrate_bootstrap\n"
+                                  f"print(_calibrate_bootstrap({rows_per_lang}, {list(langs)!r}, {mem_cols or cols}, "
+                                  f"{n_boot}, {device!r}, fresh_process=False)['block_extra_bytes'])")
+        if extra < 0:  # no child could run it: this process's figure, a lower bound
+            extra = _peak_above_now(run)[1]
+        run()  # warm-up: the compiled kernels load once per process
         seconds = _best(run, 1)
     return {"s_per_resample_neuron": seconds / (n_boot * cols), "block_extra_bytes": extra}
 
@@ -467,8 +484,8 @@ def estimate(cfg: dict) -> dict:
     # one store block (its memory is the stage's working set); fewer columns when rows x resamples
     # make that slow (cost and memory are linear in columns)
     boot_cols = min(STORE_COLS, n_dec, max(512, int(4e8 // max(1, n_id * max(n_boot, 1)))))
-    cal["bootstrap"] = _calibrate_bootstrap(cfg["data"]["n_identify"], langs, boot_cols, max(1, n_boot), rank_device)
-    cal["bootstrap"]["block_extra_bytes"] *= min(STORE_COLS, n_dec) / boot_cols
+    cal["bootstrap"] = _calibrate_bootstrap(cfg["data"]["n_identify"], langs, boot_cols, max(1, n_boot), rank_device,
+                                            mem_cols=min(2 * STORE_COLS, n_dec))
     widths = (min(2048, n_dec), min(32768, n_dec))
     if widths[0] == widths[1]:
         widths = (max(1, widths[1] // 4), widths[1])

@@ -73,6 +73,9 @@ __all__ = ["average_precision", "resampled_average_precision", "point_biserial",
 # counts and gathered counts (24), float64 numerators/contributions (16), the float64 copy for
 # the point-biserial statistic (16), with slack for the allocator.
 _BYTES_PER_ELEMENT = 112
+# Working bytes per (neuron, resample, label) of a resampled chunk: the AP sums, the weighted
+# moments of r and their temporaries (float64), the chunk's slice of the outputs.
+_BYTES_PER_RESAMPLE_LABEL = 96
 # About 2**18 elements per chunk keeps the working set in cache (measured faster than bigger
 # chunks); the memory budget can only make chunks smaller.
 _CHUNK_ELEMENTS = 2**18
@@ -545,6 +548,13 @@ def resampled_average_precision(scores, labels, weights, *, n_labels: int | None
     in_flight = max(1, threads if threads is not None else torch.get_num_threads())
     user_chunk = chunk_size
     chunk_size = _chunk_size(chunk_size, n, memory_budget_mb, in_flight)
+    bits = _compiled_bits(x, L, ap_kernels.MAX_EXAMPLES_RESAMPLED) if radix else None
+    if user_chunk is None:
+        if bits is not None:
+            chunk_size = max(chunk_size, _MIN_COMPILED_CHUNK)
+        # every resample adds [chunk, L] float64 sums and r's temporaries: the budget caps the chunk
+        per_neuron = n * _BYTES_PER_ELEMENT + B * L * _BYTES_PER_RESAMPLE_LABEL
+        chunk_size = max(1, min(chunk_size, int(memory_budget_mb * 2**20) // in_flight // per_neuron))
     # multiplicities in the smallest integer type that holds them: gathering them is the
     # largest cost of a resample
     small = torch.int8 if int(w.max() if w.numel() else 0) < 2**7 else torch.int16 \
@@ -558,12 +568,9 @@ def resampled_average_precision(scores, labels, weights, *, n_labels: int | None
     ap = torch.empty((B, L, n_neurons), dtype=torch.float64, device=device)
     sep = torch.empty((B, L, n_neurons), dtype=torch.float64, device=device)
 
-    bits = _compiled_bits(x, L, ap_kernels.MAX_EXAMPLES_RESAMPLED) if radix else None
     if bits is not None:
         lab8 = lab.numpy().astype(np.uint8)
         w_rows = np.ascontiguousarray(wf.numpy())  # [n, B]: a row's weights for all resamples
-        if user_chunk is None:
-            chunk_size = max(chunk_size, _MIN_COMPILED_CHUNK)
 
     def run(start: int) -> None:
         stop = min(start + chunk_size, n_neurons)

@@ -154,6 +154,7 @@ def bootstrap_ap(store: MatrixStore, meta: dict, step: str, resamples: list[np.n
                     at = (b * L + li) * N + c
                     os.pwrite(fa.fileno(), np.ascontiguousarray(ap[b, li]).tobytes(), at * 8)
                     os.pwrite(fs.fileno(), np.ascontiguousarray(sep[b, li], dtype=np.float32).tobytes(), at * 4)
+            del ap, sep  # before the next block's are made: one block's results alive at a time
     return files
 
 
