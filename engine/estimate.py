@@ -347,6 +347,19 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
     return {"s_per_resample_neuron": seconds / (n_boot * cols), "block_extra_bytes": extra}
 
 
+def _statistics_step_bytes(L: int, n: int, k: int, ks: list[int]) -> int:
+    """Peak extra memory of one compare step's statistics at width n, as the stage holds them:
+    the point AP and r of both sides, one resample's (float64 [L, n] each), and
+    ``resample_statistics`` working on them. Run in a fresh interpreter (``_in_fresh_process``)."""
+    from engine.stages import compare as analysis
+
+    def step():
+        rng = np.random.default_rng(0)
+        held = [rng.random((L, n)) for _ in range(8)]
+        analysis.resample_statistics(*held[4:], min(k, n), [min(v, n) for v in ks])
+    return _peak_above_now(step)[1]
+
+
 def _calibrate_statistics(L: int, widths: tuple[int, int], k: int, ks: list[int]) -> dict:
     """What the compare stage computes per bootstrap resample (``resample_statistics``: the whole
     k sweep from one ordering, the permutation test at k, Spearman) on random AP and tie-breaker
@@ -366,6 +379,10 @@ def _calibrate_statistics(L: int, widths: tuple[int, int], k: int, ks: list[int]
     per = max(0.0, (t[1] - t[0]) / (widths[1] - widths[0]))
     fits = {"resample": {"fixed_s": max(0.0, t[0] - per * widths[0]), "s_per_neuron": per,
                          "bytes_per_neuron": extra / widths[1]}}
+    child = _in_fresh_process(f"from engine.estimate import _statistics_step_bytes\n"
+                              f"print(_statistics_step_bytes({L}, {widths[1]}, {k}, {list(ks)!r}))")
+    if child > 0:
+        fits["resample"]["bytes_per_neuron"] = child / widths[1]
     return fits
 
 
@@ -612,12 +629,11 @@ def estimate(cfg: dict) -> dict:
     per_step = boot_s + (n_boot + 1) * resample_s  # the point estimate costs what a resample does
     boot_bytes = 2 * n_boot * L * n_dec * 4
     compare_json = S * (2500 + 60 * L * L + 40 * len(ks)) + (1000 + 10 * dec_layers) * (2 * S + 2)
-    # one store block's bootstrap at a time (the resamples go to scratch files, not memory);
-    # per step AP and r of both sides and one resample's of both (float64), and the statistics'
-    # own working memory (measured)
+    # one store block's bootstrap at a time (the resamples go to scratch files, not memory),
+    # then the statistics of each resample on the step's AP and r (measured). Summed, not the
+    # larger of the two: the allocator keeps the heap the bootstrap grew (rehearsals measure it).
     stages["compare"] = {"time_s": preflight_s + S * per_step, "peak_rss_bytes": base_rss
-                         + 4 * L * n_dec * 8 + max(cal["bootstrap"]["block_extra_bytes"],
-                                                   (4 * L * 8 + st["resample"]["bytes_per_neuron"]) * n_dec),
+                         + cal["bootstrap"]["block_extra_bytes"] + st["resample"]["bytes_per_neuron"] * n_dec,
                          "disk_bytes": compare_json, "transient_disk_bytes": boot_bytes}
     # steer
     pairs = [tuple(p) for p in cfg["steer"]["pairs"]]
