@@ -363,27 +363,23 @@ def _statistics_step_bytes(L: int, n: int, k: int, ks: list[int]) -> int:
 def _calibrate_statistics(L: int, widths: tuple[int, int], k: int, ks: list[int]) -> dict:
     """What the compare stage computes per bootstrap resample (``resample_statistics``: the whole
     k sweep from one ordering, the permutation test at k, Spearman) on random AP and tie-breaker
-    matrices [L, N] at two widths, from the resample's files as the stage reads them:
-    fixed seconds + seconds per neuron."""
+    matrices [L, N] at two widths: fixed seconds + seconds per neuron; and the step's memory per
+    neuron (``_statistics_step_bytes`` at the wider width, in a fresh interpreter)."""
     from engine.stages import compare as analysis
 
     rng = np.random.default_rng(0)
     t = []
-    extra = 0
     for n in widths:
         a, b, sa, sb = (rng.random((L, n)) for _ in range(4))
         kk = [min(v, n) for v in ks]
-        run = lambda: analysis.resample_statistics(a, b, sa, sb, min(k, n), kk)  # noqa: E731
-        _, extra = _peak_above_now(run)  # the wider call's working memory is what grows with N
-        t.append(_best(run, 2))
+        t.append(_best(lambda: analysis.resample_statistics(a, b, sa, sb, min(k, n), kk), 2))
     per = max(0.0, (t[1] - t[0]) / (widths[1] - widths[0]))
-    fits = {"resample": {"fixed_s": max(0.0, t[0] - per * widths[0]), "s_per_neuron": per,
-                         "bytes_per_neuron": extra / widths[1]}}
-    child = _in_fresh_process(f"from engine.estimate import _statistics_step_bytes\n"
-                              f"print(_statistics_step_bytes({L}, {widths[1]}, {k}, {list(ks)!r}))")
-    if child > 0:
-        fits["resample"]["bytes_per_neuron"] = child / widths[1]
-    return fits
+    step_bytes = _in_fresh_process(f"from engine.estimate import _statistics_step_bytes\n"
+                                   f"print(_statistics_step_bytes({L}, {widths[1]}, {k}, {list(ks)!r}))")
+    if step_bytes < 0:  # no child could run it: this process's figure, a lower bound
+        step_bytes = _statistics_step_bytes(L, widths[1], k, list(ks))
+    return {"resample": {"fixed_s": max(0.0, t[0] - per * widths[0]), "s_per_neuron": per,
+                         "bytes_per_neuron": step_bytes / widths[1]}}
 
 
 def _calibrate_espeak(sentences, langs) -> dict | None:

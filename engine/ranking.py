@@ -90,15 +90,16 @@ _NONFINITE_MAG = {torch.float16: 0x7C00, torch.bfloat16: 0x7F80}
 _COMPILED = True
 
 
-def _compiled_bits(x: torch.Tensor, n_labels: int, max_examples: int | None = None):
-    """The uint16 bit patterns of ``x`` for ``ap_kernels`` when its path applies, else None."""
+def _compiled_inputs(x: torch.Tensor, lab: torch.Tensor, n_labels: int, max_examples: int | None = None):
+    """``(bits, labels)`` for ``ap_kernels`` when its path applies, else ``(None, None)``: the
+    uint16 bit patterns of ``x`` and the labels as uint8."""
     if not (_COMPILED and x.device.type == "cpu" and x.dtype in _NONFINITE_MAG
             and n_labels <= ap_kernels.MAX_LABELS
             and (max_examples is None or x.shape[0] <= max_examples)):
-        return None
+        return None, None
     if x.stride(1) != 1:  # the kernels read rows; a transposed view is copied once
         x = x.contiguous()
-    return x.view(torch.int16).numpy().view(np.uint16)
+    return x.view(torch.int16).numpy().view(np.uint16), lab.numpy().astype(np.uint8)
 
 
 def _as_tensor(array, name: str) -> torch.Tensor:
@@ -437,10 +438,9 @@ def average_precision(scores, labels, *, n_labels: int | None = None, chunk_size
     out = torch.empty((L, n_neurons), dtype=torch.float64, device=device)
     sep = torch.empty((L, n_neurons), dtype=torch.float64, device=device) if return_separation else None
 
-    bits = _compiled_bits(x, L) if radix else None
-    if bits is not None:
-        lab8 = lab.numpy().astype(np.uint8)
-        chunk_size = max(chunk_size, _MIN_COMPILED_CHUNK) if user_chunk is None else chunk_size
+    bits, lab8 = _compiled_inputs(x, lab, L) if radix else (None, None)
+    if bits is not None and user_chunk is None:
+        chunk_size = max(chunk_size, _MIN_COMPILED_CHUNK)
 
     def run(start: int) -> None:
         stop = min(start + chunk_size, n_neurons)
@@ -548,7 +548,7 @@ def resampled_average_precision(scores, labels, weights, *, n_labels: int | None
     in_flight = max(1, threads if threads is not None else torch.get_num_threads())
     user_chunk = chunk_size
     chunk_size = _chunk_size(chunk_size, n, memory_budget_mb, in_flight)
-    bits = _compiled_bits(x, L, ap_kernels.MAX_EXAMPLES_RESAMPLED) if radix else None
+    bits, lab8 = _compiled_inputs(x, lab, L, ap_kernels.MAX_EXAMPLES_RESAMPLED) if radix else (None, None)
     if user_chunk is None:
         if bits is not None:
             chunk_size = max(chunk_size, _MIN_COMPILED_CHUNK)
@@ -569,7 +569,6 @@ def resampled_average_precision(scores, labels, weights, *, n_labels: int | None
     sep = torch.empty((B, L, n_neurons), dtype=torch.float64, device=device)
 
     if bits is not None:
-        lab8 = lab.numpy().astype(np.uint8)
         w_rows = np.ascontiguousarray(wf.numpy())  # [n, B]: a row's weights for all resamples
 
     def run(start: int) -> None:
