@@ -209,7 +209,7 @@ def _check_chunk_rows(model, geometry: _SpeechGeometry, width: int, batch: list[
                 "lone encoding; record with batch_size 1")
 
 
-def _encode_inputs(lm, batch: list[ModelInput]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+def encode_inputs(lm, batch: list[ModelInput]) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Encoder inputs for ``batch``, the valid length of each example (encoder positions) and the
     width a lone run of each example has (text: its length)."""
     modality = batch[0].modality
@@ -341,7 +341,7 @@ def _adapter_attention_masks(model, geometry: _SpeechGeometry) -> Iterator[None]
 def _encode(lm, catalog: Catalog, rec: _Recorder, batch: list[ModelInput]):
     """Run the encoder once with pooling hooks; return (encoder states, decoder-side encoder mask)."""
     model = lm.model
-    enc_inputs, lengths, lone_widths = _encode_inputs(lm, batch)
+    enc_inputs, lengths, lone_widths = encode_inputs(lm, batch)
     modality = batch[0].modality
     width = enc_inputs["attention_mask"].shape[1]
     rec.enc_mask = _length_mask(lengths, width)
@@ -366,7 +366,7 @@ def _encode(lm, catalog: Catalog, rec: _Recorder, batch: list[ModelInput]):
     return states, cross_mask
 
 
-def _greedy(lm, states: torch.Tensor, cross_mask: torch.Tensor, tags: list[int], max_new_tokens: int
+def greedy(lm, states: torch.Tensor, cross_mask: torch.Tensor, tags: list[int], max_new_tokens: int
             ) -> torch.Tensor:
     """transformers' greedy ``generate`` on precomputed encoder states -> sequences (B, 2 + n).
 
@@ -482,7 +482,7 @@ def _decode(lm, rec: _Recorder, states, batch: list[ModelInput], encoder: np.nda
     cross_mask = rec.cross_mask
     tags = [lm.lang_token_id(item.tgt_lang) for item in batch]
     if prefix == "greedy":
-        sequences = _greedy(lm, states, cross_mask, tags, n_new).tolist()
+        sequences = greedy(lm, states, cross_mask, tags, n_new).tolist()
         outputs = [_strip(seq[2:], eos, pad) for seq in sequences]
     else:
         outputs = []

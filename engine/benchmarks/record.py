@@ -82,11 +82,11 @@ def plain_generate(lm, inputs, batch_size: int, n_new: int) -> int:
     """transformers' greedy generate (encoder + KV-cache decoding); returns tokens generated."""
     from transformers import GenerationMixin
 
-    from engine.recorder import _batches, _encode_inputs
+    from engine.recorder import _batches, encode_inputs
 
     model, total = lm.model, 0
     for batch in _batches(inputs, batch_size):
-        enc, _ = _encode_inputs(lm, batch)
+        enc, _, _ = encode_inputs(lm, batch)
         model.set_modality(batch[0].modality)
         tags = torch.tensor([[lm.lang_token_id(x.tgt_lang)] for x in batch], device=lm.device)
         out = GenerationMixin.generate(model, **enc, decoder_input_ids=tags, max_new_tokens=n_new,
