@@ -30,9 +30,14 @@ import numpy as np
 
 from engine import config as config_mod
 
-#: When the run's device is CUDA but none is visible here, GPU throughput cannot be measured:
-#: an A100/H100-class GPU in bf16 is assumed (dense products; greedy decoding is bound by
-#: reading the weights once per step).
+#: The stated GPU model, used when the run's device is CUDA but no GPU is visible here (nothing is
+#: measured on the CPU for it): an A100-class card in bf16. ``tflops``: sustained dense bf16
+#: throughput (the A100's peak is 312); ``weight_read_gbps``: bandwidth at which a greedy decoding
+#: step reads every weight once for its whole batch (the A100's is 1,555-2,039 GB/s); the
+#: per-step framework overhead of transformers' ``generate`` (kernel launches, small batches):
+#: ``step_overhead_s`` per step plus ``layer_overhead_s`` per decoder layer and step;
+#: ``ap_speedup``: exact AP (torch.sort) on the GPU against this CPU's compiled kernels. Printed
+#: with every estimate that uses it.
 ASSUMED_GPU = {"tflops": 200.0, "weight_read_gbps": 1500.0, "step_overhead_s": 0.004, "layer_overhead_s": 0.0006,
                "ap_speedup": 20.0}
 #: Seconds to synthesise one utterance with XTTS v2 on a GPU (not installed here to measure).
@@ -146,42 +151,67 @@ def cpu_seconds() -> float:
 _SPENT = {"cpu": 0.0, "wall": 0.0}
 
 
-def _best(fn, repeat: int = 3) -> float:
-    """Least CPU time of ``repeat`` runs of ``fn()``."""
+def _best(fn, repeat: int = 3, *, wall_clock: bool = False) -> float:
+    """Least CPU time (``wall_clock``: wall time, for work on a GPU) of ``repeat`` runs of ``fn()``."""
     best = math.inf
     for _ in range(repeat):
         c0, t0 = cpu_seconds(), time.perf_counter()
         fn()
         cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
-        _SPENT["cpu"] += cpu
-        _SPENT["wall"] += wall
-        best = min(best, cpu)
+        if not wall_clock:  # GPU work would distort the CPU parallelism measured here
+            _SPENT["cpu"] += cpu
+            _SPENT["wall"] += wall
+        best = min(best, wall if wall_clock else cpu)
     return max(best, 1e-9)
 
 
 # ------------------------------------------------------------------------------------------------
 # calibration: throughputs measured on this code
 # ------------------------------------------------------------------------------------------------
+#: Seconds one timed matrix product may take while calibrating. On a CPU that emulates bfloat16
+#: (AVX2 without AVX512_BF16 or AMX) a bf16 product is ~50-100x slower than fp32; rows and
+#: repeats shrink until each product fits, so calibration costs seconds on any CPU.
+MATMUL_CALL_BUDGET_S = 0.25
+
+
 def _calibrate_matmul(device: str, dtype, d: int, batches) -> dict:
     """Seconds per multiply-accumulate of a weight matrix [d, 16384] applied to B rows for every
     decoding batch size B in ``batches`` (one token per sequence: reading the weights dominates,
-    so the cost per MAC falls almost as 1/B) and to 2048 rows (encoding, teacher forcing).
-    Returns ``{"encode": s, "decode": {B: s}}``."""
+    so the cost per MAC falls almost as 1/B) and to up to 2048 rows (encoding, teacher forcing;
+    compute-bound, so fewer rows give the same cost per MAC once a product would exceed
+    ``MATMUL_CALL_BUDGET_S``). Returns ``{"encode": s, "decode": {B: s}}``."""
     import torch
 
     w = torch.randn(d, 16 * 1024 if d >= 512 else 4 * d, dtype=dtype, device=device)  # > cache when d is real
 
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def once(x) -> float:
+        t0 = time.perf_counter()
+        x @ w
+        sync()
+        return time.perf_counter() - t0
+
     def per_mac(rows: int) -> float:
         x = torch.randn(rows, d, dtype=dtype, device=device)
+        first = once(x)  # warm-up, and how long one product takes here
+        inner = max(1, min(4, int(MATMUL_CALL_BUDGET_S / max(first, 1e-9))))
 
         def run():
-            for _ in range(4):
+            for _ in range(inner):
                 x @ w
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-        run()
-        return _best(run) / (4 * rows * w.numel())
-    return {"encode": per_mac(2048), "decode": {int(b): per_mac(int(b)) for b in sorted(set(batches))}}
+            sync()
+        repeat = 3 if first * inner < MATMUL_CALL_BUDGET_S else 1
+        return _best(run, repeat, wall_clock=device.startswith("cuda")) / (inner * rows * w.numel())
+
+    probe = per_mac(16)
+    enc_rows = 2048
+    while enc_rows > 16 and probe * enc_rows * w.numel() > MATMUL_CALL_BUDGET_S:
+        enc_rows //= 2
+    return {"encode": min(probe, per_mac(enc_rows)) if enc_rows > 16 else probe,
+            "decode": {int(b): per_mac(int(b)) for b in sorted(set(batches))}}
 
 
 def _tiny_decoder(layers: int):
@@ -211,7 +241,7 @@ def _calibrate_generate(batch: int) -> dict:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from engine.recorder import _greedy
+    from engine.recorder import greedy
 
     hf_logging.set_verbosity_error()
     steps = 24
@@ -219,7 +249,7 @@ def _calibrate_generate(batch: int) -> dict:
     for layers in (1, 4):
         model = _tiny_decoder(layers)
 
-        class _LM:  # the two attributes _greedy reads
+        class _LM:  # the two attributes greedy reads
             pass
         lm = _LM()
         lm.model, lm.device = model, torch.device("cpu")
@@ -228,7 +258,7 @@ def _calibrate_generate(batch: int) -> dict:
 
         def run(n):
             with torch.no_grad():
-                _greedy(lm, states, mask, [4] * batch, n)
+                greedy(lm, states, mask, [4] * batch, n)
         run(2)
         per_step[layers] = (_best(lambda: run(steps), 2) - _best(lambda: run(1), 2)) / (steps - 1)
     layer = max(0.0, (per_step[4] - per_step[1]) / 3)
@@ -481,8 +511,10 @@ def estimate(cfg: dict) -> dict:
     # steering batches over one (source, task)'s held-out rows
     decode_batches = {min(bs, n_id - i) for i in range(0, n_id, bs)} | \
         {min(bs, cfg["data"]["n_steer"] - i) for i in range(0, cfg["data"]["n_steer"], bs)}
-    cal["matmul_s_per_mac"] = _calibrate_matmul(mm_device, tdtype, min(d_model, 1024), decode_batches or {1})
-    cal["generate"] = _calibrate_generate(min(bs, max(n_id, n_steer)))
+    gpu_assumed = on_gpu and not measure_gpu
+    if not gpu_assumed:  # a CUDA run with no GPU visible uses the stated GPU model instead
+        cal["matmul_s_per_mac"] = _calibrate_matmul(mm_device, tdtype, min(d_model, 1024), decode_batches or {1})
+        cal["generate"] = _calibrate_generate(min(bs, max(n_id, n_steer)))
     from engine.fingerprint import file_sha256
 
     with tempfile.NamedTemporaryFile() as fh:
@@ -509,13 +541,15 @@ def estimate(cfg: dict) -> dict:
     if backend == "espeak" and espeak is None and sel is None:
         espeak = {"s_per_utterance": 0.05, "audio_s_per_char": {lang: 0.07 for lang in langs}, "backend": None}
 
-    gpu_assumed = on_gpu and not measure_gpu
-    mm = dict(cal["matmul_s_per_mac"])
-    gen = dict(cal["generate"])
     if gpu_assumed:  # cannot measure the run's GPU here: assume one (stated in the output)
-        mm = {"encode": 1 / (ASSUMED_GPU["tflops"] * 1e12 / 2),
-              "decode": {b: wbytes / (ASSUMED_GPU["weight_read_gbps"] * 1e9) for b in mm["decode"]}}
+        # per MAC: a decoding step reads every weight once for all B rows (bandwidth-bound), but
+        # never faster than the arithmetic itself (compute-bound)
+        mac = 1 / (ASSUMED_GPU["tflops"] * 1e12 / 2)
+        mm = {"encode": mac,
+              "decode": {b: max(mac, wbytes / (ASSUMED_GPU["weight_read_gbps"] * 1e9) / b) for b in decode_batches or {1}}}
         gen = {"step_s": ASSUMED_GPU["step_overhead_s"], "layer_s": ASSUMED_GPU["layer_overhead_s"]}
+    else:
+        mm, gen = dict(cal["matmul_s_per_mac"]), dict(cal["generate"])
     ap_speedup = ASSUMED_GPU["ap_speedup"] if gpu_assumed else 1.0
 
     # ---- inputs -------------------------------------------------------------------------------
@@ -538,24 +572,33 @@ def estimate(cfg: dict) -> dict:
     tokens = TEXT_TOKENS if sel is None else min(TEXT_TOKENS * 2, max(mean_chars.values()) / 2.5 + 2)
 
     # ---- model compute per batch of B examples -------------------------------------------------
-    def encode_s(modality: str, B: int) -> float:
+    # Every cost is a pair [CPU seconds, device seconds]: device seconds are the model's arithmetic
+    # (and, for an assumed GPU, its per-step overheads), GPU seconds on a CUDA run; on a CPU run
+    # they are CPU seconds too and are added to the first entry at the end.
+    def cost(cpu: float = 0.0, dev: float = 0.0) -> np.ndarray:
+        return np.array([cpu, dev], dtype=float)
+
+    def framework(seconds: float) -> np.ndarray:  # generate's per-step overheads
+        return cost(dev=seconds) if gpu_assumed else cost(cpu=seconds)
+
+    def encode_s(modality: str, B: int) -> np.ndarray:
         """Encoder arithmetic plus the recorder's own per-batch cost (features, hooks, copies)."""
         fixed = rec[f"{modality}_batch_s"] * B / max(1, min(bs, max(n_id, n_steer)))
         if modality == "speech":
             T = max_frames
             attn = 2 * T * T * d_model * len(model.speech_encoder.encoder.layers)
-            return fixed + (p_speech * T + attn) * B * mm["encode"]
-        return fixed + p_text * tokens * 1.3 * B * mm["encode"]
+            return cost(fixed, (p_speech * T + attn) * B * mm["encode"])
+        return cost(fixed, p_text * tokens * 1.3 * B * mm["encode"])
 
-    def decode_s(B: int, n_new: int, modality: str) -> float:
+    def decode_s(B: int, n_new: int, modality: str) -> np.ndarray:
         T_enc = max_frames / 8 if modality == "speech" else tokens
         per_step = (p_dec + p_lm) * B * mm["decode"][B] + 2 * B * T_enc * d_model * dec_layers * mm["encode"]
         # framework cost per step: the recorder's generate on the 2-layer fixture, plus the
         # measured cost of every further decoder layer
-        return n_new * (per_step + rec[f"{modality}_step_s"] + gen["layer_s"] * max(0, dec_layers - 2))
+        return n_new * (cost(rec[f"{modality}_step_s"], per_step) + framework(gen["layer_s"] * max(0, dec_layers - 2)))
 
-    def forced_s(B: int, width_tokens: int) -> float:
-        return p_dec * B * width_tokens * mm["encode"] + gen["layer_s"] * max(0, dec_layers - 2)
+    def forced_s(B: int, width_tokens: int) -> np.ndarray:
+        return cost(dev=p_dec * B * width_tokens * mm["encode"]) + framework(gen["layer_s"] * max(0, dec_layers - 2))
 
     def batches(n_rows: int, B: int) -> list[int]:
         return [min(B, n_rows - i) for i in range(0, n_rows, B)] if n_rows else []
@@ -571,23 +614,23 @@ def estimate(cfg: dict) -> dict:
         sel_bytes = len(json.dumps(_selection_json(sel), indent=1, sort_keys=True).encode())
     else:
         sel_bytes = (n_id + n_steer) // L * (L + 1) * SELECTION_BYTES_PER_TEXT
-    stages["data"] = {"time_s": preflight_s, "peak_rss_bytes": base_rss, "disk_bytes": sel_bytes + 2000}
+    stages["data"] = {"time_s": cost(preflight_s), "peak_rss_bytes": base_rss, "disk_bytes": sel_bytes + 2000}
     # speech
     n_utt = (n_id + n_steer)
     if backend == "espeak" and espeak:
-        tts_s = espeak["s_per_utterance"] * n_utt
-    else:
-        tts_s = ASSUMED_TTS_S.get(backend, 1.0) * n_utt
+        tts_s = cost(espeak["s_per_utterance"] * n_utt)
+    else:  # XTTS runs on the run's device
+        tts_s = cost(dev=ASSUMED_TTS_S.get(backend, 1.0) * n_utt)
     audio_bytes = int(sum(audio_s[lang] for lang in langs) * (n_utt // L) * 16000 * 4 + 80 * n_utt)
-    stages["speech"] = {"time_s": preflight_s + tts_s, "peak_rss_bytes": base_rss,
+    stages["speech"] = {"time_s": cost(preflight_s) + tts_s, "peak_rss_bytes": base_rss,
                         "disk_bytes": audio_bytes + 200 * n_utt + 1000}
     # record
     n_new = cfg["record"]["max_new_tokens"]
-    rec_compute = 0.0
+    rec_compute = cost()
     for task, modality in (("S2T", "speech"), ("T2T", "text"), ("ASR", "speech")):
         for B in batches(n_id, bs):
             # ASR is served S2T's speech-encoder pass (run.RECORD_GROUPS): no encoder of its own
-            encode = encode_s(modality, B) if task != "ASR" else 0.0
+            encode = encode_s(modality, B) if task != "ASR" else cost()
             rec_compute += encode + decode_s(B, n_new, modality) + forced_s(B, max(steps) + 1)
     # one speech-encoder matrix serves S2T and ASR; decoder matrices per task and step
     store_values = n_id * (n_enc["speech"] + n_enc["text"] + 3 * S * n_dec)
@@ -597,38 +640,44 @@ def estimate(cfg: dict) -> dict:
     widest_record = n_enc["speech"] + 2 * S * n_dec  # S2T and ASR blocks are recorded together
     block_rows = min(rpb, n_id)
     act_bytes = bs * max_frames * 4 * d_model * wbytes * 2 if n_id else 0  # largest encoder activations
-    ram_record = (base_rss + weight_bytes + block_rows * widest_record * 4 * 3 + min(bs, n_id) * widest_record * 4
+    # weights stored in another type than the run computes in (a bf16 checkpoint run in fp32)
+    # are converted at load: the stored copy is resident beside the converted one at the peak
+    stored = str(getattr(mcfg, "dtype", None) or "").removeprefix("torch.")
+    convert_bytes = n_params * BYTES[stored] if stored in BYTES and stored != cfg["model"]["dtype"] else 0
+    ram_record = (base_rss + weight_bytes + convert_bytes + block_rows * widest_record * 4 * 3 + min(bs, n_id) * widest_record * 4
                   + act_bytes)
     store_bytes = int(store_values * min(sb, cal["store"]["stored_bytes_per_value"]))
     store_meta = 3 * (n_id * 120 + (n_id // max(block_rows, 1) + 1) * (S + 1) * 900)
-    stages["record"] = {"time_s": preflight_s + hash_s + load_s + rec_compute + store_io,
+    stages["record"] = {"time_s": cost(preflight_s + hash_s + load_s + store_io) + rec_compute,
                         "peak_rss_bytes": ram_record, "disk_bytes": store_bytes + store_meta}
     if on_gpu:
         stages["record"]["gpu_peak_bytes"] = weight_bytes + act_bytes + bs * (p_lm // d_model) * 4
         stages["record"]["peak_rss_bytes"] = base_rss + weight_bytes + block_rows * widest_record * 4 * 3
     # rank
     rank_cols = sum(width.values())
-    rank_s = (rank_cols * cal["rank"]["s_per_neuron"] / ap_speedup
-              + n_id * rank_cols * cal["store"]["read_s_per_value"])
+    ap_s = rank_cols * cal["rank"]["s_per_neuron"] / ap_speedup
+    rank_s = cost(n_id * rank_cols * cal["store"]["read_s_per_value"]) + (
+        cost(dev=ap_s) if rank_device.startswith("cuda") or gpu_assumed else cost(ap_s))
     medians_s = S * n_dec * cal["rank"]["medians_s_per_neuron"]  # ASR decoder, every language
     # AP and its tie-breaker r (float64 each) per task, the ASR decoder medians (float32)
     ap_bytes = sum(2 * (w * L * 8 + 128) for w in width.values()) + 2 * S * (L * n_dec * 4 + 128)
     chunk_cols = 8192
     ram_rank = base_rss + cal["rank"]["chunk_extra_bytes"] * min(chunk_cols, n_dec) / min(8192, n_dec) \
         + rank_cols * L * 8 * 2 / max(1, len(width) * (S + 1)) * 2
-    stages["rank"] = {"time_s": preflight_s + rank_s + medians_s, "peak_rss_bytes": ram_rank,
+    stages["rank"] = {"time_s": cost(preflight_s + medians_s) + rank_s, "peak_rss_bytes": ram_rank,
                       "disk_bytes": ap_bytes + 3 * 600}
     # compare
     st = cal["statistics"]
     resample_s = st["resample"]["fixed_s"] + st["resample"]["s_per_neuron"] * n_dec
     boot_s = 2 * n_boot * n_dec * cal["bootstrap"]["s_per_resample_neuron"] / ap_speedup
-    per_step = boot_s + (n_boot + 1) * resample_s  # the point estimate costs what a resample does
+    boot = cost(dev=boot_s) if rank_device.startswith("cuda") or gpu_assumed else cost(boot_s)
+    per_step = boot + cost((n_boot + 1) * resample_s)  # the point estimate costs what a resample does
     boot_bytes = 2 * n_boot * L * n_dec * 4
     compare_json = S * (2500 + 60 * L * L + 40 * len(ks)) + (1000 + 10 * dec_layers) * (2 * S + 2)
     # one store block's bootstrap at a time (the resamples go to scratch files, not memory),
     # then the statistics of each resample on the step's AP and r (measured). Summed, not the
     # larger of the two: the allocator keeps the heap the bootstrap grew (rehearsals measure it).
-    stages["compare"] = {"time_s": preflight_s + S * per_step, "peak_rss_bytes": base_rss
+    stages["compare"] = {"time_s": cost(preflight_s) + S * per_step, "peak_rss_bytes": base_rss
                          + cal["bootstrap"]["block_extra_bytes"] + st["resample"]["bytes_per_neuron"] * n_dec,
                          "disk_bytes": compare_json, "transient_disk_bytes": boot_bytes}
     # steer
@@ -639,28 +688,35 @@ def estimate(cfg: dict) -> dict:
     per_src = cfg["data"]["n_steer"]
     steer_calls = {"speech": sources + n_pairs * S * arms, "text": sources + n_pairs * S * arms}
     steer_new = cfg["steer"]["max_new_tokens"]
-    steer_compute = 0.0
+    steer_compute = cost()
     for modality, calls in steer_calls.items():
         for B in batches(per_src, bs):
             steer_compute += calls * (encode_s(modality, B) + decode_s(B, steer_new, modality) + forced_s(B, 2))
     steer_generations = sum(steer_calls.values()) * per_src
     steer_text_bytes = steer_generations * steer_new * 5
     steer_rows = (2 * sources * 0 + n_pairs * 2 * (1 + S * arms))
-    stages["steer"] = {"time_s": preflight_s + load_s + steer_compute + 2.0,
-                       "peak_rss_bytes": base_rss + weight_bytes + min(bs, per_src) * widest * 4 * 2 + act_bytes,
+    stages["steer"] = {"time_s": cost(preflight_s + load_s + 2.0) + steer_compute,
+                       "peak_rss_bytes": base_rss + weight_bytes + convert_bytes + min(bs, per_src) * widest * 4 * 2
+                       + act_bytes,
                        "disk_bytes": steer_text_bytes * 2 + steer_rows * 700}
     if on_gpu:
         stages["steer"]["gpu_peak_bytes"] = weight_bytes + act_bytes + bs * (p_lm // d_model) * 4
     # report
-    stages["report"] = {"time_s": preflight_s, "peak_rss_bytes": base_rss,
+    stages["report"] = {"time_s": cost(preflight_s), "peak_rss_bytes": base_rss,
                         "disk_bytes": compare_json + steer_rows * 700 + 3000}
 
-    # costs above are CPU seconds; wall time divides by the parallelism this process got while
-    # calibrating (2 on an idle 2-core machine running torch; below 1 when others share the cores)
+    # CPU seconds become wall time divided by the parallelism this process got while calibrating
+    # (2 on an idle 2-core machine running torch; below 1 when others share the cores); device
+    # seconds on a GPU are wall time as they are
     parallel = _SPENT["cpu"] / max(_SPENT["wall"], 1e-9)
     for figs in stages.values():
-        figs["cpu_s"] = figs["time_s"]
-        figs["time_s"] = figs["cpu_s"] / parallel
+        cpu, dev = (float(v) for v in figs.pop("time_s"))
+        if not on_gpu:
+            cpu, dev = cpu + dev, 0.0
+        figs["cpu_s"] = cpu
+        if on_gpu:
+            figs["gpu_s"] = dev
+        figs["time_s"] = cpu / parallel + dev
     total_s = sum(s["time_s"] for s in stages.values())
     disk_total = sum(s["disk_bytes"] for s in stages.values()) + boot_bytes
     peak = max(s["peak_rss_bytes"] for s in stages.values())
@@ -672,10 +728,11 @@ def estimate(cfg: dict) -> dict:
         "outputs_run_to_max_new_tokens": True,
     }
     calibration = {
-        "matmul_gmac_s": {"encode": round(1e-9 / cal["matmul_s_per_mac"]["encode"], 2),
-                          **{f"decode_batch_{b}": round(1e-9 / v, 2) for b, v in cal["matmul_s_per_mac"]["decode"].items()}},
-        "generate_ms_per_step": round(1e3 * cal["generate"]["step_s"], 3),
-        "generate_ms_per_layer_step": round(1e3 * cal["generate"]["layer_s"], 3),
+        **({} if gpu_assumed else {
+            "matmul_gmac_s": {"encode": round(1e-9 / mm["encode"], 2),
+                              **{f"decode_batch_{b}": round(1e-9 / v, 2) for b, v in mm["decode"].items()}},
+            "generate_ms_per_step": round(1e3 * gen["step_s"], 3),
+            "generate_ms_per_layer_step": round(1e3 * gen["layer_s"], 3)}),
         "recorder_s": {k2: round(v, 4) for k2, v in rec.items()},
         "sha256_mb_s": round(1e-6 / cal["sha256_s_per_byte"], 1),
         "store_write_mvalues_s": round(1e-6 / cal["store"]["write_s_per_value"], 2),
@@ -723,7 +780,8 @@ def estimate(cfg: dict) -> dict:
         s = stages[name]
         extra = f", GPU {_size(s['gpu_peak_bytes'])}" if "gpu_peak_bytes" in s else ""
         scratch = f" (+{_size(s['transient_disk_bytes'])} scratch while running)" if "transient_disk_bytes" in s else ""
-        result["lines"].append(f"  {name:8s} time {_dur(s['time_s'])} ({s['cpu_s']:.1f} CPU s), peak RAM {_size(s['peak_rss_bytes'])}{extra}, "
+        gpu_s = f" + {s['gpu_s']:.0f} GPU s" if "gpu_s" in s else ""
+        result["lines"].append(f"  {name:8s} time {_dur(s['time_s'])} ({s['cpu_s']:.1f} CPU s{gpu_s}), peak RAM {_size(s['peak_rss_bytes'])}{extra}, "
                                f"disk {_size(s['disk_bytes'])}{scratch}")
     result["lines"].append(f"total: ~{_dur(total_s)}, peak RAM {_size(peak)}, disk {_size(disk_total)} "
                            f"(activation store {_size(store_bytes)} of {_size(store_values * sb)} raw, {sdtype})")
