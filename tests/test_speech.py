@@ -15,6 +15,7 @@ from engine.data.speech import (SAMPLE_RATE, EspeakBackend, NaturalBackend, Spee
                                 cache_key, load_waveform, make_backend, resample, speech_features,
                                 synthesize, synthesize_sentences)
 from engine.errors import UserError
+from tests.conftest import assert_close_to_oracle
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 LANGS6 = ("eng", "deu", "spa", "fra", "cmn", "jpn")
@@ -219,7 +220,7 @@ def test_load_waveform_int16_stereo_8k(tmp_path):
     out = load_waveform(tmp_path / "a.wav")
     expected = resample((left.astype(np.float32) + (left // 2).astype(np.float32)) / 2 / 32768, 8000)
     assert out.dtype == np.float32 and out.shape == (16000,)
-    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert_close_to_oracle(out, expected, what="resampled stereo")
 
 
 def test_resample_keeps_frequency():
@@ -258,7 +259,7 @@ def test_feature_shapes_and_mask(extractor):
     assert out["attention_mask"].tolist()[1] == [1] * 24 + [0] * 25
     # batching does not change an example's real frames (oracle: the example alone)
     alone = speech_features([_noise(8000, 1)], extractor)["input_features"][0]
-    np.testing.assert_allclose(out["input_features"][1, :24].numpy(), alone.numpy(), atol=1e-5)
+    assert_close_to_oracle(out["input_features"][1, :24].numpy(), alone.numpy(), what="batched features")
 
 
 def test_fixed_frames_truncate_and_pad(extractor):

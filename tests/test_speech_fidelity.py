@@ -19,6 +19,7 @@ from engine.errors import UserError
 from engine.hooks import hooked
 from engine.loader import TINY_MODEL_DIR, LoadedModel, check_attention, load_model
 from engine.recorder import ModelInput, record_batches
+from tests.conftest import assert_close_to_oracle, component_groups
 
 STEPS = tuple(range(1, 12))
 N_NEW = max(STEPS)
@@ -107,28 +108,21 @@ def lone_truth(lm, catalog, item, n_new=N_NEW):
     return torch.cat(enc).numpy(), {t: dec[t] for t in range(n_pos)}, tokens
 
 
-def max_differences(lm, catalog, items, batch_size):
-    """Largest |recorded - lone truth| per item: (encoder, decoder over every step) and token equality."""
+def assert_equal_to_lone(lm, catalog, items, batch_size):
+    """Every recorded value equals transformers' lone run of its example (encoder, and decoder at
+    every step the lone run has) up to summation order (tests/conftest.py), tokens identical."""
     recs = list(record_batches(lm, catalog, items, steps=STEPS, batch_size=batch_size))
     rows = [(rec, k) for rec in recs for k in range(len(rec.example_ids))]
-    out = []
+    enc_groups, dec_groups = component_groups(catalog, "speech_encoder"), component_groups(catalog, "text_decoder")
     for item, (rec, k) in zip(items, rows):
         assert rec.example_ids[k] == item.example_id
         enc, dec, tokens = lone_truth(lm, catalog, item)
-        d_enc = float(np.abs(rec.encoder[k] - enc).max())
-        d_dec = 0.0
+        assert rec.output_ids[k] == tokens[:len(rec.output_ids[k])], item.example_id
+        assert_close_to_oracle(rec.encoder[k], enc, groups=enc_groups, what=f"{item.example_id} encoder")
         for t in STEPS:
             if t - 1 <= len(tokens):  # the step exists in the lone run
                 assert rec.valid[t][k]
-                d_dec = max(d_dec, float(np.abs(rec.decoder[t][k] - dec[t]).max()))
-        out.append((item.example_id, d_enc, d_dec, rec.output_ids[k] == tokens[:len(rec.output_ids[k])]))
-    return out
-
-
-def assert_equal_to_lone(lm, catalog, items, batch_size, atol=2e-5):
-    for example_id, d_enc, d_dec, same_tokens in max_differences(lm, catalog, items, batch_size):
-        assert same_tokens, example_id
-        assert d_enc <= atol and d_dec <= atol, (example_id, d_enc, d_dec)
+                assert_close_to_oracle(rec.decoder[t][k], dec[t], groups=dec_groups, what=f"{item.example_id} t={t}")
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +263,7 @@ def test_speech_encoder_attention_equals_hand_computation(tiny, second, which):
         lone_width = torch.tensor([lm.feature_extractor([w], sampling_rate=16000)["input_features"][0].shape[0]
                                    for w in waves])
         assert rows[torch.arange(rows.shape[1])[None] < lone_width[:, None]].all()
-        torch.testing.assert_close(seen["out"][rows], expected[rows], atol=2e-5, rtol=0)
+        assert_close_to_oracle(seen["out"][rows], expected[rows], what="chunked attention")
 
 
 def test_other_attention_implementations_are_refused(tiny):
