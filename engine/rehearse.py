@@ -17,6 +17,16 @@ generation lengths are capped: recording stops at the last recorded step and ste
 ``STEER_TOKENS`` new tokens (``--set record.max_new_tokens=...`` / ``steer.max_new_tokens``
 restore the profile's values).
 
+Compute type: the profile's (bfloat16 for ``paper``), unless the run is on a CPU that emulates
+bfloat16 (AVX2 without AVX512_BF16 or AMX: a bf16 matrix product measured >= ``EMULATED_BF16``
+times slower than fp32, ~50-100x on such CPUs, which would turn minutes into hours). There the
+rehearsal computes in float32 and still stores activations as bfloat16 (``record.store_dtype``):
+every store path, file and byte on disk is the paper run's, widths and activation buffers are
+the real ones, and the estimate it is judged against is computed for the same settings; only the
+weights take 4 bytes per parameter in RAM instead of 2 (``engine estimate --profile paper`` gives
+the bf16 figure). ``--dtype`` forces either type. The choice and its reason are printed and are
+in the result under ``compute``.
+
 The model is written directly in the target dtype, shard by shard from a seeded generator
 (normal(0, initializer_range) for matrices, ones for norm weights, zeros for biases), with no
 fp32 copy and no full in-memory model: building Large needs about one shard of memory.
@@ -38,6 +48,8 @@ from engine.errors import UserError
 BUILDER_VERSION = 1  # part of the cache key: bump when the files a build writes change
 SHARD_BYTES = 512 * 2**20
 STEER_TOKENS = 16
+#: A CPU whose bf16 matrix products are this many times slower than fp32 ones emulates bfloat16.
+EMULATED_BF16 = 4.0
 TINY_MODEL = config_mod.REPO_ROOT / "fixtures" / "tiny_model"
 STACK_LAYERS = ("speech_encoder_layers", "encoder_layers", "decoder_layers", "t2u_encoder_layers",
                 "t2u_decoder_layers")
@@ -257,11 +269,53 @@ BOUNDS = {"peak_rss_bytes": (0.7, 1.3), "disk_bytes": (0.7, 1.3), "time_s": (0.5
 FLOOR = {"disk_bytes": 1 << 20, "time_s": 2.0, "cpu_s": 2.0, "peak_rss_bytes": 0}
 
 
-def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrides=None, device: str | None = None) -> dict:
-    """The profile's settings with the rehearsal's substitutions (model, data, speech, sizes)."""
+def bf16_slowdown(d: int = 256, n: int = 1024, rows: int = 64) -> float:
+    """How many times slower a bfloat16 matrix product [rows, d] x [d, n] is than a float32 one
+    on this CPU (best of 3 each; a few milliseconds where bf16 is native, ~0.1 s where emulated)."""
+    import time
+
     import torch
 
+    def best(dtype) -> float:
+        x, w = torch.randn(rows, d, dtype=dtype), torch.randn(d, n, dtype=dtype)
+        x @ w
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            x @ w
+            times.append(time.perf_counter() - t0)
+        return max(min(times), 1e-9)
+    return best(torch.bfloat16) / best(torch.float32)
+
+
+def compute_type(profile_dtype: str, device: str, forced: str = "auto") -> dict:
+    """The dtype a rehearsal computes in, and why (see the module docstring)."""
+    if forced != "auto":
+        return {"dtype": forced, "profile_dtype": profile_dtype, "reason": f"--dtype {forced}"}
+    if profile_dtype != "bfloat16" or device.startswith("cuda"):
+        return {"dtype": profile_dtype, "profile_dtype": profile_dtype, "reason": "the profile's"}
+    slowdown = bf16_slowdown()
+    if slowdown < EMULATED_BF16:
+        return {"dtype": "bfloat16", "profile_dtype": profile_dtype, "bf16_slowdown": round(slowdown, 1),
+                "reason": f"this CPU computes bfloat16 natively (a bf16 product is {slowdown:.1f}x an fp32 one)"}
+    return {"dtype": "float32", "profile_dtype": profile_dtype, "bf16_slowdown": round(slowdown, 1),
+            "reason": f"this CPU emulates bfloat16 (a bf16 product is {slowdown:.0f}x slower than fp32): computing "
+                      "in float32, storing bfloat16 as the paper run does; disk and store paths are the paper's, "
+                      "weights take 4 bytes per parameter in RAM instead of 2 (--dtype bfloat16 forces bf16)"}
+
+
+def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrides=None, device: str | None = None,
+                      dtype: str | None = None) -> dict:
+    """The profile's settings with the rehearsal's substitutions (model, data, speech, sizes);
+    ``dtype`` (from ``compute_type``) replaces the compute type, keeping the store's type."""
+    import torch
+
+    from engine.store import resolve_store_dtype
+
     cfg = config_mod.load_profile(profile, overrides)
+    if dtype is not None and dtype != cfg["model"]["dtype"]:
+        cfg["record"]["store_dtype"] = resolve_store_dtype(cfg["record"]["store_dtype"], cfg["model"]["dtype"])
+        cfg["model"]["dtype"] = dtype
     cfg["profile"]["name"] = f"rehearse-{cfg['profile']['name']}"
     cfg["model"]["id"] = str(Path(model_dir).resolve())
     cfg["model"]["revision"] = ""
@@ -372,7 +426,7 @@ def compare_figures(measured: dict, estimated: dict) -> dict:
 
 
 def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang: int = 2, profile: str = "paper",
-             overrides=None, out: str | Path = "runs", seed: int = 0, log=print) -> dict:
+             overrides=None, out: str | Path = "runs", seed: int = 0, dtype: str = "auto", log=print) -> dict:
     """Build (or reuse) the model, run every stage in its own process, and compare with the estimate."""
     from engine.estimate import estimate
     from engine.run import STAGES
@@ -384,7 +438,15 @@ def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang
     t0 = time.perf_counter()
     model_dir = build_model(mcfg, models, seed=seed, dtype=base_cfg["model"]["dtype"], log=log)
     build_s = time.perf_counter() - t0
-    cfg = rehearsal_profile(profile, model_dir, n_per_lang=n_per_lang, overrides=overrides)
+    device = base_cfg["model"]["device"]
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    compute = compute_type(base_cfg["model"]["dtype"], device, dtype)
+    log(f"rehearse: computing in {compute['dtype']} ({compute['reason']})")
+    cfg = rehearsal_profile(profile, model_dir, n_per_lang=n_per_lang, overrides=overrides, device=device,
+                            dtype=compute["dtype"])
     root = out / "rehearse" / f"{model_dir.name}-n{n_per_lang}"
     shutil.rmtree(root, ignore_errors=True)  # every rehearsal measures from nothing, caches included
     root.mkdir(parents=True)
@@ -402,6 +464,7 @@ def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang
         stages[stage]["startup_s"] = measured.get("startup_s")
         log(_row(stage, stages[stage]))
         result = _summary(config, layers, model_dir, est, cfg, build_s, n_per_lang, profile, root, stages)
+        result["compute"] = compute
         # progress on disk after every stage: a long rehearsal shows how far it got
         (root / "rehearsal.json").write_text(json.dumps(result, indent=1, sort_keys=True))
     return result
@@ -450,6 +513,9 @@ def rehearse_arguments(parser) -> None:
         "of the config's vocabulary size, and CPU when the profile's CUDA device is absent. Random weights "
         "never end a sentence, so recording stops at the last recorded step and steering after "
         f"{STEER_TOKENS} tokens (--set record.max_new_tokens=N / steer.max_new_tokens=N to change). "
+        "On a CPU that emulates bfloat16 (bf16 products measured many times slower than fp32) it computes "
+        "in float32 and stores bfloat16, so disk and store paths are the paper run's and only the weights' "
+        "RAM doubles (--dtype to force a type); the choice is printed. "
         "Last line: one JSON object of the figures.")
     parser.add_argument("--config", default=None,
                         help="architecture: 'large' (default, SeamlessM4Tv2Config()) or a model directory / config.json")
@@ -462,13 +528,16 @@ def rehearse_arguments(parser) -> None:
                         help="override a profile setting, e.g. --set rank.n_boot=10 (repeatable)")
     parser.add_argument("--out", default="runs", help="output root (default runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="compute type: auto (default) = the profile's, but float32 (storing bfloat16) on a CPU "
+                             "that emulates bfloat16; or force one")
 
 
 def rehearse_command(args) -> int:
     if args.n_per_lang < 1:
         raise UserError(f"--n-per-lang {args.n_per_lang}: give at least 1")
     result = rehearse(config=args.config, layers=args.layers, n_per_lang=args.n_per_lang, profile=args.profile,
-                      overrides=args.overrides, out=args.out, seed=args.seed,
+                      overrides=args.overrides, out=args.out, seed=args.seed, dtype=args.dtype,
                       log=lambda msg: print(msg, flush=True))
     print(json.dumps(result, sort_keys=True))
     return 0
