@@ -182,6 +182,16 @@ def validate(cfg: dict) -> None:
             raise UserError(f"data.n_identify + data.n_steer = {d['n_identify'] + d['n_steer']} exceeds the "
                             f"{room} sentences of the embedded corpus; lower data.n_identify to at most "
                             f"{room - d['n_steer']}")
+    if cfg["speech"]["backend"] == "espeak" and cfg["speech"]["voice"]:
+        import shutil
+
+        from engine.data.speech import EspeakBackend
+
+        if shutil.which("espeak-ng"):  # absent: preflight names the missing binary
+            known = EspeakBackend().variants()
+            if cfg["speech"]["voice"] not in known:
+                _fail("speech.voice", cfg["speech"]["voice"], "with the espeak backend it names a voice variant "
+                      f"of `espeak-ng --voices=variant`, e.g. {', '.join(known[:6])}; or '' for each language's own")
     if cfg["speech"]["backend"] == "natural":
         if d["source"] != "fleurs":
             _fail("speech.backend", "natural", "recorded speech exists only for FLEURS: set data.source=fleurs "

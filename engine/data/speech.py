@@ -172,12 +172,18 @@ def _check_text(text: str, lang: str) -> None:
 
 
 class EspeakBackend:
-    """espeak-ng through its command line; reads ``Sentence.readings``."""
+    """espeak-ng through its command line; reads ``Sentence.readings``.
+
+    ``variant`` (the profile's ``speech.voice``): one of espeak-ng's voice variants (``f2``,
+    ``m3``, ``klatt``, ... as ``espeak-ng --voices=variant`` lists them), appended to every
+    language's voice as ``de+f2``; empty for the language's own voice.
+    """
 
     name = "espeak"
 
-    def __init__(self, binary: str = "espeak-ng"):
+    def __init__(self, binary: str = "espeak-ng", variant: str = ""):
         self.binary = binary
+        self.variant = variant
         self._version: str | None = None
 
     def _executable(self) -> str:
@@ -188,7 +194,15 @@ class EspeakBackend:
         return found
 
     def voice(self, lang: str) -> str:
-        return get_language(lang).espeak_voice
+        base = get_language(lang).espeak_voice
+        return f"{base}+{self.variant}" if self.variant else base
+
+    def variants(self) -> list[str]:
+        """The variant names this espeak-ng knows (an unknown one is silently ignored by it)."""
+        out = subprocess.run([self._executable(), "--voices=variant"], capture_output=True, text=True,
+                             check=True).stdout
+        return sorted(tok.removeprefix("!v/") for line in out.splitlines()[1:] for tok in line.split()
+                      if tok.startswith("!v/"))
 
     def version(self) -> str:
         if self._version is None:

@@ -12,6 +12,8 @@ def stage_speech(run: Run) -> None:
 
     s = run.cfg["speech"]
     options = {"speaker": s["voice"]} if (s["voice"] and s["backend"] == "xtts") else {}
+    if s["voice"] and s["backend"] == "espeak":
+        options = {"variant": s["voice"]}
     if s["backend"] == "xtts" and run.cfg["model"]["device"].startswith("cuda"):
         options["device"] = "cuda"
     if s["backend"] == "natural":
