@@ -7,16 +7,17 @@
   cannot be had (``UserError``: missing model, data or GPU), every claim test FAILS with the
   message; nothing is skipped.
 - ``--profile paper``: each claim test asserts ``engine.claims.check`` (the paper's bounds).
-- other profiles (default ``tiny``): each test asserts ``compare_baseline`` against
-  ``fixtures/baselines/<profile>.json``; ``--update-baselines`` rewrites that file at the
-  end of the session (controller only under xdist) and prints a unified diff.
+- other profiles (default ``tiny``): each test asserts ``engine.baselines.compare`` against
+  ``fixtures/baselines/<profile>.json`` (a tolerance and its reason per number, set by the
+  noise study ``python -m engine baselines``); ``--update-baselines`` rewrites its values at the
+  end of the session (controller only under xdist), keeping the measured tolerances, and prints
+  a unified diff.
 - Report: on the controller, ``reports/<profile>-<timestamp>/`` (root overridable with
   ``STEP_NEURONS_REPORTS``) receives the report, claims.json and junit.xml (unless the user
   passed ``--junitxml``), and ``reports/latest`` is repointed at it.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -25,13 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from engine import baselines as B
 from engine import claims as C
 from engine.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_ANALYSIS = "STEP_NEURONS_ANALYSIS"
-#: Baseline directory; STEP_NEURONS_BASELINES overrides it (tests write to a temporary one).
-BASELINES = Path(os.environ.get("STEP_NEURONS_BASELINES") or REPO / "fixtures" / "baselines")
 _CLAIM_RE = re.compile(r"test_([RST]\d+)_")
 _STATE = pytest.StashKey[dict]()
 _CONFIG: list = []  # the session's config, for hooks that receive only a report
@@ -58,15 +58,9 @@ def resolve_analysis(profile: str) -> Path:
     return Path(ensure_analysis(profile))
 
 
-def baseline_path(profile: str) -> Path:
-    return BASELINES / f"{profile}.json"
-
-
 def load_baseline(profile: str) -> dict | None:
-    path = baseline_path(profile)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The profile's baseline (``STEP_NEURONS_BASELINES`` overrides its directory), or None."""
+    return B.load(profile)
 
 
 # ----------------------------------------------------------------------------- hooks
@@ -133,7 +127,11 @@ def pytest_sessionfinish(session, exitstatus):
     if analysis is not None:
         verdicts = {cid: C.check(cid, analysis, registry["claims"][cid]) for cid in registry["claims"]}
         if profile != "paper":
-            baseline = load_baseline(profile)
+            unreadable = None
+            try:
+                baseline = load_baseline(profile)
+            except UserError as exc:
+                baseline, unreadable = None, str(exc)
             for cid in registry["claims"]:
                 o = state["outcomes"].setdefault(cid, {"outcome": "not run", "message": ""})
                 try:
@@ -143,10 +141,10 @@ def pytest_sessionfinish(session, exitstatus):
                     continue
                 entry = (baseline or {}).get("claims", {}).get(cid)
                 if entry is None:
-                    o["baseline"] = {"passed": False, "diff": "no baseline recorded"}
+                    o["baseline"] = {"passed": False, "diff": unreadable or "no baseline recorded"}
                 else:
-                    ok, diff = C.compare_baseline(measured, entry, baseline.get("rtol", C.RTOL), baseline.get("atol", C.ATOL))
-                    o["baseline"] = {"passed": ok, "diff": diff}
+                    ok, moved, diff = B.compare(measured, entry)
+                    o["baseline"] = {"passed": ok, "diff": diff, "moved": moved}
         if config.getoption("--update-baselines"):
             if profile == "paper":
                 write("--update-baselines: baselines are for offline profiles; nothing written for 'paper'")
@@ -181,29 +179,14 @@ def _remove_empty(out_dir: Path, config):
 
 
 def write_baselines(profile: str, analysis: dict, registry: dict, write=print) -> Path:
-    """Rewrite fixtures/baselines/<profile>.json from ``analysis``; print a unified diff."""
-    path = baseline_path(profile)
-    old_text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    meta = analysis.get("meta", {})
-    doc = {
-        "about": registry["baseline_rule"],
-        "profile": profile,
-        "rtol": C.RTOL,
-        "atol": C.ATOL,
-        "significant_digits": C.SIG_DIGITS,
-        "source": {k: meta.get(k) for k in ("model_id", "revision", "data", "speech_backend", "versions", "k", "steps", "langs")},
-        "claims": {cid: C.baseline_entry(C.measurements(cid, analysis)) for cid in registry["claims"]},
-    }
-    new_text = json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    os.replace(tmp, path)
-    diff = list(difflib.unified_diff(old_text.splitlines(), new_text.splitlines(),
-                                     f"{path.name} (old)", f"{path.name} (new)", lineterm="", n=1))
-    write(f"baselines written: {path} ({'unchanged' if not diff else f'{len(diff)} diff lines'})")
-    for line in diff:
-        write(line)
+    """Rewrite fixtures/baselines/<profile>.json from ``analysis`` (tolerances kept); print the diff."""
+    try:
+        old = load_baseline(profile)
+    except UserError:
+        old = None  # an old format: every number becomes unmeasured until the noise study runs
+    path = B.write(profile, B.update_values(profile, analysis, old), log=write)
+    write(f"tolerances kept from the noise study; numbers it has not measured are compared exactly until "
+          f"`python -m engine baselines --profile {profile}` measures them")
     return path
 
 
@@ -241,7 +224,13 @@ def analysis(analysis_path) -> dict:
 @pytest.fixture(scope="session")
 def baseline(profile) -> dict | None:
     """The recorded regression baseline of a non-paper profile (None if not recorded)."""
-    return None if profile == "paper" else load_baseline(profile)
+    if profile == "paper":
+        return None
+    try:
+        return load_baseline(profile)
+    except UserError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
@@ -262,12 +251,13 @@ def claim(profile, registry, analysis, baseline, pytestconfig):
             return verdict  # the controller rewrites the baseline file at session end
         recorded = (baseline or {}).get("claims", {}).get(claim_id)
         if recorded is None:
-            pytest.fail(f"{claim_id}: no baseline in {baseline_path(profile)}; run "
+            pytest.fail(f"{claim_id}: no baseline in {B.path_of(profile)}; run "
+                        f"`python -m engine baselines --profile {profile}` (measures each number's tolerance) or "
                         f"`pytest claims/ --profile {profile} --update-baselines`, review the diff and commit it",
                         pytrace=False)
-        ok, diff = C.compare_baseline(measured, recorded, baseline.get("rtol", C.RTOL), baseline.get("atol", C.ATOL))
-        assert ok, (f"{claim_id} moved from its '{profile}' baseline (a model, data or library change?); if intended, "
-                    f"rerun with --update-baselines:\n{diff}\n"
+        ok, _, diff = B.compare(measured, recorded)
+        assert ok, (f"{claim_id} moved from its '{profile}' baseline beyond the measured noise (a model, data or "
+                    f"library change?); if intended, rerun with --update-baselines:\n{diff}\n"
                     f"paper check, information only: {verdict.detail}")
         return verdict
 

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "compare with the estimate; last line is JSON"),
     "score": ("engine.control", "control rate (script, language ID) of a file of outputs; last line is JSON"),
     "claims": ("engine.report", "run the claims suite (pytest claims/) and write the claims report"),
+    "baselines": ("engine.baselines", "measure the noise floor of a profile's regression baselines and record them "
+                  "with a tolerance per number; last line is JSON"),
 }
 
 
