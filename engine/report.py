@@ -598,8 +598,14 @@ def claims_command(args) -> int:
     argv += list(args.pytest_args or [])
     rc = int(pytest.main(argv))
     latest = reports_root() / "latest"
+    summary = {"exit_code": rc, "profile": args.profile, "report": None, "summary": None}
     if latest.exists():
         print(f"report: {latest.resolve() / 'claims-report.html'}")
+        summary["report"] = str(latest.resolve() / "claims-report.html")
+        claims_json = latest / "claims.json"
+        if claims_json.is_file():
+            summary["summary"] = json.loads(claims_json.read_text(encoding="utf-8")).get("summary")
     else:
         print("no report was written (no claim test ran)")
+    print(json.dumps(summary))
     return rc

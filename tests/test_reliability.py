@@ -52,6 +52,31 @@ def _cli(out, stages=ALL):
     return done.returncode, _lines(done.stderr)
 
 
+def _cli_in_process(out, stages=ALL):
+    """The same command run by ``engine.cli.main`` in this process (no interpreter start-up, the
+    cost that dominates these small runs); one thread, as ``_cli`` runs, so bytes match it."""
+    import contextlib
+    import io
+
+    import torch
+
+    from engine.cli import main
+
+    err, threads, quiet = io.StringIO(), torch.get_num_threads(), os.environ.get("STEP_NEURONS_QUIET")
+    os.environ["STEP_NEURONS_QUIET"] = "1"
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(_argv(out, stages))
+    finally:
+        torch.set_num_threads(threads)
+        if quiet is None:
+            os.environ.pop("STEP_NEURONS_QUIET")
+        else:
+            os.environ["STEP_NEURONS_QUIET"] = quiet
+    return rc, _lines(err.getvalue())
+
+
 def _lines(stderr: str) -> list[str]:
     """stderr without library chatter (transformers' warnings, progress bars)."""
     return [line for line in stderr.splitlines() if line.startswith(("error:", "/", "..."))
@@ -329,13 +354,13 @@ def test_every_stage_stops_on_a_full_disk_with_one_line_and_resumes(finished, sm
     stages = ALL.split(",")
     for i, stage in enumerate(stages):
         filler = _fill(fs, stage_bytes[stage] // 2)
-        rc, lines = _cli(out, ",".join(stages[:i + 1]))
+        rc, lines = _cli_in_process(out, ",".join(stages[:i + 1]))
         assert rc == 2 and not [line for line in lines if "Traceback" in line], (stage, lines)
         assert lines[-1].startswith("error: disk full while writing ") and lines[-1].endswith(DISK_FULL_LINE), lines
         assert not [p for p in fs.rglob("*") if p.name.endswith((".tmp", ".partial"))], stage
         assert not (next((out / "tiny").glob(f"{stage}-*"), fs) / COMPLETE).exists(), stage
         filler.unlink()
-        rc, lines = _cli(out, ",".join(stages[:i + 1]))
+        rc, lines = _cli_in_process(out, ",".join(stages[:i + 1]))
         assert rc == 0, (stage, lines)
     _assert_same_files(out, finished)
 
