@@ -97,3 +97,17 @@ def test_generation_lengths_are_capped_unless_given(tmp_path):
     kept = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1,
                                       overrides=["record.max_new_tokens=64", "steer.max_new_tokens=128"])
     assert (kept["record"]["max_new_tokens"], kept["steer"]["max_new_tokens"]) == (64, 128)
+
+
+def test_a_cpu_that_emulates_bf16_rehearses_in_fp32_and_stores_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(rehearse, "bf16_slowdown", lambda: 60.0)  # an AVX2 CPU: bf16 emulated
+    slow = rehearse.compute_type("bfloat16", "cpu")
+    assert slow["dtype"] == "float32" and "emulates bfloat16" in slow["reason"]
+    cfg = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1, dtype=slow["dtype"])
+    assert (cfg["model"]["dtype"], cfg["record"]["store_dtype"]) == ("float32", "bfloat16")  # the paper's store
+    monkeypatch.setattr(rehearse, "bf16_slowdown", lambda: 1.3)  # native bf16 (AVX512_BF16, AMX)
+    assert rehearse.compute_type("bfloat16", "cpu")["dtype"] == "bfloat16"
+    assert rehearse.compute_type("bfloat16", "cpu", "bfloat16")["reason"] == "--dtype bfloat16"  # forced
+    assert rehearse.compute_type("bfloat16", "cuda:0")["dtype"] == "bfloat16"  # GPUs are never second-guessed
+    kept = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1, dtype="bfloat16")
+    assert (kept["model"]["dtype"], kept["record"]["store_dtype"]) == ("bfloat16", "auto")
