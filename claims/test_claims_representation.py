@@ -26,7 +26,7 @@ class TestSection4_2_CrossModalOverlap:
     """§4.2, Fig. 4: overlap of speech- and text-derived top-1000 sets."""
 
     def test_R1_diagonal_overlap_ratio_highest_at_t1(self, claim):
-        """Diagonal ratio 56.6% at t=1 > 34.63% (t=6), 36.83% (t=11), on bootstrap CIs."""
+        """Diagonal ratio 56.6% at t=1 > 34.63% (t=6), 36.83% (t=11), on the intervals of the differences."""
         claim("R1")
 
     def test_R2_permutation_test_significant_every_step(self, claim):
@@ -34,7 +34,7 @@ class TestSection4_2_CrossModalOverlap:
         claim("R2")
 
     def test_R3_total_overlap_grows_later(self, claim):
-        """Σ O at t=6 and t=11 exceeds Σ O at t=1, on bootstrap CIs."""
+        """Σ O at t=6 and t=11 exceeds Σ O at t=1, on the intervals of the differences."""
         claim("R3")
 
     def test_R4_cross_language_overlap_more_prominent_later(self, claim):

@@ -28,15 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from statistics import NormalDist
-
 import numpy as np
+
+from engine.intervals import mean_difference_ci, ratio_se, se_from_ci
 
 REGISTRY_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "claims_registry.json"
 CLAIM_IDS = ("R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9",
              "S1", "S2", "S3", "S4", "S5", "S6", "T1", "T3", "T4")
-#: Two-sided 95% normal quantile: turns a row's 95% CI into a standard error (half-width / Z95).
-Z95 = NormalDist().inv_cdf(0.975)
 
 
 @dataclass
@@ -82,52 +80,27 @@ def _steps(analysis: dict) -> list[str]:
 
 
 def _ci(entry: dict, key: str) -> tuple[float, float]:
-    lo, hi = entry[key]
-    return float(lo), float(hi)
+    """An interval of the artifact as floats; NaN bounds where it was withheld (None)."""
+    ci = entry[key]
+    if ci is None:
+        return float("nan"), float("nan")
+    return _f(ci[0]), _f(ci[1])
+
+
+def _difference(analysis: dict, stat: str, pair: str) -> tuple[float, float, float]:
+    """``(estimate, lo, hi)`` of ``stat(a) - stat(b)`` for ``pair = "a-b"`` from the compare
+    stage's ``step_differences`` (one set of half-samples for both steps); NaN where the
+    artifact has none (an ordering judged on it then fails)."""
+    d = analysis.get("step_differences", {}).get(stat, {}).get(pair)
+    if d is None:
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = _ci(d, "ci")
+    return _f(d["estimate"]), lo, hi
 
 
 def _greater_ci(a_ci, b_ci) -> bool:
     """'A > B' on confidence intervals: the lower bound of A exceeds the upper bound of B."""
     return a_ci[0] > b_ci[1]
-
-
-def se_from_ci(ci) -> float:
-    """Standard error implied by a 95% interval ``[lo, hi]``: ``(hi - lo) / (2 * Z95)``.
-
-    A percentile-bootstrap interval of a roughly normal statistic is read this way; an
-    asymmetric interval contributes its mean half-width. NaN when ``ci`` is None or holds None.
-    """
-    if ci is None or ci[0] is None or ci[1] is None:
-        return float("nan")
-    return (float(ci[1]) - float(ci[0])) / (2.0 * Z95)
-
-
-def mean_difference_ci(a, a_se, b, b_se) -> tuple[float, float, float]:
-    """Mean over items of ``a_i - b_i`` with a normal 95% interval.
-
-    ``a``, ``b``: point estimates, ``a_se``, ``b_se``: their standard errors (sequences of
-    one length n >= 1). The items are treated as independent, so
-    ``se = sqrt(sum(a_se**2 + b_se**2)) / n``; where ``a_i`` and ``b_i`` are measured on the
-    same inputs (steering at two steps on one held-out set) their errors correlate
-    positively and this interval is conservative (too wide). Returns ``(mean, lo, hi)``;
-    NaN throughout if any input is NaN or n == 0.
-    """
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    a_se, b_se = np.asarray(a_se, float), np.asarray(b_se, float)
-    if a.size == 0 or not all(np.isfinite(x).all() for x in (a, b, a_se, b_se)):
-        return float("nan"), float("nan"), float("nan")
-    d = float(np.mean(a - b))
-    se = float(np.sqrt(np.sum(a_se ** 2 + b_se ** 2)) / a.size)
-    return d, d - Z95 * se, d + Z95 * se
-
-
-def ratio_se(num: float, num_se: float, den: float, den_se: float) -> float:
-    """Delta-method standard error of ``num / den`` for independent num and den:
-    ``sqrt(num_se**2 + (num/den)**2 * den_se**2) / |den|``. NaN if den is 0 or an input NaN."""
-    if den == 0 or any(math.isnan(float(x)) for x in (num, num_se, den, den_se)):
-        return float("nan")
-    r = num / den
-    return math.sqrt(num_se ** 2 + r ** 2 * den_se ** 2) / abs(den)
 
 
 def _rows(analysis: dict, intervention: str = "median") -> list[dict]:
@@ -210,7 +183,15 @@ def _m_R1(a):
         out[f"diagonal_ratio.{t}"] = _f(o["diagonal_ratio"])
         lo, hi = _ci(o, "diagonal_ratio_ci")
         out[f"diagonal_ratio_ci_lo.{t}"], out[f"diagonal_ratio_ci_hi.{t}"] = lo, hi
+    _differences(a, "diagonal_ratio", out)
     return out
+
+
+def _differences(a, stat, out, prefix="diff"):
+    for t in ("6", "11"):
+        pair = f"1-{t}"
+        d, lo, hi = _difference(a, stat, pair)
+        out[f"{prefix}.{pair}"], out[f"{prefix}_ci_lo.{pair}"], out[f"{prefix}_ci_hi.{pair}"] = d, lo, hi
 
 
 def _m_R2(a):
@@ -227,6 +208,7 @@ def _m_R3(a):
         o = a["overlap"][t]
         out[f"total.{t}"] = _f(o["total"])
         out[f"total_ci_lo.{t}"], out[f"total_ci_hi.{t}"] = _ci(o, "total_ci")
+    _differences(a, "total", out)
     return out
 
 
@@ -286,13 +268,7 @@ def _m_R6(a):
             if t in cis:
                 lo, hi = cis[t][i]
                 out[f"ratio_ci_lo.k{k}.{t}"], out[f"ratio_ci_hi.k{k}.{t}"] = _f(lo), _f(hi)
-    later = [t for t in a["k_sweep"]["diagonal_ratio"] if t != "1"]
-    if ks and "1" in cis and later and all(t in cis for t in later):
-        # the k's share one set of bootstrap resamples, so their errors move together and
-        # the interval of a sweep average is at most the average of the intervals
-        out["sweep_mean_lower.1"] = float(np.mean([out[f"ratio_ci_lo.k{k}.1"] for k in ks]))
-        out["sweep_mean_upper.later"] = float(np.mean(
-            [max(out[f"ratio_ci_hi.k{k}.{t}"] for t in later) for k in ks]))
+    _differences(a, "sweep_mean", out, prefix="sweep_mean_diff")
     return out
 
 
@@ -474,10 +450,9 @@ def measurements(claim_id: str, analysis: dict) -> dict[str, float]:
 def _c_R1(a, e, j):
     m = _m_R1(a)
     tol = e["tolerance"]["abs"]
-    ci1 = (m["diagonal_ratio_ci_lo.1"], m["diagonal_ratio_ci_hi.1"])
     for t in ("6", "11"):
-        cit = (m[f"diagonal_ratio_ci_lo.{t}"], m[f"diagonal_ratio_ci_hi.{t}"])
-        j.require(_greater_ci(ci1, cit), f"CI lower bound at t=1 ({ci1[0]:.4f}) > CI upper bound at t={t} ({cit[1]:.4f})")
+        d, lo = m[f"diff.1-{t}"], m[f"diff_ci_lo.1-{t}"]
+        j.require(lo > 0, f"diagonal_ratio(t=1) - diagonal_ratio(t={t}) = {d:.4f}, interval lower bound {lo:.4f} > 0")
     for t, p in e["paper"]["diagonal_ratio"].items():
         v = m[f"diagonal_ratio.{t}"]
         j.require(abs(v - p) <= tol, f"|diagonal_ratio(t={t}) {v:.4f} - paper {p}| <= {tol}")
@@ -500,10 +475,9 @@ def _c_R2(a, e, j):
 
 def _c_R3(a, e, j):
     m = _m_R3(a)
-    ci1 = (m["total_ci_lo.1"], m["total_ci_hi.1"])
     for t in ("6", "11"):
-        cit = (m[f"total_ci_lo.{t}"], m[f"total_ci_hi.{t}"])
-        j.require(_greater_ci(cit, ci1), f"total CI lower bound at t={t} ({cit[0]:.1f}) > upper bound at t=1 ({ci1[1]:.1f})")
+        d, hi = m[f"diff.1-{t}"], m[f"diff_ci_hi.1-{t}"]
+        j.require(hi < 0, f"total(t=1) - total(t={t}) = {d:.1f}, interval upper bound {hi:.1f} < 0")
     return m
 
 
@@ -544,12 +518,10 @@ def _c_R6(a, e, j):
         r1, r6, r11 = (m[f"ratio.k{k}.{t}"] for t in ("1", "6", "11"))
         j.require(r1 > r6 and r1 > r11, f"k={k}: ratio(t=1) {r1:.4f} > ratio(t=6) {r6:.4f} and ratio(t=11) {r11:.4f}")
         recovered += r11 > r6
-    if "sweep_mean_lower.1" in m:
-        lo1, hi_later = m["sweep_mean_lower.1"], m["sweep_mean_upper.later"]
-        j.require(lo1 > hi_later, f"over the sweep: mean CI lower bound at t=1 {lo1:.4f} > "
-                                  f"mean CI upper bound of the later steps {hi_later:.4f}")
-    else:
-        j.require(False, "artifact has k_sweep.diagonal_ratio_ci at every step (the sweep-wide comparison needs it)")
+    for t in ("6", "11"):
+        d, lo = m[f"sweep_mean_diff.1-{t}"], m[f"sweep_mean_diff_ci_lo.1-{t}"]
+        j.require(lo > 0, f"over the sweep: mean ratio(t=1) - mean ratio(t={t}) = {d:.4f}, "
+                          f"interval lower bound {lo:.4f} > 0")
     need = e["tolerance"]["recovery_min_share"]
     share = recovered / len(ks) if ks else 0.0
     j.require(bool(ks) and share >= need, f"share of k with ratio(t=11) > ratio(t=6): {share:.2f} >= {need}")

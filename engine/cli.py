@@ -18,7 +18,7 @@ from engine.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("engine.catalog", "list the neurons of a model config; last line is JSON counts"),
-    "bench": ("engine.benchmarks", "benchmarks (ap, bootstrap, compare, record); last line is a JSON object of figures"),
+    "bench": ("engine.benchmarks", "benchmarks (ap, bootstrap, compare, coverage, record); last line is a JSON object of figures"),
     "run": ("engine.cli", "run the resumable pipeline for a profile (default: tiny, offline)"),
     "estimate": ("engine.estimate", "per stage: time, peak RAM, GPU memory and disk a profile's run will need"),
     "rehearse": ("engine.rehearse", "run every stage on a random-weight model of the real architecture and "

@@ -352,6 +352,7 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
     the peak extra memory of a store of ``mem_cols`` columns (two store blocks: the second shows
     what the first leaves behind), measured in a fresh interpreter (in this process, heap left by
     earlier calibrations would hide part of it)."""
+    from engine.intervals import half_sample_splits
     from engine.stages import compare as analysis
     from engine.store import MatrixStore
 
@@ -359,12 +360,12 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
     n = rows_per_lang * L
     ids = [f"s{i // L}/{langs[i % L]}/S2T" for i in range(n)]
     meta = {"example_ids": ids, "langs": [langs[i % L] for i in range(n)], "valid": {"1": [True] * n}}
-    resamples = analysis.paired_resamples([i.split("/")[0] for i in ids], meta["langs"], langs, n_boot, 0)
+    splits = half_sample_splits([i.split("/")[0] for i in ids], n_boot, 0)
     block = np.random.default_rng(0).standard_normal((n, cols)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         store = MatrixStore.create(Path(tmp) / "m", n, cols, rows_per_block=max(n, 1), dtype="float16")
         store.write_block(0, block, {"example_ids": ids})
-        run = lambda: analysis.bootstrap_ap(store, meta, "1", resamples, langs, Path(tmp) / "b.npy", device)  # noqa: E731
+        run = lambda: analysis.bootstrap_ap(store, meta, "1", splits, langs, Path(tmp) / "b.npy", device)  # noqa: E731
         if not fresh_process:  # the child's side: report the peak of the first call, nothing else
             return {"block_extra_bytes": _peak_above_now(run)[1]}
         extra = _in_fresh_process(f"from engine.estimate import _calibrate_bootstrap\n"
@@ -380,29 +381,29 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
 def _statistics_step_bytes(L: int, n: int, k: int, ks: list[int]) -> int:
     """Peak extra memory of one compare step's statistics at width n, as the stage holds them:
     the point AP and r of both sides, one resample's (float64 [L, n] each), and
-    ``resample_statistics`` working on them. Run in a fresh interpreter (``_in_fresh_process``)."""
-    from engine.stages import compare as analysis
+    ``replicate_statistics`` working on them. Run in a fresh interpreter (``_in_fresh_process``)."""
+    from engine import crossmodal as analysis
 
     def step():
         rng = np.random.default_rng(0)
         held = [rng.random((L, n)) for _ in range(8)]
-        analysis.resample_statistics(*held[4:], min(k, n), [min(v, n) for v in ks])
+        analysis.replicate_statistics(*held[4:], min(k, n), [min(v, n) for v in ks])
     return _peak_above_now(step)[1]
 
 
 def _calibrate_statistics(L: int, widths: tuple[int, int], k: int, ks: list[int]) -> dict:
-    """What the compare stage computes per bootstrap resample (``resample_statistics``: the whole
+    """What the compare stage computes per half-sample (``crossmodal.replicate_statistics``: the whole
     k sweep from one ordering, the permutation test at k, Spearman) on random AP and tie-breaker
     matrices [L, N] at two widths: fixed seconds + seconds per neuron; and the step's memory per
     neuron (``_statistics_step_bytes`` at the wider width, in a fresh interpreter)."""
-    from engine.stages import compare as analysis
+    from engine import crossmodal as analysis
 
     rng = np.random.default_rng(0)
     t = []
     for n in widths:
         a, b, sa, sb = (rng.random((L, n)) for _ in range(4))
         kk = [min(v, n) for v in ks]
-        t.append(_best(lambda: analysis.resample_statistics(a, b, sa, sb, min(k, n), kk), 2))
+        t.append(_best(lambda: analysis.replicate_statistics(a, b, sa, sb, min(k, n), kk), 2))
     per = max(0.0, (t[1] - t[0]) / (widths[1] - widths[0]))
     step_bytes = _in_fresh_process(f"from engine.estimate import _statistics_step_bytes\n"
                                    f"print(_statistics_step_bytes({L}, {widths[1]}, {k}, {list(ks)!r}))")

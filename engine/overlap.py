@@ -74,27 +74,37 @@ def diagonal_ratio(O) -> float:
     return float(np.trace(m) / total)
 
 
-def permutation_test(O) -> tuple[float, float]:
-    """Exact permutation test of diagonal preference over all ``L!`` matchings (SPEC §2).
+def permutation_test(O, *, n_monte_carlo: int | None = None, seed: int = 0) -> tuple[float, float]:
+    """Permutation test of diagonal preference over matchings of languages (SPEC §2).
 
-    Statistic ``D(π) = Σ_i O[i, π(i)] / Σ O``; returns ``(D(identity), p)`` with
-    ``p = #{π : D(π) >= D(identity)} / L!``. The identity is one of the ``L!`` matchings, so
-    ``p >= 1 / L!`` (1/120 for L = 5).
+    Statistic ``D(π) = Σ_i O[i, π(i)] / Σ O``; returns ``(D(identity), p)``.
+
+    Exact (``n_monte_carlo=None``): over all ``L!`` matchings, ``p = #{π : D(π) >= D(id)} / L!``.
+    The identity is one of them, so ``p >= 1 / L!`` (1/120 for L = 5). L above
+    ``MAX_PERMUTATION_LANGS`` raises ``UserError`` (pass ``n_monte_carlo``).
+    Monte Carlo (``n_monte_carlo=n``): n uniform random matchings from
+    ``numpy.random.default_rng(seed)``, ``p = (1 + #{D(π) >= D(id)}) / (1 + n)``, which counts
+    the identity and so never understates p (Phipson & Smyth 2010, Stat. Appl. Genet. Mol. Biol. 9).
 
     Comparison: integer matrices are compared exactly on the numerators ``Σ_i O[i, π(i)]``;
     float matrices count ``π`` when ``num(π) >= num(id) - 1e-9 * max(1, |Σ O|)`` so that ties
     lost to rounding still count as ties (conservative: it can only raise p).
     All-zero matrix: the statistic is NaN (see ``diagonal_ratio``) and every matching ties, so
-    ``p = 1.0``. L above ``MAX_PERMUTATION_LANGS`` raises ``UserError``.
+    ``p = 1.0``.
     """
     m = _square(O)
     if (m < 0).any():
         raise UserError("overlap matrix has negative entries; it must hold counts")
     L = m.shape[0]
-    if L > MAX_PERMUTATION_LANGS:
-        raise UserError(f"exact permutation test over {L}! matchings is too large; "
-                        f"use at most {MAX_PERMUTATION_LANGS} languages")
-    perms = np.array(list(itertools.permutations(range(L))), dtype=np.intp)  # [L!, L]
+    if n_monte_carlo is None:
+        if L > MAX_PERMUTATION_LANGS:
+            raise UserError(f"exact permutation test over {L}! matchings is too large; use at most "
+                            f"{MAX_PERMUTATION_LANGS} languages or the Monte Carlo test (n_monte_carlo)")
+        perms = np.array(list(itertools.permutations(range(L))), dtype=np.intp)  # [L!, L]
+    else:
+        if n_monte_carlo < 1:
+            raise UserError(f"n_monte_carlo must be >= 1, got {n_monte_carlo}")
+        perms = np.argsort(np.random.default_rng(seed).random((int(n_monte_carlo), L)), axis=1)
     numerators = m[np.arange(L)[None, :], perms].sum(axis=1)
     observed = np.trace(m)
     if np.issubdtype(m.dtype, np.integer):
@@ -102,7 +112,9 @@ def permutation_test(O) -> tuple[float, float]:
     else:
         tol = 1e-9 * max(1.0, abs(float(m.sum())))
         hits = int(np.count_nonzero(numerators >= observed - tol))
-    return diagonal_ratio(m), hits / math.factorial(L)
+    if n_monte_carlo is None:
+        return diagonal_ratio(m), hits / math.factorial(L)
+    return diagonal_ratio(m), (1 + hits) / (1 + int(n_monte_carlo))
 
 
 def spearman_matrix(ap_a, ap_b) -> np.ndarray:

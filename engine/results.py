@@ -41,7 +41,9 @@ class Neuron:
 
 @dataclass(frozen=True)
 class Overlap:
-    """Compare-stage statistics of one decoder step (SPEC §2); ``*_ci`` are bootstrap 95% CIs."""
+    """Compare-stage statistics of one decoder step (SPEC §2); ``*_ci`` are 95% intervals from
+    balanced half-samples (``engine.intervals``), ``()`` where withheld (the artifact's
+    ``ci_notes`` says why)."""
     step: int
     k: int
     langs: list[str]
@@ -50,7 +52,7 @@ class Overlap:
     diagonal_ratio_ci: tuple
     total: int
     total_ci: tuple
-    perm_p: float                 # exact permutation test over all L! bijections
+    perm_p: float                 # permutation test: exact over all L! matchings up to 10 languages, else Monte Carlo (raw["perm_method"])
     spearman: np.ndarray          # [L, L] float: ρ(AP speech i, AP text j)
     spearman_diag_concentration: float
     spearman_diag_concentration_ci: tuple
@@ -253,7 +255,7 @@ class RunResults:
         s = self.analysis["k_sweep"]
         return KSweep(ks=list(s["ks"]),
                       diagonal_ratio={int(t): list(v) for t, v in s["diagonal_ratio"].items()},
-                      diagonal_ratio_ci={int(t): [tuple(c) for c in v]
+                      diagonal_ratio_ci={int(t): [tuple(c) if c is not None else () for c in v]
                                          for t, v in (s.get("diagonal_ratio_ci") or {}).items()})
 
     def distribution(self, lang: str | None = None, k: int | None = None) -> dict:

@@ -16,7 +16,7 @@ LAYERS = (
     ("base", ("errors", "files", "hooks", "data.languages", "ap_kernels")),
     ("data", ("data", "data.corpus", "data.fleurs", "data.speech", "data.tasks")),
     ("mechanics", ("catalog", "fingerprint", "loader", "recorder", "store")),
-    ("science", ("ranking", "overlap", "control", "langid", "steering", "steering_eval")),
+    ("science", ("ranking", "overlap", "intervals", "crossmodal", "control", "langid", "steering", "steering_eval")),
     ("settings", ("config",)),  # validates a profile against the corpus and the steering pairs
     ("run", ("run",)),
     ("stages", ("stages", "stages.data", "stages.speech", "stages.record", "stages.rank", "stages.compare",
@@ -24,7 +24,7 @@ LAYERS = (
     ("orchestration", ("pipeline",)),
     ("outputs", ("claims", "baselines", "plots", "report", "results", "estimate")),
     ("entry points", ("engine", "__main__", "cli", "rehearse", "benchmarks", "benchmarks.ap",
-                      "benchmarks.bootstrap", "benchmarks.compare", "benchmarks.record")),
+                      "benchmarks.bootstrap", "benchmarks.compare", "benchmarks.coverage", "benchmarks.record")),
 )
 
 

@@ -28,6 +28,7 @@ SMOKE = {
     "bench ap": "tests/test_ranking.py::test_bench_ap_command_last_line_is_json",
     "bench bootstrap": "tests/test_commands.py::test_bench_bootstrap_prints_json_last",
     "bench compare": "tests/test_commands.py::test_bench_compare_prints_json_last",
+    "bench coverage": "tests/test_commands.py::test_bench_coverage_prints_json_last",
     "bench record": "tests/test_commands.py::test_bench_record_prints_json_last",
 }
 
@@ -105,6 +106,14 @@ def test_bench_compare_prints_json_last(capsys):
                  "--repeats", "1"]) == 0
     figures = _last_json(capsys.readouterr().out)
     assert figures["benchmark"] == "compare" and figures["neurons"] == 400
+
+
+def test_bench_coverage_prints_json_last(capsys):
+    assert main(["bench", "coverage", "--replicates", "2", "--null-replicates", "1", "--sentences", "60",
+                 "--neurons", "1000", "--k-sweep", "20,40", "--n-boot", "4"]) == 0
+    figures = _last_json(capsys.readouterr().out)
+    assert figures["benchmark"] == "coverage" and figures["replicates"] == 2
+    assert set(figures["power"]) == {"R1", "R2", "R3"} and "diagonal_ratio.1-6" in figures["coverage"]
 
 
 @pytest.mark.slow

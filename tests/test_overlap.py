@@ -168,7 +168,7 @@ def test_end_to_end_diagonal_ratio_with_bootstrap():
 @given(st.integers(1, 5), st.integers(2, 60), st.data())
 def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
     # coarse AP levels make large tie groups at the cuts; the secondary key breaks them
-    from engine.stages.compare import overlap_sweep, set_statistics
+    from engine.crossmodal import overlap_sweep, set_statistics
 
     levels = st.sampled_from([0.1, 0.5, 1.0])
     ap_s, ap_t = (data.draw(hnp.arrays(np.float64, (L, N), elements=levels)) for _ in range(2))
@@ -183,34 +183,33 @@ def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
     assert set_statistics(ap_s, ap_t, ks[-1], sep_s, sep_t)["matrix"] == got[-1].tolist()
 
 
-def test_bootstrap_ap_equals_recomputing_each_resample_on_its_rows(tmp_path):
-    # the compare stage's bootstrap (one sort per neuron, weighted counts, flat files read one
-    # resample at a time) against the obvious way: AP of the resampled rows, and r likewise
-    from engine.stages.compare import bootstrap_ap, paired_resamples
+def test_bootstrap_ap_equals_recomputing_each_half_sample_on_its_rows(tmp_path):
+    # the compare stage's half-samples (one sort per neuron, 0/1 weighted counts, flat files read
+    # one half-sample at a time) against the obvious way: AP of the half's rows, and r likewise
+    from engine.intervals import half_sample_splits
+    from engine.stages.compare import bootstrap_ap
     from engine.ranking import point_biserial
     from engine.store import MatrixStore
 
     rng = np.random.default_rng(11)
     study = ["deu", "spa", "cmn"]
-    sids = [f"s{i}" for i in range(6)]
+    sids = [f"s{i}" for i in range(8)]
     example_ids = [f"{sid}/{lang}/T2T" for lang in study for sid in sids]
     langs = [eid.split("/")[1] for eid in example_ids]
     valid = rng.random(len(example_ids)) > 0.2
-    for lang in study:  # every language keeps at least one valid row
-        valid[langs.index(lang)] = True
+    for lang in study:  # every language keeps valid rows in both halves
+        valid[[i for i, lg in enumerate(langs) if lg == lang]] = True
     meta = {"example_ids": example_ids, "langs": langs, "valid": {"6": valid.tolist()}}
     x = np.round(rng.standard_normal((len(example_ids), 23)), 1).astype(np.float16)  # ties
     store = MatrixStore.create(tmp_path / "m", len(example_ids), 23, rows_per_block=4, cols_per_chunk=8)
     for blk in range(store.n_blocks):
         a, b = store.block_rows(blk)
         store.write_block(blk, x[a:b])
-    resamples = paired_resamples(sids * 3, langs, study, 5, seed=3)
-    files = bootstrap_ap(store, meta, "6", resamples, study, tmp_path / "boot")
-    index = {f"{lang}/{eid.split('/')[0]}": row for row, (eid, lang) in enumerate(zip(example_ids, langs))
-             if valid[row]}
+    splits = half_sample_splits(sids, 6, seed=3)
+    files = bootstrap_ap(store, meta, "6", splits, study, tmp_path / "boot")
     labels = np.array([study.index(lang) for lang in langs])
-    for b, keys in enumerate(resamples):
-        rows = np.array([index[key] for key in keys if key in index])
+    for b in range(6):
+        rows = np.array([r for r, eid in enumerate(example_ids) if valid[r] and splits[eid.split("/")[0]][b]])
         ap, sep = files.resample(b)
         np.testing.assert_allclose(ap, average_precision(x[rows], labels[rows], n_labels=3), rtol=0, atol=1e-12)
         np.testing.assert_allclose(sep, point_biserial(x[rows], labels[rows], n_labels=3), rtol=0, atol=1e-6)

@@ -31,7 +31,7 @@ def registry():
 def written(tmp_path_factory, sample, registry):
     """One report written from the sample with a planted failure on R1 (paper profile)."""
     analysis = copy.deepcopy(sample)
-    analysis["overlap"]["6"]["diagonal_ratio_ci"] = [0.30, 0.55]
+    analysis["step_differences"]["diagonal_ratio"]["1-6"]["ci"] = [-0.02, 0.40]
     verdicts = {cid: C.check(cid, analysis, registry["claims"][cid]) for cid in registry["claims"]}
     outcomes = {cid: {"outcome": "passed" if v.passed else "failed", "message": v.detail}
                 for cid, v in verdicts.items() if cid != "T4"}
@@ -83,7 +83,7 @@ def test_claims_json_has_every_claim(written, registry):
         for key in ("paper", "measured", "ci", "tolerance", "verdict", "paper_check", "source", "statement"):
             assert key in rec, (cid, key)
     assert doc["claims"]["R1"]["verdict"] == "failed" and doc["claims"]["R1"]["paper_check"] == "failed"
-    assert doc["claims"]["R1"]["ci"]["diagonal_ratio.6"] == [0.30, 0.55]
+    assert doc["claims"]["R1"]["ci"]["diff.1-6"] == [-0.02, 0.40]
     assert doc["claims"]["R8"]["verdict"] == "passed"
     assert doc["claims"]["T4"]["verdict"] == "not run"
     assert doc["summary"] == {"failed": 1, "passed": 16, "not run": 1}

@@ -1,10 +1,11 @@
-"""``python -m engine bench {ap,bootstrap,compare,record}``: benchmarks whose last line is JSON.
+"""``python -m engine bench {ap,bootstrap,compare,coverage,record}``: benchmarks whose last line is JSON.
 
 ``ap``: exact average precision of a synthetic fp16 activation matrix against scikit-learn and
 against a bare ``torch.sort`` (engine.benchmarks.ap). ``bootstrap``: bootstrap resamples' AP from
 one sort per neuron against re-ranking each resample (engine.benchmarks.bootstrap).
 ``compare``: the compare stage's statistics per resample and step at the Large decoder's width
-(engine.benchmarks.compare). ``record``: cost of recording every
+(engine.benchmarks.compare). ``coverage``: coverage, power and size of its intervals on planted
+populations (engine.benchmarks.coverage). ``record``: cost of recording every
 neuron against plain greedy generation (engine.benchmarks.record).
 """
 from __future__ import annotations
@@ -64,6 +65,20 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
     cmp.add_argument("--k-sweep", default="100,250,500,1000,2000,4000", help="comma-separated ks")
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--repeats", type=int, default=2, help="keep the fastest of N runs, default 2")
+
+    cov = sub.add_parser("coverage", help="coverage, power and size of the compare stage's intervals",
+                         description="Planted populations with known truth (engine.benchmarks.coverage): "
+                                     "coverage of every 95%% interval the compare stage writes, containment "
+                                     "of the estimate, how often R1-R3 hold on a paper-like population "
+                                     "(power) and on a null one (size); last line is JSON.")
+    cov.add_argument("--replicates", type=int, default=60, help="samples of the paper-like population, default 60")
+    cov.add_argument("--null-replicates", type=int, default=30, help="samples of the null population, default 30")
+    cov.add_argument("--sentences", type=int, default=1000, help="sentences per language, default 1000")
+    cov.add_argument("--neurons", type=int, default=2000, help="neurons per step, default 2000")
+    cov.add_argument("--k", type=int, default=40, help="selective neurons per language and top-k, default 40")
+    cov.add_argument("--k-sweep", default="20,30,40", help="comma-separated ks (within the selective set)")
+    cov.add_argument("--n-boot", type=int, default=20, help="half-samples per replicate, default 20")
+    cov.add_argument("--seed", type=int, default=0)
 
     rec = sub.add_parser("record", help="recording overhead vs plain greedy generation",
                          description="Time record_batches (all catalog neurons, chosen steps) "

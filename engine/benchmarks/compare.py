@@ -4,7 +4,7 @@ Synthetic float64 AP and point-biserial matrices ``[L, neurons]`` for speech and
 491,520 neurons: the Large decoder at one step), with coarse AP levels so the top-k cuts fall
 inside tie groups. Per resample the compare stage computes the set statistics at k, the rank
 statistics (Spearman over all neurons) and the diagonal ratio at every k of the sweep, all top-k
-sets from one ordering per (side, language) (``analysis.resample_statistics``).
+sets from one ordering per (side, language) (``crossmodal.replicate_statistics``).
 
 Timed in one process (fastest of ``--repeats``): ``per_resample_s`` (everything),
 ``sweep_s`` (the overlap matrices at k and at every k of the sweep) and ``spearman_s`` (rank
@@ -35,7 +35,7 @@ def synthetic_ap(L: int, n_neurons: int, seed: int) -> tuple[np.ndarray, ...]:
 
 
 def main(args) -> int:
-    from engine.stages.compare import overlap_sweep, rank_statistics, resample_statistics, statistics_of_overlap
+    from engine.crossmodal import overlap_sweep, rank_statistics, replicate_statistics, statistics_of_overlap
 
     L, n_neurons, k = int(args.langs), int(args.neurons), int(args.k)
     ks = [int(v) for v in args.k_sweep.split(",") if v.strip()]
@@ -48,7 +48,7 @@ def main(args) -> int:
             "per_k_resort_s": float("inf")}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        resample_statistics(ap_s, ap_x, sep_s, sep_x, k, ks)
+        replicate_statistics(ap_s, ap_x, sep_s, sep_x, k, ks)
         t1 = time.perf_counter()
         O = overlap_sweep(ap_s, ap_x, [k, *ks], sep_s, sep_x)
         [statistics_of_overlap(o) for o in O]
