@@ -6,10 +6,14 @@
 #   DEPS=latest ignore the lock: newest releases allowed by pyproject's ranges (upgrade check)
 set -euo pipefail
 cd "$(dirname "$0")"
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# espeak-ng speaks the tiny profile's corpus; chromium renders the report in its browser test
+missing=""
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}

@@ -96,8 +96,15 @@ def pytest_runtest_logreport(report):
         prev = state["outcomes"].get(cid, {})
         if prev.get("outcome") in ("failed", "error") and outcome == "passed":
             return
-        state["outcomes"][cid] = {"outcome": outcome, "message": report.longreprtext[-3000:] if report.failed else "",
+        state["outcomes"][cid] = {"outcome": outcome, "message": _message(report) if report.failed else "",
                                   "baseline": prev.get("baseline")}
+
+
+def _message(report) -> str:
+    """The failure's own message, without traceback or source (pytest's output keeps those)."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    return text[:3000]
 
 
 def _config_state():

@@ -312,15 +312,21 @@ class RunResults:
         return {cid: claims.check(cid, self.analysis, entry) for cid, entry in registry["claims"].items()}
 
     # -- figures (the report's, for any step, language or k) ---------------------------------
-    def plot_overlap(self, steps: Sequence[int] | None = None):
+    # paper=True adds the paper's numbers exactly as the report draws them; False draws ours alone.
+    def _paper(self, name: str, paper: bool):
+        from engine import claims, plots
+
+        return plots.paper_values(claims.load_registry())[name] if paper else None
+
+    def plot_overlap(self, steps: Sequence[int] | None = None, paper: bool = True):
         from engine import plots
 
-        return plots.overlap(self.analysis["overlap"], steps)
+        return plots.overlap(self.analysis["overlap"], steps, paper=self._paper("overlap", paper))
 
-    def plot_spearman(self, steps: Sequence[int] | None = None):
+    def plot_spearman(self, steps: Sequence[int] | None = None, paper: bool = True):
         from engine import plots
 
-        return plots.spearman(self.analysis["overlap"], steps)
+        return plots.spearman(self.analysis["overlap"], steps, paper=self._paper("spearman", paper))
 
     def plot_k_sweep(self, steps: Sequence[int] | None = None):
         from engine import plots
@@ -328,7 +334,22 @@ class RunResults:
         return plots.k_sweep(self.analysis["k_sweep"], steps)
 
     def plot_distribution(self, lang: str | None = None, k: int | None = None,
-                          steps: Sequence[int] | None = None):
+                          steps: Sequence[int] | None = None, paper: bool = True):
         from engine import plots
 
-        return plots.distribution(self.distribution(lang, k), steps)
+        return plots.distribution(self.distribution(lang, k), steps, paper=self._paper("distribution", paper))
+
+    def plot_control_rate(self, steps: Sequence[int] | None = None, paper: bool = True):
+        from engine import plots
+
+        return plots.control_rate(self.analysis["steering"], steps, paper=self._paper("control_rate", paper))
+
+    def plot_fasttext(self, steps: Sequence[int] | None = None, paper: bool = True):
+        from engine import plots
+
+        return plots.fasttext(self.analysis["steering"], steps, paper=self._paper("fasttext", paper))
+
+    def plot_effect_ratio(self, paper: bool = True):
+        from engine import plots
+
+        return plots.effect_ratio(self.analysis["steering"], paper=self._paper("effect_ratio", paper))

@@ -22,7 +22,7 @@ LAYERS = (
     ("stages", ("stages", "stages.data", "stages.speech", "stages.record", "stages.rank", "stages.compare",
                 "stages.steer", "stages.report")),
     ("orchestration", ("pipeline",)),
-    ("outputs", ("claims", "baselines", "plots", "report", "results", "estimate")),
+    ("outputs", ("claims", "baselines", "glance", "plots", "report", "results", "estimate")),
     ("entry points", ("engine", "__main__", "cli", "rehearse", "benchmarks", "benchmarks.ap",
                       "benchmarks.bootstrap", "benchmarks.compare", "benchmarks.coverage", "benchmarks.record")),
 )

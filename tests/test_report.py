@@ -41,6 +41,12 @@ def written(tmp_path_factory, sample, registry):
     return paths, verdicts
 
 
+@pytest.fixture
+def no_figures(monkeypatch):
+    """For tests of the text only: figures are drawn and checked by the tests above (6 s a report)."""
+    monkeypatch.setattr(R, "make_figures", lambda analysis, registry=None: ({}, {n: "not drawn: test" for n in R.FIGURES}))
+
+
 def test_figures_are_drawn_without_pyplot_state(sample):
     # a notebook or a headless CI gets the same Figure objects, and none piles up in pyplot
     import matplotlib.pyplot as plt
@@ -72,8 +78,10 @@ def test_html_is_self_contained(written):
     links = re.findall(r"""href\s*=\s*['"]([^'"]*)""", text)
     assert links and all(link.startswith("#") for link in links)  # only anchors within the page
     assert "<link" not in text and "<script" not in text
-    for heading in ("Table 1", "Table 3", "Table 4", "Table 2", "At a glance", "Paper vs measured"):
+    for heading in ("Table 1", "Table 3", "Table 4", "Table 2", "At a glance", "Figure 4", "Figure 5", "Figure 6",
+                    "Figures 2 and 3", "The run", "Claims in detail"):
         assert heading in text
+    assert "Traceback" not in text and "def _c_" not in text
 
 
 def test_claims_json_has_every_claim(written, registry):
@@ -91,15 +99,17 @@ def test_claims_json_has_every_claim(written, registry):
 
 def test_markdown_header_and_verdicts(written):
     md = written[0]["md"].read_text(encoding="utf-8")
-    for field in ("profile", "model", "data", "speech backend", "library versions (pipeline)",
-                  "library versions (claims suite)", "pipeline wall time", "claims-suite wall time"):
+    for field in ("profile", "model", "data", "speech backend", "neurons", "intervals", "seeds", "ties at the cuts",
+                  "excluded examples", "library versions (pipeline)", "library versions (claims suite)",
+                  "pipeline wall time", "claims-suite wall time"):
         assert f"**{field}**" in md, field
     assert "12.5 s" in md and "synthetic/analysis-sample" in md
-    row = next(line for line in md.splitlines() if line.startswith("| R1 |"))
-    assert "does not hold" in row and "| overlap |" in row  # the planted failure, beside its figure
-    assert "![overlap](figures/overlap.png)" in md
-    # measured value next to the paper value in Table 1
-    assert "| German | ASR | Japanese | 100.00 (100.00) | 0.00 (0.00) | 39.15 (39.15)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| [R1](#r1) "))
+    assert "✗ does not hold" in row and "| Figure 4 |" in row  # the planted failure, beside its figure
+    for name in R.FIGURES:
+        assert f"(figures/{name}.png)" in md
+    # measured value next to the paper value in Table 1, by the pair's own control metric
+    assert "| German | ASR | Japanese | script: Latin → CJK | 100.0 (100.0) | 0.0 (0.0) | 39.1 (39.1) |" in md
 
 
 def test_report_without_analysis_states_the_error(tmp_path, registry):
@@ -113,7 +123,7 @@ def test_report_without_analysis_states_the_error(tmp_path, registry):
     assert doc["claims"]["R1"]["verdict"] == "error" and doc["claims"]["R1"]["measured"] is None
 
 
-def test_claims_json_is_strict_with_nan(tmp_path, sample, registry):
+def test_claims_json_is_strict_with_nan(tmp_path, sample, registry, no_figures):
     analysis = copy.deepcopy(sample)
     analysis["steering"]["effect_ratio"]["mean"]["6"] = float("nan")
     verdicts = {"S5": C.check("S5", analysis, registry["claims"]["S5"])}
@@ -126,7 +136,7 @@ def test_missing_section_skips_only_its_figure(sample):
     partial = copy.deepcopy(sample)
     del partial["k_sweep"]
     figures, missing = R.make_figures(partial)
-    assert set(figures) == {"distribution", "overlap", "spearman"} and "k_sweep" in missing
+    assert set(figures) == set(R.FIGURES) - {"k_sweep"} and "k_sweep" in missing
 
 
 def test_figures_are_png(sample):
@@ -186,7 +196,7 @@ def test_ties_table_marks_cuts_decided_by_the_secondary_key():
     assert ties_table({}) == (["task", "matrix", "side", "k", "for"], [])
 
 
-def test_glance_separates_regression_from_the_papers_statements(tmp_path, sample, registry):
+def test_glance_separates_regression_from_the_papers_statements(tmp_path, sample, registry, no_figures):
     # a regression profile whose numbers all match their baselines while most paper checks fail:
     # the report must say both, apart, and why the paper is not expected to hold there
     analysis = copy.deepcopy(sample)
@@ -202,14 +212,75 @@ def test_glance_separates_regression_from_the_papers_statements(tmp_path, sample
     assert "R1" in g["paper"]["does_not_hold"] and "R1" not in g["paper"]["holds"]
     assert "not expected" in g["paper"]["why"] or "too small" in g["paper"]["why"]
     md = paths["md"].read_text(encoding="utf-8")
-    first = md.split("## Paper vs measured")[0]
+    first = md.split("## The paper's figures")[0]
     assert f"{n - 1} of {n} claims reproduce" in first and "not: S2" in first
     assert f"{len(g['paper']['holds'])} of {n} hold" in first
-    row = next(line for line in md.splitlines() if line.startswith("| R1 |"))
-    assert "does not hold" in row and "PASSED" in row
+    assert first.count("too small") == 1 and md.count("too small") == 1  # the caveat, once
+    row = next(line for line in md.splitlines() if line.startswith("| [R1](#r1) "))
+    assert "✗ does not hold" in row and "✓ matches" in row
 
 
 def test_glance_on_the_paper_profile_has_no_regression_verdict(written):
     doc = json.loads(written[0]["json"].read_text(encoding="utf-8"))
     assert doc["glance"]["regression"]["applies"] is False
     assert doc["glance"]["paper"]["does_not_hold"] == ["R1"]
+
+
+def test_a_moved_baseline_is_a_table_and_one_command_never_a_traceback(tmp_path, sample, registry, no_figures):
+    verdicts = {cid: C.check(cid, sample, registry["claims"][cid]) for cid in registry["claims"]}
+    moved = [{"key": "diagonal_ratio.1", "baseline": 0.5, "measured": 0.566, "diff": 0.066, "tol": 1e-6,
+              "rule": "noise"}]
+    longrepr = ("    def judge(claim_id):\n>       assert ok, msg\nE   AssertionError: R1 moved\n"
+                "claims/conftest.py:301: AssertionError")
+    outcomes = {cid: {"outcome": "passed"} for cid in registry["claims"]}
+    outcomes["R1"] = {"outcome": "failed", "message": longrepr, "baseline": {"passed": False, "moved": moved}}
+    outcomes["R2"] = {"outcome": "error", "message": longrepr}
+    paths = R.write_report(sample, verdicts, outcomes, tmp_path, profile="tiny", registry=registry)
+    md, text = paths["md"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    assert "| diagonal_ratio.1 | 0.500000 | 0.566000 | 0.066000 | 0.000001 | noise |" in md
+    assert md.count("python -m engine claims --profile tiny --update-baselines") == 1
+    row = next(line for line in md.splitlines() if line.startswith("| [R1](#r1) "))
+    assert "✗ moved" in row
+    for doc in (md, text):
+        assert "conftest.py:301" not in doc and "def judge" not in doc and "assert ok" not in doc
+    assert "R1 moved" in md  # the message itself stays
+
+
+def test_table_1_follows_each_pairs_control_metric(tmp_path, sample, registry, no_figures):
+    # a same-script pair (language ID) and a Cyrillic-Latin pair get their own columns, not Latin/CJK
+    analysis = copy.deepcopy(sample)
+    extra = [{"src": "deu", "tgt": "fra", "task": "ASR", "step": t, "intervention": "median", "script": "latin",
+              "control_by": "langid", "control_rate": 40.0 + t, "ft_src": 50.0, "ft_tgt": 40.0, "n": 8}
+             for t in (1, 6, 11)]
+    extra += [{"src": "rus", "tgt": "eng", "task": "TR", "step": t, "intervention": "median", "cyrillic": 90.0 - t,
+               "latin": 10.0 + t, "control_rate": 10.0 + t, "ft_src": 80.0, "ft_tgt": 10.0, "n": 8}
+              for t in (1, 6, 11)]
+    analysis["steering"]["rows"] += extra
+    table = R.steering_tables(analysis, registry)[0]
+    rows = {(r[0], r[1], r[2]): r for r in table["rows"]}
+    lid = rows[("German", "ASR", "French")]
+    assert lid[3] == "language ID" and lid[4:6] == ["–", "41.0"] and lid[-1] == "51.0"
+    cyr = rows[("rus", "TR", "English")]
+    assert cyr[3] == "script: Cyrillic → Latin" and cyr[4:6] == ["89.0", "11.0"]
+    assert table["within"] == table["total"] == 48  # the paper's cells still all within on its own numbers
+    paths = R.write_report(analysis, {}, {}, tmp_path, profile="tiny", registry=registry)
+    assert "| rus | TR | English | script: Cyrillic → Latin | 89.0 | 11.0 |" in paths["md"].read_text(encoding="utf-8")
+
+
+def test_cells_beyond_tolerance_are_marked(sample, registry):
+    analysis = copy.deepcopy(sample)
+    row = next(r for r in analysis["steering"]["rows"] if (r["src"], r["tgt"], r["task"], r["step"],
+                                                          r.get("intervention")) == ("deu", "jpn", "ASR", 6, "median"))
+    row["latin"], row["cjk"] = 80.0, 20.0  # paper 39.15 / 60.85, tolerance 15
+    table = R.steering_tables(analysis, registry)[0]
+    line = next(r for r in table["rows"] if r[:3] == ["German", "ASR", "Japanese"])
+    assert line[6] == f"80.0 (39.1) {R.MISS}" and line[4] == "100.0 (100.0)"
+    assert table["within"] == 47
+
+
+def test_markdown_figures_are_relative_links_that_exist(written):
+    md_path = written[0]["md"]
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md_path.read_text(encoding="utf-8"))
+    assert len(links) == len(R.FIGURES)
+    for link in links:
+        assert not Path(link).is_absolute() and (md_path.parent / link).is_file(), link

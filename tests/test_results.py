@@ -89,6 +89,20 @@ def test_plots_return_figures_for_any_step_language_k(run):
     assert isinstance(run.plot_distribution("cmn", k=10, steps=[1]), Figure)
     with pytest.raises(UserError, match="step"):
         run.plot_overlap(steps=[7])
+    assert isinstance(run.plot_control_rate(steps=[6, 11]), Figure)
+    assert isinstance(run.plot_fasttext(paper=False), Figure)
+    with pytest.raises(UserError, match="step"):
+        run.plot_control_rate(steps=[7])
+
+
+def test_every_report_figure_is_the_open_run_plot(run):
+    # a notebook redraws exactly what the report shows: same function, same data, same paper values
+    from engine import report
+
+    figures, missing = report.make_figures(run.analysis)
+    assert not missing and set(figures) == set(report.FIGURES)
+    for name, png in figures.items():
+        assert report._png(getattr(run, f"plot_{name}")()) == png, name
 
 
 def test_bad_names_get_one_line_errors(run, tmp_path):

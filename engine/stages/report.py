@@ -20,6 +20,7 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
                  "speech_backend": run.cfg["speech"]["backend"], "versions": run.versions,
                  "k": run.cfg["rank"]["k"], "steps": run.cfg["record"]["steps"], "langs": run.cfg["data"]["langs"],
                  "n_identify": run.cfg["data"]["n_identify"], "n_steer": run.cfg["data"]["n_steer"],
+                 "seeds": {s: run.cfg[s]["seed"] for s in ("data", "rank", "steer") if "seed" in run.cfg[s]},
                  "stage_keys": {s: run.key(s) for s in STAGES}},
         **compare,
         "steering": steering,
