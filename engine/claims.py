@@ -47,6 +47,10 @@ class Verdict:
     passed: bool
     detail: str
     failures: list[str] = field(default_factory=list)
+    #: paper cells or conditions naming steering pairs this run did not steer
+    not_applicable: list[str] = field(default_factory=list)
+    #: False when every condition named such a pair: nothing was judged (and ``passed`` is False)
+    applicable: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,14 +65,19 @@ def load_registry(path: str | Path = REGISTRY_PATH) -> dict:
 # ----------------------------------------------------------------------------- helpers
 
 class _Judge:
-    """Collects named conditions; a claim passes when all hold."""
+    """Collects named conditions; a claim passes when all hold. A condition about a steering
+    pair the run did not steer is not applicable: recorded, neither held nor failed."""
 
     def __init__(self):
         self.failures: list[str] = []
         self.held: list[str] = []
+        self.not_applicable: list[str] = []
 
     def require(self, ok: bool, text: str) -> None:
         (self.held if ok else self.failures).append(text)
+
+    def absent(self, text: str) -> None:
+        self.not_applicable.append(text)
 
 
 def _f(x) -> float:
@@ -140,6 +149,14 @@ def _pairs(analysis: dict) -> list[tuple[str, str]]:
         if key not in seen:
             seen.append(key)
     return seen
+
+
+def _steered(analysis: dict) -> set[tuple[str, str]]:
+    """The (src, tgt) pairs the run steered: its steering config, else its rows."""
+    cfg = (analysis.get("steering") or {}).get("config") or {}
+    if cfg.get("pairs"):
+        return {(a, b) for a, b in cfg["pairs"]}
+    return set(_pairs(analysis))
 
 
 def _share(matrix, langs, a, b) -> float:
@@ -402,11 +419,24 @@ def _m_S6(a):
 
 
 def _m_T1(a):
+    """Each row's shares by its own control metric: both script classes of a cross-script pair
+    (``latin.*`` and ``cjk.*`` for the paper's), the language-ID rate (``lid.*``) of a
+    same-script one, as the steer stage scored it (``steering_eval.score_outputs``)."""
     out = {}
     for r in _rows(a):
         key = f"{r['src']}-{r['tgt']}.{r['task']}.{int(r['step'])}"
-        out[f"latin.{key}"], out[f"cjk.{key}"] = _f(r["latin"]), _f(r["cjk"])
+        if r.get("control_by") == "langid":
+            out[f"lid.{key}"] = _f(r["control_rate"])
+            continue
+        src_cls, tgt_cls = _classes(r)
+        out[f"{src_cls}.{key}"], out[f"{tgt_cls}.{key}"] = _f(r.get(src_cls)), _f(r.get(tgt_cls))
     return out
+
+
+def _classes(r: dict) -> tuple[str, str]:
+    from engine.control import pair_scripts
+
+    return pair_scripts(r["src"], r["tgt"])
 
 
 def _m_T3(a):
@@ -574,20 +604,31 @@ def _c_S1(a, e, j):
 
 def _c_S2(a, e, j):
     m = _m_S2(a)
-    _require_rows(j, m, "ASR steering rows at step 6")
+    if not m:  # with rows, only the paper's pairs among them are judged (others: not applicable)
+        _require_rows(j, m, "ASR steering rows at step 6")
     lo = e["paper"]["min_cjk_asr_t6"]
     reverse = []
     for k, v in m.items():
-        src = k.split(".")[1].split("-")[0]
-        if src in ("deu", "fra"):
+        src, tgt = k.split(".")[1].split("-")
+        if src in S2_LATIN and tgt in S2_CJK:
             j.require(v > lo, f"{k} = {v:.2f} > {lo}")
-        else:
+        elif src in S2_CJK and tgt in S2_LATIN:
             reverse.append(v)
+        else:
+            j.absent(f"{k}: not one of the paper's de/fr <-> zh/ja pairs")
     top, tol = e["paper"]["max_latin_asr_t6"], e["tolerance"]["abs"]
-    mx = max(reverse) if reverse else float("nan")
-    j.require(abs(mx - top) <= tol, f"max Latin control rate of zh/ja -> de/fr ASR at t=6 {mx:.2f} within {top} ± {tol}")
-    m["max_reverse"] = mx
+    if reverse:
+        mx = max(reverse)
+        j.require(abs(mx - top) <= tol, f"max Latin control rate of zh/ja -> de/fr ASR at t=6 {mx:.2f} within "
+                                        f"{top} ± {tol}")
+        m["max_reverse"] = mx
+    else:
+        j.absent("no zh/ja -> de/fr pair steered: the paper's 91.69% is not applicable")
     return m
+
+
+#: The paper's S2 pairs: Latin-script sources, CJK targets (and back).
+S2_LATIN, S2_CJK = ("deu", "fra"), ("cmn", "jpn")
 
 
 def _c_S3(a, e, j):
@@ -680,8 +721,12 @@ def _table_rows(a, e, j, cols):
     """Cells of a per-row steering table (Tables 1 and 4): each column within ±tolerance."""
     tol = e["tolerance"]["abs"]
     m = {}
+    steered = _steered(a)
     for c in e["paper"]["cells"]:
         key = f"{c['src']}-{c['tgt']}.{c['task']}.{c['step']}"
+        if (c["src"], c["tgt"]) not in steered:
+            j.absent(f"{key}: pair {c['src']}->{c['tgt']} not steered by this run")
+            continue
         try:
             r = _row(a, c["src"], c["tgt"], c["task"], c["step"])
         except KeyError as exc:
@@ -702,8 +747,12 @@ def _c_T3(a, e, j):
     tr, tq = e["tolerance"]["abs_rate"], e["tolerance"]["abs_ratio"]
     pairs = {(p["src"], p["tgt"], int(p["step"])): p for p in a["steering"]["effect_ratio"]["pairs"]}
     m = {}
+    steered = _steered(a)
     for c in e["paper"]["cells"]:
         key = f"{c['src']}-{c['tgt']}.{c['step']}"
+        if (c["src"], c["tgt"]) not in steered:
+            j.absent(f"{key}: pair {c['src']}->{c['tgt']} not steered by this run")
+            continue
         p = pairs.get((c["src"], c["tgt"], int(c["step"])))
         if p is None:
             j.require(False, f"effect-ratio pair {key} present")
@@ -752,14 +801,22 @@ def check(claim_id: str, analysis: dict, registry_entry: dict) -> Verdict:
         measured = {}
         judge.require(False, f"artifact lacks what {claim_id} needs: {type(exc).__name__}: {exc}")
     passed = not judge.failures
-    if passed:
+    applicable = bool(judge.held or judge.failures or not judge.not_applicable)
+    if not applicable:
+        passed = False
+        detail = (f"{claim_id} not applicable: " + "; ".join(judge.not_applicable[:3])
+                  + (" ..." if len(judge.not_applicable) > 3 else ""))
+    elif passed:
         detail = f"{claim_id} holds: " + "; ".join(judge.held[:6]) + (" ..." if len(judge.held) > 6 else "")
     else:
         detail = (f"{claim_id} fails ({len(judge.failures)} of {len(judge.failures) + len(judge.held)} "
                   f"conditions): " + "; ".join(judge.failures[:8]) + (" ..." if len(judge.failures) > 8 else ""))
+    if applicable and judge.not_applicable:
+        detail += f" [{len(judge.not_applicable)} not applicable: pairs this run did not steer]"
     return Verdict(claim_id=claim_id, measured=measured, ci=_ci_view(claim_id, measured),
                    paper=registry_entry.get("paper", {}), tolerance=registry_entry.get("tolerance"),
-                   passed=passed, detail=detail, failures=judge.failures)
+                   passed=passed, detail=detail, failures=judge.failures, not_applicable=judge.not_applicable,
+                   applicable=applicable)
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 NA = "n/a"
 #: Symbols with words, so that the verdict never rests on colour alone.
 VERDICT_TEXT = {"holds": "✓ holds", "does not hold": "✗ does not hold", "matches": "✓ matches",
-                "moved": "✗ moved", "not run": "– not run", "n/a": "– n/a"}
+                "moved": "✗ moved", "not run": "– not run", "n/a": "– n/a",
+                "not applicable": "– not applicable"}
 
 
 def _number(x) -> float | None:
@@ -222,7 +223,11 @@ def headline(claim_id: str, measured: Mapping | None, ci: Mapping | None, paper:
         tol = tolerance or {}
         band = (f"±{tol['abs']:g} pp" if "abs" in tol else
                 f"±{tol.get('abs_rate', 0):g} pp, ±{tol.get('abs_ratio', 0):g}")
-        out["ours"] = NA if cells is None else f"{cells[0]} of {cells[1]} within {band}"
+        if cells is None:
+            out["ours"] = NA
+        else:
+            out["ours"] = f"{cells[0]} of {cells[1]} within {band}" + (f" ({n - cells[1]} not steered)"
+                                                                       if cells[1] < n else "")
     if not m:
         out["ours"], out["interval"] = NA, ""
     return out

@@ -175,6 +175,7 @@ def _caption(name: str, registry: dict) -> str:
 LANG_NAME = {"deu": "German", "fra": "French", "spa": "Spanish", "cmn": "Chinese", "jpn": "Japanese", "eng": "English"}
 #: Marks a measured cell farther from the paper's than the claim's tolerance (T1, T3, T4).
 MISS = "✗"
+NOT_STEERED = "not steered here"
 
 
 def _fmt(x, nd=2) -> str:
@@ -236,6 +237,8 @@ def steering_tables(analysis: dict | None, registry: dict) -> list[dict]:
     rows = [r for r in (analysis or {}).get("steering", {}).get("rows", [])
             if r.get("intervention", "median") == "median" and r.get("step") is not None]
     by = {(r["src"], r["task"], r["tgt"], int(r["step"])): r for r in rows}
+    cfg_pairs = ((analysis or {}).get("steering") or {}).get("config", {}).get("pairs")
+    steered = {tuple(p) for p in cfg_pairs} if cfg_pairs else {(r["src"], r["tgt"]) for r in rows}
     out = []
 
     def grid(name, title, cells, cols, tol, labels):
@@ -245,6 +248,13 @@ def steering_tables(analysis: dict | None, registry: dict) -> list[dict]:
         for src, task, tgt in _row_keys(cells, rows):
             metric, classes = _metric_of(src, tgt, [r for r in rows if (r["src"], r["tgt"]) == (src, tgt)])
             line = [LANG_NAME.get(src, src), task, LANG_NAME.get(tgt, tgt), metric if cols is None else "fastText"]
+            if (src, tgt) not in steered:  # the paper's pair, not steered here: its cells are not applicable
+                line[3] = NOT_STEERED
+                for t in steps:
+                    c = paper.get((src, task, tgt, t)) or {}
+                    line += [f"– ({_fmt(c.get(k), 1)})" if k in c else "–" for k in (cols or ("latin", "cjk"))]
+                body.append(line)
+                continue
             for t in steps:
                 r, c = by.get((src, task, tgt, t), {}), paper.get((src, task, tgt, t))
                 if cols is None:  # Table 1: the pair's own metric
@@ -266,7 +276,7 @@ def steering_tables(analysis: dict | None, registry: dict) -> list[dict]:
                     within += 1
             body.append(line)
         out.append({"name": name, "title": title, "header": header, "rows": body, "within": within,
-                    "total": len(cells)})
+                    "total": sum((c["src"], c["tgt"]) in steered for c in cells)})
 
     t1, t4 = claims["T1"], claims["T4"]
     grid("control_rate", "Table 1: control rate (%) per pair, task and step: measured (paper)", t1["paper"]["cells"],
@@ -281,6 +291,10 @@ def steering_tables(analysis: dict | None, registry: dict) -> list[dict]:
     body, within = [], 0
     for key in keys:
         p, c = by_pair.get(key, {}), paper3.get(key)
+        if key[:2] not in steered:
+            body.append([LANG_NAME.get(key[0], key[0]), LANG_NAME.get(key[1], key[1]), str(key[2])]
+                        + [f"– ({_fmt(c[k], 1 if k != 'ratio' else 2)})" for k in ("cr_asr", "cr_tr", "ratio")])
+            continue
         cells = [_cell(p.get("cr_asr"), c and c["cr_asr"], tr), _cell(p.get("cr_tr"), c and c["cr_tr"], tr),
                  _cell(p.get("ratio"), c and c["ratio"], tq, nd=2)]
         within += bool(c is not None and all(ok for _, ok in cells))
@@ -291,7 +305,8 @@ def steering_tables(analysis: dict | None, registry: dict) -> list[dict]:
         body.append(["mean over valid pairs", "", t, "", "", _cell(means.get(t), pv, claims["S5"]["tolerance"]["abs"], 2)[0]])
     out.append({"name": "effect_ratio", "title": "Table 3: cross-modal effect ratio: measured (paper)",
                 "header": ["source", "target", "step", "ASR control (%)", "TR control (%)", "ratio TR / ASR"],
-                "rows": body, "within": within, "total": len(t3["paper"]["cells"])})
+                "rows": body, "within": within,
+                "total": sum((c["src"], c["tgt"]) in steered for c in t3["paper"]["cells"])})
     grid("fasttext", "Table 4: fastText probability (%): measured (paper)", t4["paper"]["cells"],
          ("ft_src", "ft_tgt"), t4["tolerance"]["abs"], ("P(source)", "P(target)"))
     return out
@@ -388,7 +403,8 @@ def claim_records(profile: str, registry: dict, verdicts: Mapping[str, Any], out
             "tolerance_why": entry.get("tolerance_why"),
             "measured": None if v is None else v.measured,
             "ci": None if v is None else v.ci,
-            "paper_check": None if v is None else ("passed" if v.passed else "failed"),
+            "paper_check": None if v is None else ("passed" if v.passed else
+                                                   "failed" if getattr(v, "applicable", True) else "not applicable"),
             "paper_detail": None if v is None else v.detail,
             "verdict": o.get("outcome", "not run"),
             "judged_on": "paper bounds" if profile == "paper" else "regression baseline",
@@ -421,7 +437,8 @@ def glance_rows(profile: str, records: dict, analysis: dict | None, tables: list
     for cid, r in records.items():
         h = glance_lines.headline(cid, r["measured"], r["ci"], r["paper"] or {}, r["tolerance"], analysis,
                             cells.get(table_of.get(cid, ""), None) if r["measured"] else None)
-        paper_v = {"passed": "holds", "failed": "does not hold"}.get(r["paper_check"] or "", "n/a")
+        paper_v = {"passed": "holds", "failed": "does not hold",
+                   "not applicable": "not applicable"}.get(r["paper_check"] or "", "n/a")
         if profile == "paper":
             base_v = "n/a"
         elif r["verdict"] == "passed":
@@ -537,7 +554,7 @@ img{max-width:100%;height:auto}code,pre{background:#f4f4f4}pre{white-space:pre-w
 
 
 def _verdict_class(v: str) -> str:
-    return {"holds": "ok", "matches": "ok", "n/a": "na", "not run": "na"}.get(v, "bad")
+    return {"holds": "ok", "matches": "ok", "n/a": "na", "not run": "na", "not applicable": "na"}.get(v, "bad")
 
 
 def _summary_lines(g: dict) -> tuple[str, str]:

@@ -274,3 +274,25 @@ def test_activation_beyond_float16_fails_at_its_first_write_and_bfloat16_stores_
             column = st.read()[:, comp.offset + channel]
             valid = np.array(meta["valid"][str(t)], bool)
             assert valid.any() and (column[valid] == planted).all() and np.isnan(column[~valid]).all()
+
+
+def test_the_shared_speech_encoder_is_ranked_once_and_served_to_asr(tiny_run):
+    # ASR reads S2T's utterances through one encoder store: its AP is S2T's, byte for byte, and
+    # it equals AP computed afresh from the store with ASR's own row labels (sklearn's definition)
+    from sklearn.metrics import average_precision_score
+
+    from engine.run import matrices
+    from engine.store import MatrixStore
+
+    run = pipeline.Run(config.load_profile("tiny"), tiny_run)
+    rank = run.dir("rank")
+    for suffix in ("ap", "sep"):
+        assert (rank / "ASR" / f"encoder_{suffix}.npy").read_bytes() == (rank / "S2T" / f"encoder_{suffix}.npy").read_bytes()
+    meta = json.loads((run.dir("record") / "ASR" / "meta.json").read_text())
+    X = np.asarray(MatrixStore(matrices(run, "ASR")["encoder"]).read(), dtype=np.float64)
+    ap = np.load(rank / "ASR" / "encoder_ap.npy")
+    langs = run.cfg["data"]["langs"]
+    y = np.array([langs.index(lang) for lang in meta["langs"]])
+    for li in range(len(langs)):
+        for col in (0, X.shape[1] // 2, X.shape[1] - 1):
+            assert ap[li, col] == pytest.approx(average_precision_score(y == li, X[:, col]), abs=1e-6)

@@ -256,6 +256,7 @@ def test_table_1_follows_each_pairs_control_metric(tmp_path, sample, registry, n
                "latin": 10.0 + t, "control_rate": 10.0 + t, "ft_src": 80.0, "ft_tgt": 10.0, "n": 8}
               for t in (1, 6, 11)]
     analysis["steering"]["rows"] += extra
+    analysis["steering"]["config"]["pairs"] += [["deu", "fra"], ["rus", "eng"]]
     table = R.steering_tables(analysis, registry)[0]
     rows = {(r[0], r[1], r[2]): r for r in table["rows"]}
     lid = rows[("German", "ASR", "French")]

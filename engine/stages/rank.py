@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
 from engine.errors import UserError
+from engine.files import atomic_write_bytes
 from engine.run import RECORD_TASKS, Run, matrices, progress, ranking_device, save_npy
 from engine.store import MatrixStore, atomic_write_json
 
@@ -18,10 +20,19 @@ def stage_rank(run: Run) -> None:
     device = ranking_device(run.cfg)
     out = run.dir("rank")
     steps = run.cfg["record"]["steps"]
+    ranked: dict[Path, tuple[str, list]] = {}  # encoder store -> (task that ranked it, its row languages)
     for task in RECORD_TASKS:
         meta = json.loads((run.dir("record") / task / "meta.json").read_text())
         labels = np.array([langs.index(lang) for lang in meta["langs"]])
         for name, path in matrices(run, task).items():
+            if name == "encoder" and path in ranked and ranked[path][1] == meta["langs"]:
+                # a shared encoder (ASR reads S2T's utterances): same rows, same labels, same AP
+                for suffix in ("ap", "sep"):
+                    src = out / ranked[path][0] / f"{name}_{suffix}.npy"
+                    atomic_write_bytes(out / task / f"{name}_{suffix}.npy", src.read_bytes())
+                continue
+            if name == "encoder":
+                ranked[path] = (task, meta["langs"])
             rows = np.ones(len(labels), bool)
             if name.startswith("decoder_t"):
                 rows = np.array(meta["valid"][name.removeprefix("decoder_t")], bool)
