@@ -22,7 +22,8 @@ def analysis_path():
 
 @pytest.fixture(scope="module")
 def run(analysis_path):
-    return engine.open_run(analysis_path.parent.parent)
+    # the report directory itself: other tests finish runs with other settings under runs/tiny
+    return engine.open_run(analysis_path.parent)
 
 
 def test_opens_the_run_behind_the_analysis(run, analysis_path):
