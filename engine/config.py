@@ -93,7 +93,7 @@ ALIASES: dict[str, tuple[str, ...]] = {"model.dtype": ("fp32", "bf16", "fp16")}
 #: Smallest accepted value of each integer (and float) setting; every other int must be >= 0.
 MINIMUM: dict[str, int | float] = {
     "model.batch_size": 1, "data.n_identify": 1, "data.n_steer": 1, "record.max_new_tokens": 1,
-    "record.rows_per_block": 1, "rank.k": 1, "rank.n_boot": 1, "steer.max_new_tokens": 1,
+    "record.rows_per_block": 1, "record.cols_per_chunk": 1, "rank.k": 1, "rank.n_boot": 1, "steer.max_new_tokens": 1,
 }
 #: Settings that must not be empty strings.
 NON_EMPTY = ("model.id", "output.root")

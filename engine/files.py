@@ -92,3 +92,40 @@ def file_digest(path: Path, *, content: bool = True) -> dict:
                 h.update(piece)
         out["sha256"] = h.hexdigest()
     return out
+
+
+def save_part(directory: Path, name: str, arrays: dict) -> Path:
+    """Write one piece of a sharded result: ``arrays`` as ``<directory>/<name>.<sha256[:16]>.npz``.
+
+    The content's digest is in the file name, so ``load_part`` recognises any later damage;
+    the write is atomic, so a killed writer leaves no part at all.
+    """
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    path = Path(directory) / f"{name}.{hashlib.sha256(data).hexdigest()[:16]}.npz"
+    atomic_write_bytes(path, data)
+    return path
+
+
+def load_part(directory: Path, name: str) -> dict | None:
+    """The arrays of part ``name`` written by ``save_part``, or None when there is none whole.
+
+    A part whose bytes no longer match the digest in its name is removed with one line.
+    """
+    import io
+
+    import numpy as np
+
+    for path in sorted(Path(directory).glob(f"{name}.*.npz")):
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest()[:16] == path.name.rsplit(".", 2)[1]:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        note(f"{path} is damaged (checksum mismatch); computing it again")
+        path.unlink(missing_ok=True)
+    return None

@@ -7,7 +7,10 @@ stages complete. A full disk stops any stage with one line (``disk full while wr
 leaves nothing half-written a rerun could take. Before the first stage, settings are validated
 and preflight names every missing resource on its own line (``config.validate``,
 ``_preflight``). One process works under an output root at a time (``output_lock``). Under
-``torchrun`` (``WORLD_SIZE`` > 1) every process records a disjoint shard of the row blocks; rank 0 does everything else.
+``torchrun`` (``WORLD_SIZE`` > 1) every process takes its share of record (row blocks), rank
+(neuron chunks), compare (neuron chunks of the half-samples) and steer (generations); rank 0
+prepares the inputs, writes every stage's final artifacts and the report, byte for byte what one
+process writes. Any rank's error ends every rank with one line (``engine.ranks``).
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ import time
 from pathlib import Path
 
 from engine import config as config_mod
+from engine import ranks
 from engine.errors import UserError
-from engine.run import STAGE_INPUTS, STAGES, Run, barrier
+from engine.run import STAGE_INPUTS, STAGES, Run
 from engine.stages.compare import stage_compare
 from engine.stages.data import stage_data
 from engine.stages.rank import stage_rank
@@ -38,46 +42,67 @@ STAGE_FUNCS = {"data": stage_data, "speech": stage_speech, "record": stage_recor
                "compare": stage_compare, "steer": stage_steer}
 
 
+#: Stages every rank of a torchrun launch works on (each its share); the others run on rank 0.
+SHARDED = ("record", "rank", "compare", "steer")
+
+
 def run_pipeline(cfg: dict, *, out=None, stages=STAGES, force: bool = False, wait: bool = False) -> Run:
     """Run (or resume) the requested stages; finished stages are skipped.
 
     One run per output root at a time (see ``output_lock``): when another process holds it,
     UserError naming that process, or with ``wait`` block until it is done and then reuse what
-    it finished. Under torchrun only rank 0 takes the lock (its peers share its root).
+    it finished. Under torchrun only rank 0 takes the lock (its peers share its root), every
+    rank works on its share of the sharded stages, and an error on any rank ends every rank
+    with that one line (``engine.ranks``).
     """
     run = Run(cfg, out)
-    _preflight(run, stages)
-    if run.world > 1 and run.rank != 0:
-        return _run_stages(run, stages, force)
-    with output_lock(run.root.parent, wait=wait):
-        return _run_stages(run, stages, force)
+    if run.world == 1:
+        _preflight(run, stages)
+        with output_lock(run.root.parent, wait=wait):
+            return _run_stages(run, stages, force)
+    group = ranks.join()
+    try:
+        _preflight(run, stages)
+        if run.rank == 0:
+            with output_lock(run.root.parent, wait=wait):
+                _run_stages(run, stages, force)
+        else:
+            _run_stages(run, stages, force)
+        group.barrier("end")
+    except UserError as exc:
+        group.fail(str(exc))
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        group.fail(f"{type(exc).__name__}: {exc}")
+    group.finish()
+    return run
 
 
 def _run_stages(run: Run, stages, force: bool) -> Run:
+    group = ranks.current()
     t0 = time.perf_counter()
     for stage in STAGES:
         if stage not in stages:
             continue
-        if run.world > 1 and stage != "record":
-            if stage in ("data", "speech"):  # rank 0 prepares inputs, the others wait for them
-                if run.rank == 0 and not run.done(stage):
-                    STAGE_FUNCS[stage](run)
-                barrier(run)
-                continue
-            if run.rank != 0:  # after recording, only rank 0 goes on
-                break
-        if run.done(stage) and not force:
+        # rank 0 decides (verifying, and invalidating what it finds damaged); every rank follows
+        if group.from_rank0(f"done/{stage}", lambda: bool(run.done(stage) and not force)):
             continue
-        _check_upstream(run, stage)
-        if force and run.dir(stage).exists() and run.rank == 0:
-            shutil.rmtree(run.dir(stage))
+        if run.rank == 0:
+            _check_upstream(run, stage)
+            if force and run.dir(stage).exists():
+                shutil.rmtree(run.dir(stage))
+        group.barrier(f"start/{stage}")
         run._whole.discard(stage)
         with _disk_full_is_one_line(run.dir(stage)):
             if stage == "report":
-                stage_report(run, _total_wall(run))
-            else:
+                if run.rank == 0:
+                    stage_report(run, _total_wall(run))
+            elif stage in SHARDED or run.rank == 0:
                 STAGE_FUNCS[stage](run)
             _add_wall(run, stage, time.perf_counter() - t0)
+        group.barrier(f"done/{stage}")
         t0 = time.perf_counter()
     return run
 

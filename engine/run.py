@@ -306,10 +306,9 @@ def save_npy(path: Path, arr: np.ndarray) -> None:
     np.save(buf, arr, allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
 
-def barrier(run: Run) -> None:
+def barrier(run: Run, name: str = "stage") -> None:
+    """Every rank of the launch waits here (``engine.ranks``; a failure anywhere ends the wait)."""
     if run.world > 1:
-        import torch.distributed as dist
+        from engine import ranks
 
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if run.cfg["model"]["device"] == "cuda" else "gloo")
-        dist.barrier()
+        ranks.current().barrier(name)

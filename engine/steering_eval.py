@@ -233,7 +233,8 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                  max_new_tokens: int | None = None, fasttext_model: str | None = None,
                  to_input: Callable | None = None,
                  separation: Mapping[int, np.ndarray] | None = None,
-                 checkpoint_dir: str | Path | None = None) -> SteeringResult:
+                 checkpoint_dir: str | Path | None = None,
+                 share: Callable[[list], list] | None = None) -> SteeringResult | None:
     """Run the steering experiment and score it.
 
     ``held_out``: Examples (split "steer") of tasks ASR and TR; ``identify``: the examples the
@@ -246,7 +247,10 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
     lower index. ``checkpoint_dir``: where each generation's texts are saved as it finishes
     and found again on a rerun (see ``load_checkpoint``); the same model must be used for every
     run that shares it (the pipeline keys the steer stage directory by the model's weights).
-    Returns the section with "rows", "effect_ratio", "qualitative".
+    Returns the section with "rows", "effect_ratio", "qualitative". ``share`` (with
+    ``checkpoint_dir``): generate only the rows ``share(all rows)`` gives, in order, into the
+    checkpoints, and return None; a later call without it scores them (another process's share
+    too) and generates whatever is still missing.
     """
     check_held_out(held_out, identify)
     if positions not in ("all", "from_t"):
@@ -296,12 +300,39 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
             save_checkpoint(checkpoint_dir, key, fingerprint, outs)
         return outs
 
-    rows, outputs, qualitative = [], {}, []
+    # every generation (one row) first, in one fixed order, so that processes can share them out
+    chosen: dict[tuple[int, str, str], dict] = {}
+    jobs = []  # (key, src, task, neurons, values, from_position)
+    if "none" in interventions:
+        jobs += [(f"{src}/{task}/none", src, task, None, None, None) for src in sources for task in TASK_MODALITY]
+    for t in steps:
+        for src, tgt in pairs:
+            li = langs.index(tgt)
+            picked = chosen[(t, src, tgt)] = {}
+            sep_row = None if separation is None else np.asarray(separation[t][li])
+            if "median" in interventions:
+                picked["median"] = control_neurons(np.asarray(ap[t][li]), k, sep_row)
+            if "random" in interventions:
+                n = control_neurons(np.asarray(ap[t][li]), k, sep_row).size
+                picked["random"] = random_neurons(n_decoder, n, [seed, li, t])
+            for kind, neurons in picked.items():
+                values = np.asarray(on_p50[t][li])[neurons]
+                jobs += [(f"{src}>{tgt}/{task}/{t}/{kind}", src, task, neurons, values,
+                          None if positions == "all" else t) for task in TASK_MODALITY]
+    if share is not None:
+        if checkpoint_dir is None:
+            raise ValueError("share needs checkpoint_dir: the shared rows are handed on through it")
+        for key, src, task, neurons, values, from_position in share(jobs):
+            run(src, task, neurons, values, from_position, key=key)
+        return None
+    outputs = {key: run(src, task, neurons, values, from_position, key=key)
+               for key, src, task, neurons, values, from_position in jobs}
+
+    rows, qualitative = [], []
     if "none" in interventions:
         for src in sources:
             for task in TASK_MODALITY:
-                key = f"{src}/{task}/none"
-                outs = outputs[key] = run(src, task, key=key)
+                outs = outputs[f"{src}/{task}/none"]
                 for tgt in [t for s, t in pairs if s == src]:
                     rows.append({"src": src, "tgt": tgt, "task": task, "step": None,
                                  "intervention": "none",
@@ -309,21 +340,10 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                                                  fasttext_model=fasttext_model)})
     for t in steps:
         for src, tgt in pairs:
-            li = langs.index(tgt)
-            chosen = {}
-            sep_row = None if separation is None else np.asarray(separation[t][li])
-            if "median" in interventions:
-                chosen["median"] = control_neurons(np.asarray(ap[t][li]), k, sep_row)
-            if "random" in interventions:
-                n = control_neurons(np.asarray(ap[t][li]), k, sep_row).size
-                chosen["random"] = random_neurons(n_decoder, n, [seed, li, t])
-            for kind, neurons in chosen.items():
-                values = np.asarray(on_p50[t][li])[neurons]
+            for kind in chosen[(t, src, tgt)]:
                 per_task = {}
                 for task in TASK_MODALITY:
-                    key = f"{src}>{tgt}/{task}/{t}/{kind}"
-                    outs = run(src, task, neurons, values, None if positions == "all" else t, key=key)
-                    per_task[task] = outputs[key] = outs
+                    outs = per_task[task] = outputs[f"{src}>{tgt}/{task}/{t}/{kind}"]
                     rows.append({"src": src, "tgt": tgt, "task": task, "step": t, "intervention": kind,
                                  **score_outputs([o["text"] for o in outs], src, tgt,
                                                  fasttext_model=fasttext_model)})

@@ -15,7 +15,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 LAYERS = (
     ("base", ("errors", "files", "hooks", "data.languages", "ap_kernels")),
     ("data", ("data", "data.corpus", "data.fleurs", "data.speech", "data.tasks")),
-    ("mechanics", ("catalog", "fingerprint", "loader", "recorder", "store")),
+    ("mechanics", ("catalog", "fingerprint", "loader", "ranks", "recorder", "store")),
     ("science", ("ranking", "overlap", "intervals", "crossmodal", "control", "langid", "steering", "steering_eval")),
     ("settings", ("config",)),  # validates a profile against the corpus and the steering pairs
     ("run", ("run",)),

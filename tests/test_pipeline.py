@@ -1,6 +1,7 @@
 """Resumability, sharding and stage keys of the pipeline, on the tiny profile with few examples."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,24 +91,6 @@ def test_sigkill_mid_record_resumes_without_redoing_and_is_bit_identical(tmp_pat
 
 
 @pytest.mark.slow
-def test_two_processes_with_gloo_record_the_same_store_as_one(tmp_path, reference):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(2):
-        cmd, env = _cli(tmp_path, env={"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    record, arrays = _arrays(tmp_path)
-    infos = [json.loads(m.read_text()) for m in sorted((record / "speech_encoder/blocks").glob("*.json"))]
-    assert len(infos) > 2
-    _assert_identical(arrays, reference[1])
-
-
 def test_stage_keys_change_with_what_affects_them():
     base = pipeline.Run(config.load_profile("tiny"))
     other_k = pipeline.Run(config.load_profile("tiny", ["rank.k=20"]))
@@ -154,21 +137,122 @@ def test_paper_profile_offline_lists_every_missing_thing(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("COMPLETE.json"))
 
 
+ALL = ",".join(pipeline.STAGES)
+#: Two steering pairs, one each way, stand for the eight: the same code steers every pair.
+TWO_PAIRS = ["steer.max_new_tokens=12", 'steer.pairs=[["deu", "jpn"], ["cmn", "fra"]]',
+             "record.cols_per_chunk=1024"]  # several chunks per matrix: rank and compare have shares to split
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(out, world, extra=(), env=None):
+    """``world`` processes of one launch, as torchrun starts them (gloo on this machine)."""
+    port, procs = _free_port(), []
+    for rank in range(world):
+        cmd, full_env = _cli(out, stages=ALL, extra=extra, env={
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), **(env or {})})
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _ended(procs, timeout):
+    """Exit codes and stderr lines of every rank; fails the test if any is still running after
+    ``timeout`` seconds (a hang), killing them all."""
+    deadline, errs = time.monotonic() + timeout, []
+    for p in procs:
+        try:
+            errs.append(p.communicate(timeout=max(0.1, deadline - time.monotonic()))[1])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"a rank was still running {timeout} s after the launch: it hangs")
+    lines = [[x for x in e.splitlines() if x.strip() and not x.startswith("Loading weights")] for e in errs]
+    return [p.returncode for p in procs], lines
+
+
+def _artifacts(out) -> dict:
+    root = Path(out) / "tiny"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in ("wall_time.json", "timing.json", ".lock")}
+
+
+def _assert_same_artifacts(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert [f for f in a if a[f] != b[f]] == []
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """Every stage in one process at the smallest settings: the artifacts launches must equal."""
+    out = tmp_path_factory.mktemp("whole")
+    _run(out, stages=ALL, extra=TWO_PAIRS)
+    files = _artifacts(out)
+    assert any(f.endswith("analysis.json") for f in files)
+    return out, files
+
+
 @pytest.mark.slow
-def test_same_config_and_seed_give_byte_identical_artifacts(tmp_path):
-    # two steering pairs, one each way, stand for the eight: the same code steers every pair
-    extra = ["data.n_identify=10", "steer.max_new_tokens=12", 'steer.pairs=[["deu", "jpn"], ["cmn", "fra"]]']
-    for name in ("a", "b"):
-        _run(tmp_path / name, stages=",".join(pipeline.STAGES), extra=extra)
-    files = {}
-    for name in ("a", "b"):
-        root = tmp_path / name / "tiny"
-        files[name] = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-                       if p.is_file() and p.name not in ("wall_time.json", "timing.json", ".lock")}
-    assert files["a"].keys() == files["b"].keys()
-    differing = [f for f in files["a"] if files["a"][f] != files["b"][f]]
-    assert differing == []
-    assert any(f.endswith("analysis.json") for f in files["a"])
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_stage_under_gloo_ranks_writes_what_one_process_writes(tmp_path, whole, world):
+    # also the determinism check: separate runs of the same config and seed, byte-identical
+    codes, errs = _ended(_launch(tmp_path, world, TWO_PAIRS), 300)
+    assert codes == [0] * world, errs
+    _assert_same_artifacts(_artifacts(tmp_path), whole[1])
+
+
+@pytest.mark.slow
+def test_an_error_on_any_rank_ends_every_rank_with_its_one_line(tmp_path):
+    codes, errs = _ended(_launch(tmp_path / "a", 2, ["rank.k=-1"]), 60)  # a bad setting
+    assert codes == [2, 2] and errs == [["error: rank.k=-1 is invalid: use an integer >= 1"]] * 2
+    with pipeline.output_lock(tmp_path / "b"):  # the lock refused on rank 0; rank 1 must not wait
+        codes, errs = _ended(_launch(tmp_path / "b", 2), 60)
+    assert codes == [2, 2], errs
+    assert errs[0] == errs[1] and len(errs[0]) == 1 and "is in use by process" in errs[0][0], errs
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_others_and_the_rerun_resumes_identically(tmp_path, whole):
+    env = {"STEP_NEURONS_STALE_S": "5"}
+    procs = _launch(tmp_path, 2, TWO_PAIRS, env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(tmp_path.glob("tiny/steer-*/rows/*.json")):
+        assert procs[0].poll() is None, "the launch ended before a rank could be killed"
+        time.sleep(0.05)
+    procs[1].kill()  # mid-steer, a generation or more saved
+    codes, errs = _ended(procs, 60)
+    assert codes[0] == 2 and errs[0][-1].startswith("error: rank 1 stopped responding"), errs
+    codes, errs = _ended(_launch(tmp_path, 2, TWO_PAIRS), 300)
+    assert codes == [0, 0], errs
+    assert any(x.startswith("steer: resuming") for x in errs[0]), errs
+    _assert_same_artifacts(_artifacts(tmp_path), whole[1])
+
+
+@pytest.mark.slow
+def test_a_damaged_chunk_met_by_one_rank_ends_all_and_is_recorded_again_once(tmp_path, whole):
+    shutil.copytree(whole[0] / "tiny", tmp_path / "tiny")
+    shutil.rmtree(next(tmp_path.glob("tiny/rank-*")))
+    record = next(tmp_path.glob("tiny/record-*"))
+    chunk = record / "S2T/decoder_t1/data/m/c/1/0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only its checksum can tell
+    chunk.write_bytes(bytes(data))
+    codes, errs = _ended(_launch(tmp_path, 2, TWO_PAIRS), 60)
+    assert codes == [2, 2], errs
+    assert all(e[-1].startswith(f"error: corrupted chunk {chunk}") for e in errs), errs
+    markers = sorted((record / "S2T/decoder_t1/blocks").glob("*.json"))
+    before = {m.name: m.stat().st_mtime_ns for m in markers}
+    assert "0000001.json" not in before  # invalidated for every rank
+    codes, errs = _ended(_launch(tmp_path, 2, TWO_PAIRS), 300)
+    assert codes == [0, 0], errs
+    after = {m.name: m.stat().st_mtime_ns for m in sorted((record / "S2T/decoder_t1/blocks").glob("*.json"))}
+    assert {n for n in after if before.get(n) != after[n]} == {"0000001.json"}  # that block alone, once
+    _assert_same_artifacts(_artifacts(tmp_path), whole[1])
 
 
 @pytest.fixture(scope="module")

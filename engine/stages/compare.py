@@ -13,20 +13,23 @@ the same code ``engine.compare_activations`` runs on in-memory arrays.
 Half-sample AP (float64) and r (float32: it only breaks ties of equal AP) are written to flat
 files beside the artifact with positioned writes and read back one half-sample at a time, so peak
 memory follows the block and one half-sample's vectors, not ``n_boot x L x N``; the files are
-deleted when the step is done.
+deleted when the step is done. Under torchrun every rank computes its share of the neuron
+chunks into the same files (positioned writes, rank 0 creates them) and rank 0 summarises.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from engine import crossmodal as cm
 from engine import intervals as iv
+from engine import ranks
 from engine.ranking import on_device, resampled_average_precision, top_k
-from engine.run import Run, load_ap, load_catalog, load_sep, matrices, ranking_device
+from engine.run import Run, barrier, load_ap, load_catalog, load_sep, matrices, ranking_device
 from engine.store import MatrixStore, atomic_write_json
 
 
@@ -43,20 +46,26 @@ def half_sample_rows(meta: dict, step: str, splits: dict) -> tuple[np.ndarray, n
 
 
 def bootstrap_ap(store: MatrixStore, meta: dict, step: str, splits: dict, study: list[str],
-                 path: Path, device: str = "cpu") -> "BootstrapFiles":
+                 path: Path, device: str = "cpu", *, chunks: Sequence[int] | None = None) -> "BootstrapFiles":
     """AP and point-biserial r ``[n_boot, L, N]`` of every half-sample, one store pass, one sort per neuron.
 
     Written to ``path.with_suffix(".ap")`` (float64) and ``".sep"`` (float32) in C order, block by
     block with positioned writes; read one resample at a time with ``BootstrapFiles.resample``.
+    ``chunks``: only these column chunks of the store, into files another process has created
+    (``BootstrapFiles.create``); None: every chunk, into files created here.
     """
     labels_all = np.array([study.index(lang) for lang in meta["langs"]])
     rows, weights = half_sample_rows(meta, step, splits)
     B, L, N = len(weights), len(study), store.shape[1]
     files = BootstrapFiles(Path(path), B, L, N)
-    with open(files.ap_path, "wb") as fa, open(files.sep_path, "wb") as fs:
-        fa.truncate(B * L * N * 8)
-        fs.truncate(B * L * N * 4)
-        for c, block in store.iter_col_blocks(rows=rows, tensor=True):  # stored type: 16-bit path
+    if chunks is None:
+        files.create()
+    cpc = store.layout["cols_per_chunk"]
+    todo = range(-(-N // cpc)) if chunks is None else chunks
+    with open(files.ap_path, "r+b") as fa, open(files.sep_path, "r+b") as fs:
+        for chunk in todo:
+            c = chunk * cpc
+            block = store.read(rows, slice(c, min(c + cpc, N)), tensor=True)  # stored type: 16-bit path
             ap, sep = resampled_average_precision(on_device(block, device), labels_all[rows], weights,
                                                   n_labels=L)
             for b in range(B):
@@ -74,6 +83,13 @@ class BootstrapFiles:
     def __init__(self, path: Path, n_boot: int, n_langs: int, n_neurons: int):
         self.ap_path, self.sep_path = path.with_suffix(".ap"), path.with_suffix(".sep")
         self.shape = (n_boot, n_langs, n_neurons)
+
+    def create(self) -> None:
+        """Make both files at their full size (zeros), replacing any earlier ones."""
+        B, L, N = self.shape
+        for f, width in ((self.ap_path, 8), (self.sep_path, 4)):
+            with open(f, "wb") as fh:
+                fh.truncate(B * L * N * width)
 
     def resample(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         """``(ap [L, N] float64, sep [L, N] float64)`` of resample b, read from disk (not mapped)."""
@@ -102,8 +118,11 @@ def distribution(ap_row: np.ndarray, components, k: int, separation: np.ndarray 
     return {"by_layer": by_layer, "by_component": by_component, "component_sizes": sizes}
 
 
-def compare(run, catalog) -> dict:
-    """Everything the claims about language-representation neurons read (analysis.json)."""
+def compare(run, catalog) -> dict | None:
+    """Everything the claims about language-representation neurons read (analysis.json).
+
+    Under torchrun every rank computes its share of the half-samples' AP; rank 0 returns the
+    result, the others None."""
     cfg = run.cfg
     study = list(cfg["data"]["langs"])
     k, ks, n_boot = cfg["rank"]["k"], list(cfg["rank"]["k_sweep"]), cfg["rank"]["n_boot"]
@@ -120,11 +139,21 @@ def compare(run, catalog) -> dict:
         name, step = f"decoder_t{t}", str(t)
         ap_s, ap_x = load_ap(run, "S2T", name), load_ap(run, "T2T", name)
         sep_s, sep_x = load_sep(run, "S2T", name), load_sep(run, "T2T", name)
-        boots = {}
+        stores = {side: MatrixStore(matrices(run, task)[name]) for task, side in (("S2T", "speech"), ("T2T", "text"))}
+        boots = {side: BootstrapFiles(work / f"boot_{side}_t{t}", n_boot, len(study), st.shape[1])
+                 for side, st in stores.items()}
+        if run.rank == 0:
+            for files in boots.values():
+                files.create()
+        barrier(run, f"compare/t{t}/created")
         for task, side in (("S2T", "speech"), ("T2T", "text")):
-            store = MatrixStore(matrices(run, task)[name])
-            boots[side] = bootstrap_ap(store, metas[task], step, splits, study, work / f"boot_{side}_t{t}",
-                                       ranking_device(cfg))
+            st = stores[side]
+            n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
+            bootstrap_ap(st, metas[task], step, splits, study, work / f"boot_{side}_t{t}", ranking_device(cfg),
+                         chunks=ranks.current().mine(range(n_chunks)))
+        barrier(run, f"compare/t{t}/written")
+        if run.rank != 0:
+            continue
 
         def replicates():
             for b in range(n_boot):
@@ -144,6 +173,8 @@ def compare(run, catalog) -> dict:
         result["distribution"].setdefault("text_decoder", {})[step] = {
             "speech": distribution(ap_s[focus], dec, k, sep_s[focus]),
             "text": distribution(ap_x[focus], dec, k, sep_x[focus])}
+    if run.rank != 0:
+        return None
     result["step_differences"] = cm.step_differences(points, reps)
     result["distribution"]["speech_encoder"] = distribution(
         load_ap(run, "S2T", "encoder")[focus], catalog.stack("speech_encoder"), k,
@@ -156,5 +187,7 @@ def compare(run, catalog) -> dict:
 
 def stage_compare(run: Run) -> None:
     result = compare(run, load_catalog(run))
+    if result is None:  # another rank's share is done; rank 0 writes the result
+        return
     atomic_write_json(run.dir("compare") / "compare.json", result)
     run.complete("compare")

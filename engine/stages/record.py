@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from engine.errors import UserError
+from engine import ranks
 from engine.run import (ENCODER_STACK, RECORD_GROUPS, RECORD_TASKS, TASK_MODALITY, Run, barrier, matrices,
                         model_inputs, progress, task_examples)
 from engine.store import MatrixStore, atomic_write_json, resolve_store_dtype
@@ -51,13 +52,16 @@ def stage_record(run: Run) -> None:
         n_rows = len(examples[group[0]])
         stack = ENCODER_STACK[group[0]]
         encoder = MatrixStore.create(matrices(run, group[0])["encoder"], n_rows, cat.n_neurons(stack),
-                                     rows_per_block=r["rows_per_block"], dtype=dtype,
+                                     rows_per_block=r["rows_per_block"], cols_per_chunk=r["cols_per_chunk"], dtype=dtype,
                                      attrs={"tasks": list(group), "matrix": "encoder"})
         decoders = {(task, t): MatrixStore.create(matrices(run, task)[f"decoder_t{t}"], n_rows,
                                                   cat.n_neurons("text_decoder"), rows_per_block=r["rows_per_block"],
-                                                  dtype=dtype, attrs={"task": task, "matrix": f"decoder_t{t}"})
+                                                  cols_per_chunk=r["cols_per_chunk"], dtype=dtype, attrs={"task": task, "matrix": f"decoder_t{t}"})
                     for task in group for t in steps}
-        pending = sorted(set(encoder.pending_blocks()).union(*(s.pending_blocks() for s in decoders.values())))
+        # rank 0 verifies the blocks (invalidating damage) and every rank records its share of
+        # that one list: a damaged block is recorded again once, by one rank
+        pending = ranks.current().from_rank0(f"record/{'+'.join(group)}/pending", lambda: sorted(
+            set(encoder.pending_blocks()).union(*(s.pending_blocks() for s in decoders.values()))))
         mine = [b for b in pending if b % run.world == run.rank]
         for block in progress(mine, desc=f"record {'+'.join(group)}", unit="block"):
             start, stop = encoder.block_rows(block)
@@ -92,7 +96,7 @@ def stage_record(run: Run) -> None:
             encoder.write_block(block, np.concatenate(enc), {"tasks": info},
                                 describe=_describer(cat, stack, f"{'+'.join(group)} encoder",
                                                     info[group[0]]["example_ids"]))
-    barrier(run)
+    barrier(run, "record/recorded")
     if run.rank == 0:
         summary = {}
         for group in RECORD_GROUPS:

@@ -1,22 +1,27 @@
 """The steer stage: the steering experiment (``engine.steering_eval``) on a run's held-out
-examples, with the language-control neurons and medians of its rank stage."""
+examples, with the language-control neurons and medians of its rank stage.
+
+Under torchrun every rank generates its share of the rows (pair x task x step x intervention)
+into the stage's per-row checkpoints; rank 0 then scores them all (generating any row still
+missing) and writes the artifacts, byte for byte what one process writes."""
 from __future__ import annotations
 
 import shutil
 
 import numpy as np
 
+from engine import ranks
 from engine.errors import UserError
-from engine.run import RECORD_TASKS, Run, load_ap, load_sep, model_inputs, task_examples
+from engine.run import RECORD_TASKS, Run, barrier, load_ap, load_sep, model_inputs, task_examples
 from engine.data.languages import steering_pairs
 from engine.steering_eval import TASK_MODALITY, markdown_tables, run_steering
-from engine.store import atomic_write_bytes, atomic_write_json
+from engine.store import atomic_write_bytes, atomic_write_json, note
 
 #: Per-row checkpoints inside the steer stage directory; removed once the stage is complete.
 CHECKPOINT_SUBDIR = "rows"
 
 
-def run_experiment(run) -> dict:
+def run_experiment(run, share=None) -> dict | None:
     """The pipeline's "steer" stage: run the experiment from a run's data, speech and rank
     stages and return the analysis.json "steering" section.
 
@@ -26,7 +31,8 @@ def run_experiment(run) -> dict:
     (engine.data.languages.steering_pairs: the default, the paper's 8, restricted to
     ``data.langs``; explicit pairs must all be recorded). Also writes ``steering_outputs.json``
     (every generated text) and ``steering_tables.md`` into the stage directory, and each
-    generation as it finishes into its ``rows/`` (a rerun resumes from them).
+    generation as it finishes into its ``rows/`` (a rerun resumes from them). ``share``: only
+    generate the rows it selects into ``rows/`` and return None (``run_steering``).
     """
     cfg, steer_cfg = run.cfg, run.cfg["steer"]
     steps = tuple(int(t) for t in cfg["record"]["steps"])
@@ -48,7 +54,9 @@ def run_experiment(run) -> dict:
         seed=int(steer_cfg.get("seed", 0)), batch_size=int(cfg["model"]["batch_size"]),
         max_new_tokens=steer_cfg.get("max_new_tokens"), fasttext_model=steer_cfg.get("fasttext_model") or None,
         to_input=lambda x: model_inputs(run, [x])[0], separation=separation,
-        checkpoint_dir=run.dir("steer") / CHECKPOINT_SUBDIR)
+        checkpoint_dir=run.dir("steer") / CHECKPOINT_SUBDIR, share=share)
+    if result is None:
+        return None
     out_dir = run.dir("steer")
     atomic_write_json(out_dir / "steering_outputs.json", result.outputs)
     atomic_write_bytes(out_dir / "steering_tables.md", markdown_tables(result.section).encode("utf-8"))
@@ -56,6 +64,15 @@ def run_experiment(run) -> dict:
 
 
 def stage_steer(run: Run) -> None:
+    saved = len(list((run.dir("steer") / CHECKPOINT_SUBDIR).glob("*.json")))
+    if run.rank == 0 and saved:
+        note(f"steer: resuming, {saved} generations already saved")
+    barrier(run, "steer/counted")  # before any rank adds to them
+    if run.world > 1:
+        run_experiment(run, share=ranks.current().mine)
+        barrier(run, "steer/rows")
+        if run.rank != 0:
+            return
     result = run_experiment(run)  # resumes from the rows a killed run finished
     atomic_write_json(run.dir("steer") / "steering.json", result)
     # every row is in steering_outputs.json now; the checkpoints only served resuming. Removed
