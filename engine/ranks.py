@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -66,7 +67,17 @@ class Ranks:
         self._store.set(f"beat/{self.rank}", "0")
         self._thread = threading.Thread(target=self._watch, name="ranks-watchdog", daemon=True)
         self._thread.start()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
+
+    def _on_sigterm(self, signum, frame) -> None:
+        """torchrun's agent terminates the others the moment one rank exits; a rank that is
+        already leaving with the launch's error finishes that itself (exit 2, its one line)."""
+        if self._ending:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _watch(self) -> None:
         seen: dict[int, tuple[bytes, float]] = {}

@@ -212,8 +212,16 @@ def test_an_error_on_any_rank_ends_every_rank_with_its_one_line(tmp_path):
     assert codes == [2, 2] and errs == [["error: rank.k=-1 is invalid: use an integer >= 1"]] * 2
     with pipeline.output_lock(tmp_path / "b"):  # the lock refused on rank 0; rank 1 must not wait
         codes, errs = _ended(_launch(tmp_path / "b", 2), 60)
-    assert codes == [2, 2], errs
-    assert errs[0] == errs[1] and len(errs[0]) == 1 and "is in use by process" in errs[0][0], errs
+        assert codes == [2, 2], errs
+        assert errs[0] == errs[1] and len(errs[0]) == 1 and "is in use by process" in errs[0][0], errs
+        # through torchrun's agent, which terminates the others as soon as one rank exits:
+        # every rank still ends by itself with status 2, and the user reads the line first
+        cmd, env = _cli(tmp_path / "b", stages=ALL)
+        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    ours = [x for x in done.stderr.splitlines() if x.strip() and not x.startswith(("W", "E", "I"))]
+    assert ours[0] == errs[0][0] and done.returncode != 0, done.stderr[-3000:]
+    assert done.stderr.count("exitcode  : 2") == 2 and "SIG" not in done.stderr.split("Failures:")[1], done.stderr
 
 
 @pytest.mark.slow
