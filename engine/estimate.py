@@ -47,6 +47,8 @@ TEXT_TOKENS = 40  # generous input length in tokens when the sentences are not k
 SELECTION_BYTES_PER_TEXT = 150  # selection.json bytes per (sentence, language) when texts are unknown
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 STAGES = ("data", "speech", "record", "rank", "compare", "steer", "report")
+#: rows x resamples x columns of the bootstrap calibration (about a second here), whatever the run's size
+BOOTSTRAP_CALIBRATION_VALUES = 4e8
 
 
 def _size(n: float) -> str:
@@ -336,10 +338,12 @@ def _calibrate_rank(rows: int, n_labels: int, cols: int, device: str) -> dict:
     # a warm-up, freed heap would hide part of the peak); time from a second one
     _, extra = _peak_above_now(ap)
     seconds = _best(ap, 1)
-    m_cols = min(cols, max(256, int(4e6 // max(rows, 1))))  # linear in columns: a slice will do
+    m_cols = min(cols, max(16, int(4e6 // max(rows, 1))))  # linear in columns: a slice will do
     part = block[:, :m_cols].astype(np.float32)
-    medians = _best(lambda: [median_activations(part, langs, lang, chunk_cols=m_cols)
-                             for lang in sorted(set(langs))], 2)
+    # and in languages (each one's medians of its rows and of all the others): a few will do
+    some = sorted(set(langs))[:5]
+    medians = _best(lambda: [median_activations(part, langs, lang, chunk_cols=m_cols) for lang in some], 2)
+    medians *= n_labels / len(some)
     return {"s_per_neuron": seconds / cols, "chunk_extra_bytes": extra + block.nbytes,
             "medians_s_per_neuron": medians / m_cols}
 
@@ -368,9 +372,18 @@ def _calibrate_bootstrap(rows_per_lang: int, langs: list[str], cols: int, n_boot
         run = lambda: analysis.bootstrap_ap(store, meta, "1", splits, langs, Path(tmp) / "b.npy", device)  # noqa: E731
         if not fresh_process:  # the child's side: report the peak of the first call, nothing else
             return {"block_extra_bytes": _peak_above_now(run)[1]}
-        extra = _in_fresh_process(f"from engine.estimate import _calibrate_bootstrap\n"
-                                  f"print(_calibrate_bootstrap({rows_per_lang}, {list(langs)!r}, {mem_cols or cols}, "
-                                  f"{n_boot}, {device!r}, fresh_process=False)['block_extra_bytes'])")
+        def child(c: int) -> int:
+            return _in_fresh_process(f"from engine.estimate import _calibrate_bootstrap\n"
+                                     f"print(_calibrate_bootstrap({rows_per_lang}, {list(langs)!r}, {c}, "
+                                     f"{n_boot}, {device!r}, fresh_process=False)['block_extra_bytes'])")
+
+        want = mem_cols or cols
+        if n * n_boot * want <= 25 * BOOTSTRAP_CALIBRATION_VALUES:
+            extra = child(want)
+        else:  # the full width would take hours (89 languages x 1,000 sentences): a line
+            # through two narrow widths (fixed part: the resamples' weights; the rest per column)
+            e1, e2 = child(cols), child(2 * cols)
+            extra = -1 if min(e1, e2) < 0 else int(e1 + max(0, e2 - e1) * (want - cols) / cols)
         if extra < 0:  # no child could run it: this process's figure, a lower bound
             extra = _peak_above_now(run)[1]
         run()  # warm-up: the compiled kernels load once per process
@@ -450,8 +463,20 @@ def _selection(cfg: dict):
     return select_embedded(d["langs"], n=d["n_identify"] + d["n_steer"], seed=d["seed"], n_steer=d["n_steer"])
 
 
-def estimate(cfg: dict) -> dict:
-    """Per-stage time, peak RSS, GPU memory and disk of a run of ``cfg``, plus run totals."""
+def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
+    """Per-stage time, peak RSS, GPU memory and disk of a run of ``cfg``, plus run totals.
+
+    ``nodes`` x ``gpus_per_node`` ranks of one torchrun launch (``engine.ranks``): each stage's
+    shareable work (speech: sentences; record: row blocks; rank and compare: neuron chunks;
+    steer: generations) is divided among them in whole units, the busiest rank setting the
+    time; the rest (loading, preflight, rank 0's joining and statistics) is not. Peak memory is
+    per rank; disk is the one shared output root every rank writes to.
+    """
+    if nodes < 1 or gpus_per_node < 1:
+        from engine.errors import UserError
+
+        raise UserError(f"--nodes {nodes} --gpus-per-node {gpus_per_node}: give whole numbers >= 1")
+    world = nodes * gpus_per_node
     import torch
     from transformers import SeamlessM4Tv2Model  # noqa: F401
     from transformers.utils import logging as hf_logging
@@ -497,6 +522,7 @@ def estimate(cfg: dict) -> dict:
     wbytes = BYTES.get(cfg["model"]["dtype"], 4)
     weight_bytes = n_params * wbytes
     bs, rpb = cfg["model"]["batch_size"], cfg["record"]["rows_per_block"]
+    cpc = cfg["record"]["cols_per_chunk"]
     n_boot, ks, k = cfg["rank"]["n_boot"], list(cfg["rank"]["k_sweep"]), cfg["rank"]["k"]
     device = cfg["model"]["device"]
     on_gpu = device.startswith("cuda")
@@ -529,7 +555,7 @@ def estimate(cfg: dict) -> dict:
 
     # one store block (its memory is the stage's working set); fewer columns when rows x resamples
     # make that slow (cost and memory are linear in columns)
-    boot_cols = min(STORE_COLS, n_dec, max(512, int(4e8 // max(1, n_id * max(n_boot, 1)))))
+    boot_cols = min(STORE_COLS, n_dec, max(16, int(BOOTSTRAP_CALIBRATION_VALUES // max(1, n_id * max(n_boot, 1)))))
     cal["bootstrap"] = _calibrate_bootstrap(cfg["data"]["n_identify"], langs, boot_cols, max(1, n_boot), rank_device,
                                             mem_cols=min(2 * STORE_COLS, n_dec))
     widths = (min(2048, n_dec), min(32768, n_dec))
@@ -623,7 +649,8 @@ def estimate(cfg: dict) -> dict:
     else:  # XTTS runs on the run's device
         tts_s = cost(dev=ASSUMED_TTS_S.get(backend, 1.0) * n_utt)
     audio_bytes = int(sum(audio_s[lang] for lang in langs) * (n_utt // L) * 16000 * 4 + 80 * n_utt)
-    stages["speech"] = {"time_s": cost(preflight_s) + tts_s, "peak_rss_bytes": base_rss,
+    stages["speech"] = {"time_s": cost(preflight_s) + tts_s, "shared_s": tts_s, "units": n_utt // L,
+                        "peak_rss_bytes": base_rss,
                         "disk_bytes": audio_bytes + 200 * n_utt + 1000}
     # record
     n_new = cfg["record"]["max_new_tokens"]
@@ -650,6 +677,7 @@ def estimate(cfg: dict) -> dict:
     store_bytes = int(store_values * min(sb, cal["store"]["stored_bytes_per_value"]))
     store_meta = 3 * (n_id * 120 + (n_id // max(block_rows, 1) + 1) * (S + 1) * 900)
     stages["record"] = {"time_s": cost(preflight_s + hash_s + load_s + store_io) + rec_compute,
+                        "shared_s": cost(store_io) + rec_compute, "units": -(-n_id // max(rpb, 1)),
                         "peak_rss_bytes": ram_record, "disk_bytes": store_bytes + store_meta}
     if on_gpu:
         stages["record"]["gpu_peak_bytes"] = weight_bytes + act_bytes + bs * (p_lm // d_model) * 4
@@ -665,7 +693,9 @@ def estimate(cfg: dict) -> dict:
     chunk_cols = 8192
     ram_rank = base_rss + cal["rank"]["chunk_extra_bytes"] * min(chunk_cols, n_dec) / min(8192, n_dec) \
         + rank_cols * L * 8 * 2 / max(1, len(width) * (S + 1)) * 2
-    stages["rank"] = {"time_s": cost(preflight_s + medians_s) + rank_s, "peak_rss_bytes": ram_rank,
+    rank_units = sum(-(-w // cpc) for w in (n_enc["speech"], n_enc["text"])) + 3 * S * -(-n_dec // cpc)
+    stages["rank"] = {"time_s": cost(preflight_s + medians_s) + rank_s, "shared_s": cost(medians_s) + rank_s,
+                      "units": rank_units, "peak_rss_bytes": ram_rank,
                       "disk_bytes": ap_bytes + 3 * 600}
     # compare
     st = cal["statistics"]
@@ -678,7 +708,8 @@ def estimate(cfg: dict) -> dict:
     # one store block's bootstrap at a time (the resamples go to scratch files, not memory),
     # then the statistics of each resample on the step's AP and r (measured). Summed, not the
     # larger of the two: the allocator keeps the heap the bootstrap grew (rehearsals measure it).
-    stages["compare"] = {"time_s": cost(preflight_s) + S * per_step, "peak_rss_bytes": base_rss
+    stages["compare"] = {"time_s": cost(preflight_s) + S * per_step, "shared_s": S * boot, "units": -(-n_dec // cpc),
+                         "peak_rss_bytes": base_rss
                          + cal["bootstrap"]["block_extra_bytes"] + st["resample"]["bytes_per_neuron"] * n_dec,
                          "disk_bytes": compare_json, "transient_disk_bytes": boot_bytes}
     # steer
@@ -696,7 +727,8 @@ def estimate(cfg: dict) -> dict:
     steer_generations = sum(steer_calls.values()) * per_src
     steer_text_bytes = steer_generations * steer_new * 5
     steer_rows = (2 * sources * 0 + n_pairs * 2 * (1 + S * arms))
-    stages["steer"] = {"time_s": cost(preflight_s + load_s + 2.0) + steer_compute,
+    stages["steer"] = {"time_s": cost(preflight_s + load_s + 2.0) + steer_compute, "shared_s": steer_compute,
+                       "units": sum(steer_calls.values()),
                        "peak_rss_bytes": base_rss + weight_bytes + convert_bytes + min(bs, per_src) * widest * 4 * 2
                        + act_bytes,
                        "disk_bytes": steer_text_bytes * 2 + steer_rows * 700}
@@ -711,7 +743,9 @@ def estimate(cfg: dict) -> dict:
     # seconds on a GPU are wall time as they are
     parallel = _SPENT["cpu"] / max(_SPENT["wall"], 1e-9)
     for figs in stages.values():
-        cpu, dev = (float(v) for v in figs.pop("time_s"))
+        units = int(figs.pop("units", 1))
+        cpu, dev = busiest_rank(figs.pop("time_s"), figs.pop("shared_s", cost()), units, world)
+        figs["ranks_busy"] = min(world, units)
         if not on_gpu:
             cpu, dev = cpu + dev, 0.0
         figs["cpu_s"] = cpu
@@ -719,6 +753,7 @@ def estimate(cfg: dict) -> dict:
             figs["gpu_s"] = dev
         figs["time_s"] = cpu / parallel + dev
     total_s = sum(s["time_s"] for s in stages.values())
+    bound = max(STAGES, key=lambda name: stages[name]["time_s"])
     disk_total = sum(s["disk_bytes"] for s in stages.values()) + boot_bytes
     peak = max(s["peak_rss_bytes"] for s in stages.values())
     assumptions = {
@@ -727,6 +762,8 @@ def estimate(cfg: dict) -> dict:
         "tts_s_per_utterance": None if backend == "espeak" else ASSUMED_TTS_S.get(backend, 1.0),
         "audio_seconds_per_sentence": {lang: round(v, 2) for lang, v in audio_s.items()},
         "outputs_run_to_max_new_tokens": True,
+        "launch": {"nodes": nodes, "gpus_per_node": gpus_per_node, "ranks": world,
+                   "shared_output_root": world > 1, "each_rank_its_own_gpu_and_cpu_cores": world > 1},
     }
     calibration = {
         **({} if gpu_assumed else {
@@ -765,6 +802,7 @@ def estimate(cfg: dict) -> dict:
         "compute": {"hours": {name: round(stages[name]["time_s"] / 3600, 3) for name in STAGES}
                     | {"total": round(total_s / 3600, 3)}},
         "assumptions": assumptions, "calibration": calibration,
+        "launch": {"nodes": nodes, "gpus_per_node": gpus_per_node, "ranks": world, "bounded_by": bound},
     }
     result["lines"] = [
         f"profile {cfg['profile']['name']}: model {source}, {n_params:,} parameters ({cfg['model']['dtype']}, "
@@ -784,18 +822,51 @@ def estimate(cfg: dict) -> dict:
         gpu_s = f" + {s['gpu_s']:.0f} GPU s" if "gpu_s" in s else ""
         result["lines"].append(f"  {name:8s} time {_dur(s['time_s'])} ({s['cpu_s']:.1f} CPU s{gpu_s}), peak RAM {_size(s['peak_rss_bytes'])}{extra}, "
                                f"disk {_size(s['disk_bytes'])}{scratch}")
-    result["lines"].append(f"total: ~{_dur(total_s)}, peak RAM {_size(peak)}, disk {_size(disk_total)} "
-                           f"(activation store {_size(store_bytes)} of {_size(store_values * sb)} raw, {sdtype})")
+    result["lines"].append(f"total: ~{_dur(total_s)}, peak RAM {_size(peak)}{' per rank' if world > 1 else ''}, "
+                           f"disk {_size(disk_total)} (activation store {_size(store_bytes)} of "
+                           f"{_size(store_values * sb)} raw, {sdtype})")
+    result["lines"].append(
+        f"launch: {nodes} node(s) x {gpus_per_node} GPU(s) = {world} rank(s)"
+        + (", one output root every node mounts, each rank its own GPU and CPU cores" if world > 1 else "")
+        + f"; the {bound} stage bounds the run ({_dur(stages[bound]['time_s'])}, "
+        f"{stages[bound]['ranks_busy']} rank(s) busy)")
+    if L > ov_max_langs():
+        result["lines"].append(f"permutation test: {L}! matchings cannot be enumerated; Monte Carlo over "
+                               f"{mc_matchings():,} random matchings (engine.crossmodal)")
     return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
+
+
+def busiest_rank(total, shared, units: int, world: int) -> tuple[float, float]:
+    """``(CPU s, device s)`` of the busiest of ``world`` ranks for a stage costing ``total`` in one
+    process, ``shared`` of which splits into ``units`` equal units dealt out whole (engine.ranks:
+    unit i to rank i % world); the rest every rank (or rank 0 alone) spends in full."""
+    share = -(-units // world) / units if units > 0 else 1.0
+    cpu, dev = (float(t) - float(x) * (1.0 - share) for t, x in zip(total, shared))
+    return cpu, dev
+
+
+def ov_max_langs() -> int:
+    from engine.overlap import MAX_PERMUTATION_LANGS
+
+    return MAX_PERMUTATION_LANGS
+
+
+def mc_matchings() -> int:
+    from engine.crossmodal import MONTE_CARLO_PERMUTATIONS
+
+    return MONTE_CARLO_PERMUTATIONS
 
 
 def estimate_arguments(parser) -> None:
     config_mod.profile_arguments(parser)
+    parser.add_argument("--nodes", type=int, default=1, help="nodes of the torchrun launch (default 1)")
+    parser.add_argument("--gpus-per-node", type=int, default=1,
+                        help="ranks per node, one GPU each (torchrun --nproc_per_node; default 1)")
 
 
 def estimate_command(args) -> int:
     cfg = config_mod.load_profile(args.profile, args.overrides)
-    result = estimate(cfg)
+    result = estimate(cfg, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     for line in result.pop("lines"):
         print(line)
     print(json.dumps(result, sort_keys=True))

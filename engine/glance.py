@@ -135,11 +135,13 @@ def headline(claim_id: str, measured: Mapping | None, ci: Mapping | None, paper:
     a = analysis or {}
     out = {"claim": SHORT.get(claim_id, claim_id), "paper": NA, "ours": NA if not m else "", "interval": ""}
     p = paper or {}
-    if claim_id == "R1":
-        d = p.get("diagonal_ratio", {})
+    if claim_id in ("R1", "R5"):  # a fraction per step, the t=1 one with its interval
+        stat, paper_key = {"R1": ("diagonal_ratio", "diagonal_ratio"),
+                           "R5": ("concentration", "spearman_diag_concentration")}[claim_id]
+        d = p.get(paper_key, {})
         out["paper"] = f"{_frac(d.get('1'))} at t=1 (vs {_frac(d.get('6'))}, {_frac(d.get('11'))})"
-        out["ours"] = _steps_line(m, "diagonal_ratio", _frac)
-        out["interval"] = interval(ci.get("diagonal_ratio.1"), _frac)
+        out["ours"] = _steps_line(m, stat, _frac)
+        out["interval"] = interval(ci.get(f"{stat}.1"), _frac)
     elif claim_id == "R2":
         out["paper"] = f"p < {p.get('perm_p_max', 0.05)} at every step"
         v, step = _extreme(m, "perm_p.", "", lambda vs: max(vs))
@@ -154,11 +156,6 @@ def headline(claim_id: str, measured: Mapping | None, ci: Mapping | None, paper:
             vals = [_at(m, f"share.{x}-{y}.{t}") for t in ("1", "6", "11")]
             parts.append(f"{x}–{y} {_arrow(vals, _frac)}")
         out["ours"] = "; ".join(parts) or NA
-    elif claim_id == "R5":
-        d = p.get("spearman_diag_concentration", {})
-        out["paper"] = f"{_frac(d.get('1'))} at t=1 (vs {_frac(d.get('6'))}, {_frac(d.get('11'))})"
-        out["ours"] = _steps_line(m, "concentration", _frac)
-        out["interval"] = interval(ci.get("concentration.1"), _frac)
     elif claim_id == "R6":
         out["paper"] = "t=1 highest at every k"
         sweep = a.get("k_sweep") or {}

@@ -7,10 +7,10 @@ stages complete. A full disk stops any stage with one line (``disk full while wr
 leaves nothing half-written a rerun could take. Before the first stage, settings are validated
 and preflight names every missing resource on its own line (``config.validate``,
 ``_preflight``). One process works under an output root at a time (``output_lock``). Under
-``torchrun`` (``WORLD_SIZE`` > 1) every process takes its share of record (row blocks), rank
-(neuron chunks), compare (neuron chunks of the half-samples) and steer (generations); rank 0
-prepares the inputs, writes every stage's final artifacts and the report, byte for byte what one
-process writes. Any rank's error ends every rank with one line (``engine.ranks``).
+``torchrun`` (``WORLD_SIZE`` > 1) every process takes its share of speech (sentences), record
+(row blocks), rank (neuron chunks), compare (neuron chunks of the half-samples) and steer
+(generations); rank 0 selects the data, writes every stage's final artifacts and the report,
+byte for byte what one process writes. Any rank's error ends every rank with one line (``engine.ranks``).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ STAGE_FUNCS = {"data": stage_data, "speech": stage_speech, "record": stage_recor
 
 
 #: Stages every rank of a torchrun launch works on (each its share); the others run on rank 0.
-SHARDED = ("record", "rank", "compare", "steer")
+SHARDED = ("speech", "record", "rank", "compare", "steer")
 
 
 def run_pipeline(cfg: dict, *, out=None, stages=STAGES, force: bool = False, wait: bool = False) -> Run:

@@ -90,3 +90,18 @@ def test_cpu_matmul_calibration_shrinks_rows_when_products_are_slow(monkeypatch)
     out = estimate_mod._calibrate_matmul("cpu", torch.float32, 64, {4})
     assert set(calls) <= {16, 4} and len(calls) <= 6  # the 16-row probe and B=4, once each after a warm-up
     assert out["encode"] > 0 and out["decode"][4] > 0
+
+
+def test_shared_work_divides_in_whole_units_over_ranks_and_the_rest_does_not():
+    one = (100.0, 1000.0)  # CPU s, device s in one process; 900 device s of it shareable
+    assert estimate_mod.busiest_rank(one, (0.0, 900.0), 10, 1) == (100.0, 1000.0)
+    assert estimate_mod.busiest_rank(one, (0.0, 900.0), 10, 5) == pytest.approx((100.0, 280.0))
+    assert estimate_mod.busiest_rank(one, (0.0, 900.0), 10, 4) == pytest.approx((100.0, 370.0))  # 3 of 10 units
+    assert estimate_mod.busiest_rank(one, (0.0, 900.0), 10, 32) == pytest.approx((100.0, 190.0))  # 1 unit each
+    assert estimate_mod.busiest_rank(one, (0.0, 0.0), 0, 8) == (100.0, 1000.0)
+
+
+def test_the_launch_and_the_stage_that_bounds_it_are_stated(paper):
+    assert paper["launch"] == {"nodes": 1, "gpus_per_node": 1, "ranks": 1,
+                               "bounded_by": max(STAGES, key=lambda s: paper["stages"][s]["time_s"])}
+    assert any(x.startswith("launch: 1 node(s) x 1 GPU(s) = 1 rank(s)") for x in paper["lines"])

@@ -241,6 +241,29 @@ def test_a_killed_rank_ends_the_others_and_the_rerun_resumes_identically(tmp_pat
     _assert_same_artifacts(_artifacts(tmp_path), whole[1])
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 7 MiB file system (tmpfs; needs the right to mount, else the test skips): the tiny run's
+    speech cache fits, its activation store does not."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the disk-full case is untested")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_on_any_rank_ends_every_rank_and_the_rerun_resumes_identically(small_disk, whole):
+    codes, errs = _ended(_launch(small_disk, 2, TWO_PAIRS), 120)
+    assert codes == [2, 2], errs
+    assert all(e[-1].startswith("error: disk full while writing") for e in errs) and errs[0][-1] == errs[1][-1], errs
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    codes, errs = _ended(_launch(small_disk, 2, TWO_PAIRS), 300)
+    assert codes == [0, 0], errs
+    _assert_same_artifacts(_artifacts(small_disk), whole[1])
+
+
 @pytest.mark.slow
 def test_a_damaged_chunk_met_by_one_rank_ends_all_and_is_recorded_again_once(tmp_path, whole):
     shutil.copytree(whole[0] / "tiny", tmp_path / "tiny")

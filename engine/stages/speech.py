@@ -1,9 +1,15 @@
-"""The speech stage: one waveform per (sentence, language), synthesised or natural, cached by content."""
+"""The speech stage: one waveform per (sentence, language), synthesised or natural, cached by content.
+
+Under torchrun every rank synthesises its share of the sentences into the shared cache; rank 0
+then finds them all there and writes the manifest, byte for byte what one process writes."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from engine.run import Run, load_selection, progress, speech_cache_dir
+import os
+
+from engine import ranks
+from engine.run import Run, barrier, load_selection, progress, speech_cache_dir
 from engine.store import atomic_write_json
 
 
@@ -15,7 +21,7 @@ def stage_speech(run: Run) -> None:
     if s["voice"] and s["backend"] == "espeak":
         options = {"variant": s["voice"]}
     if s["backend"] == "xtts" and run.cfg["model"]["device"].startswith("cuda"):
-        options["device"] = "cuda"
+        options["device"] = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if run.world > 1 else "cuda"
     if s["backend"] == "natural":
         from engine.data.speech import NaturalBackend
 
@@ -23,6 +29,11 @@ def stage_speech(run: Run) -> None:
     else:
         backend = make_backend(s["backend"], **options)
     sel = load_selection(run)
+    if run.world > 1:
+        synthesize_sentences(ranks.current().mine(sel.sentences), sel.langs, backend, speech_cache_dir(run))
+        barrier(run, "speech/synthesised")
+        if run.rank != 0:
+            return
     bar = progress(total=len(sel.sentences) * len(sel.langs), desc="speech", unit="utt")
     try:
         result = synthesize_sentences(sel.sentences, sel.langs, backend, speech_cache_dir(run),
