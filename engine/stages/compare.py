@@ -15,11 +15,14 @@ files beside the artifact with positioned writes and read back one half-sample a
 memory follows the block and one half-sample's vectors, not ``n_boot x L x N``; the files are
 deleted when the step is done. Under torchrun every rank computes its share of the neuron
 chunks into the same files (positioned writes, rank 0 creates them) and rank 0 summarises.
+Resuming: each chunk is marked once its bytes are on disk and each step's statistics are kept
+until the stage is complete, so a rerun computes only unfinished chunks of unfinished steps.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +33,12 @@ from engine import intervals as iv
 from engine import ranks
 from engine.ranking import on_device, resampled_average_precision, top_k
 from engine.run import Run, barrier, load_ap, load_catalog, load_sep, matrices, ranking_device
+from engine.files import atomic_write_bytes, load_part, save_part
 from engine.store import MatrixStore, atomic_write_json
+
+#: Each finished step's statistics inside the compare stage directory, so that a rerun after a
+#: kill starts at the first unfinished step; removed once the stage is complete.
+STEPS_SUBDIR = "steps"
 
 
 def half_sample_rows(meta: dict, step: str, splits: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -46,24 +54,28 @@ def half_sample_rows(meta: dict, step: str, splits: dict) -> tuple[np.ndarray, n
 
 
 def bootstrap_ap(store: MatrixStore, meta: dict, step: str, splits: dict, study: list[str],
-                 path: Path, device: str = "cpu", *, chunks: Sequence[int] | None = None) -> "BootstrapFiles":
+                 path: Path, device: str = "cpu", *, chunks: Sequence[int] | None = None,
+                 resume: bool = False) -> "BootstrapFiles":
     """AP and point-biserial r ``[n_boot, L, N]`` of every half-sample, one store pass, one sort per neuron.
 
     Written to ``path.with_suffix(".ap")`` (float64) and ``".sep"`` (float32) in C order, block by
     block with positioned writes; read one resample at a time with ``BootstrapFiles.resample``.
     ``chunks``: only these column chunks of the store, into files another process has created
-    (``BootstrapFiles.create``); None: every chunk, into files created here.
+    (``BootstrapFiles.prepare``); None: every chunk, into files created here. ``resume``: skip
+    the chunks an earlier, interrupted call finished (each is marked once its bytes are on disk).
     """
     labels_all = np.array([study.index(lang) for lang in meta["langs"]])
     rows, weights = half_sample_rows(meta, step, splits)
     B, L, N = len(weights), len(study), store.shape[1]
     files = BootstrapFiles(Path(path), B, L, N)
     if chunks is None:
-        files.create()
+        files.prepare(resume)
     cpc = store.layout["cols_per_chunk"]
     todo = range(-(-N // cpc)) if chunks is None else chunks
     with open(files.ap_path, "r+b") as fa, open(files.sep_path, "r+b") as fs:
         for chunk in todo:
+            if resume and files.chunk_done(chunk):
+                continue
             c = chunk * cpc
             block = store.read(rows, slice(c, min(c + cpc, N)), tensor=True)  # stored type: 16-bit path
             ap, sep = resampled_average_precision(on_device(block, device), labels_all[rows], weights,
@@ -74,6 +86,10 @@ def bootstrap_ap(store: MatrixStore, meta: dict, step: str, splits: dict, study:
                     os.pwrite(fa.fileno(), np.ascontiguousarray(ap[b, li]).tobytes(), at * 8)
                     os.pwrite(fs.fileno(), np.ascontiguousarray(sep[b, li], dtype=np.float32).tobytes(), at * 4)
             del ap, sep  # before the next block's are made: one block's results alive at a time
+            if resume:  # the chunk's bytes reach the disk before its mark does
+                os.fdatasync(fa.fileno())
+                os.fdatasync(fs.fileno())
+                files.mark_done(chunk)
     return files
 
 
@@ -82,14 +98,26 @@ class BootstrapFiles:
 
     def __init__(self, path: Path, n_boot: int, n_langs: int, n_neurons: int):
         self.ap_path, self.sep_path = path.with_suffix(".ap"), path.with_suffix(".sep")
+        self.done_dir = path.with_suffix(".done")
         self.shape = (n_boot, n_langs, n_neurons)
 
-    def create(self) -> None:
-        """Make both files at their full size (zeros), replacing any earlier ones."""
+    def prepare(self, resume: bool = False) -> None:
+        """Make both files at their full size (zeros), replacing any earlier ones; with
+        ``resume``, keep files of the right size and the chunks marked done in them."""
         B, L, N = self.shape
-        for f, width in ((self.ap_path, 8), (self.sep_path, 4)):
+        sizes = ((self.ap_path, B * L * N * 8), (self.sep_path, B * L * N * 4))
+        if resume and all(f.is_file() and f.stat().st_size == n for f, n in sizes):
+            return
+        shutil.rmtree(self.done_dir, ignore_errors=True)
+        for f, n in sizes:
             with open(f, "wb") as fh:
-                fh.truncate(B * L * N * width)
+                fh.truncate(n)
+
+    def chunk_done(self, chunk: int) -> bool:
+        return (self.done_dir / str(chunk)).exists()
+
+    def mark_done(self, chunk: int) -> None:
+        atomic_write_bytes(self.done_dir / str(chunk), b"")
 
     def resample(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         """``(ap [L, N] float64, sep [L, N] float64)`` of resample b, read from disk (not mapped)."""
@@ -101,6 +129,7 @@ class BootstrapFiles:
     def delete(self) -> None:
         for f in (self.ap_path, self.sep_path):
             f.unlink(missing_ok=True)
+        shutil.rmtree(self.done_dir, ignore_errors=True)
 
 
 def distribution(ap_row: np.ndarray, components, k: int, separation: np.ndarray | None = None) -> dict:
@@ -135,22 +164,41 @@ def compare(run, catalog) -> dict | None:
     work = run.dir("compare")
     work.mkdir(parents=True, exist_ok=True)
     points, reps = {}, {}
+    steps_done = work / STEPS_SUBDIR
     for t in cfg["record"]["steps"]:
         name, step = f"decoder_t{t}", str(t)
         ap_s, ap_x = load_ap(run, "S2T", name), load_ap(run, "T2T", name)
         sep_s, sep_x = load_sep(run, "S2T", name), load_sep(run, "T2T", name)
+        dec = catalog.stack("text_decoder")
+        result["distribution"].setdefault("text_decoder", {})[step] = {
+            "speech": distribution(ap_s[focus], dec, k, sep_s[focus]),
+            "text": distribution(ap_x[focus], dec, k, sep_x[focus])}
+        # a step an interrupted run finished is read back (rank 0 decides, every rank skips it)
+        saved = ranks.current().from_rank0(f"compare/t{t}/saved",
+                                           lambda: load_part(steps_done, f"t{t}") is not None)
+        if saved:
+            if run.rank == 0:
+                part = load_part(steps_done, f"t{t}")
+                kept = json.loads(str(part.pop("json")))
+                entry, sweep = kept["entry"], kept["sweep"]
+                reps[step] = {key.removeprefix("rep_"): v for key, v in part.items()}
+                points[step] = cm.step_points(entry, sweep)
+                result["overlap"][step] = {"langs": study, **entry}
+                result["k_sweep"]["diagonal_ratio"][step] = sweep["diagonal_ratio"]
+                result["k_sweep"]["diagonal_ratio_ci"][step] = sweep["diagonal_ratio_ci"]
+            continue
         stores = {side: MatrixStore(matrices(run, task)[name]) for task, side in (("S2T", "speech"), ("T2T", "text"))}
         boots = {side: BootstrapFiles(work / f"boot_{side}_t{t}", n_boot, len(study), st.shape[1])
                  for side, st in stores.items()}
         if run.rank == 0:
             for files in boots.values():
-                files.create()
+                files.prepare(resume=True)
         barrier(run, f"compare/t{t}/created")
         for task, side in (("S2T", "speech"), ("T2T", "text")):
             st = stores[side]
             n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
             bootstrap_ap(st, metas[task], step, splits, study, work / f"boot_{side}_t{t}", ranking_device(cfg),
-                         chunks=ranks.current().mine(range(n_chunks)))
+                         chunks=ranks.current().mine(range(n_chunks)), resume=True)
         barrier(run, f"compare/t{t}/written")
         if run.rank != 0:
             continue
@@ -163,16 +211,14 @@ def compare(run, catalog) -> dict | None:
         entry, reps[step] = cm.summarize_step({"ap_s": ap_s, "ap_x": ap_x, "sep_s": sep_s, "sep_x": sep_x},
                                               replicates(), k, ks, n_boot)
         sweep = entry.pop("k_sweep")
+        save_part(steps_done, f"t{t}", {"json": np.array(json.dumps({"entry": entry, "sweep": sweep})),
+                                        **{f"rep_{key}": v for key, v in reps[step].items()}})
         points[step] = cm.step_points(entry, sweep)
         result["overlap"][step] = {"langs": study, **entry}
         result["k_sweep"]["diagonal_ratio"][step] = sweep["diagonal_ratio"]
         result["k_sweep"]["diagonal_ratio_ci"][step] = sweep["diagonal_ratio_ci"]
         for files in boots.values():
             files.delete()
-        dec = catalog.stack("text_decoder")
-        result["distribution"].setdefault("text_decoder", {})[step] = {
-            "speech": distribution(ap_s[focus], dec, k, sep_s[focus]),
-            "text": distribution(ap_x[focus], dec, k, sep_x[focus])}
     if run.rank != 0:
         return None
     result["step_differences"] = cm.step_differences(points, reps)
@@ -190,4 +236,6 @@ def stage_compare(run: Run) -> None:
     if result is None:  # another rank's share is done; rank 0 writes the result
         return
     atomic_write_json(run.dir("compare") / "compare.json", result)
+    # every step is in compare.json now; removed before the marker, which lists every file
+    shutil.rmtree(run.dir("compare") / STEPS_SUBDIR, ignore_errors=True)
     run.complete("compare")
