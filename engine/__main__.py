@@ -1,8 +1,9 @@
 import os
 
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-    # a peer's dropped connection is reported in one line by engine.ranks, not by c10d's C++ warning
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    # a peer's dropped connection or absence is reported in one line by engine.ranks, not by
+    # c10d's C++ log with its stack; TORCH_CPP_LOG_LEVEL=INFO brings that log back
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
 
 from engine.cli import main
 

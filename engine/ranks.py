@@ -62,7 +62,15 @@ class Ranks:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=STALE_S * 4))
+            # a rank that never arrives (dead before joining) fails the launch within 2 x STALE_S
+            try:
+                dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=2 * STALE_S))
+            except Exception as exc:  # noqa: BLE001 - any failure to meet is this one line
+                from engine.errors import UserError
+
+                raise UserError(f"rank {self.rank} could not meet the other {self.world - 1} rank(s) at "
+                                f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within "
+                                f"{2 * STALE_S:.0f} s ({type(exc).__name__}); rerun the same launch") from None
         self._store = dist.distributed_c10d._get_default_store()
         self._store.set(f"beat/{self.rank}", "0")
         self._thread = threading.Thread(target=self._watch, name="ranks-watchdog", daemon=True)

@@ -1,6 +1,7 @@
 """Resumability, sharding and stage keys of the pipeline, on the tiny profile with few examples."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -221,6 +222,17 @@ def test_an_error_on_any_rank_ends_every_rank_with_its_one_line(tmp_path):
     assert first.startswith("error: output root") and "is in use by process" in first, done.stderr[-3000:]
     assert ours == [first, first], done.stderr[-3000:]  # one line per rank, the same line
     assert done.stderr.count("exitcode  : 2") == 2 and "SIG" not in done.stderr.split("Failures:")[1], done.stderr
+
+
+def test_a_rank_whose_peers_never_arrive_ends_with_one_line(tmp_path):
+    cmd, env = _cli(tmp_path, stages=ALL, env={"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                               "MASTER_PORT": str(_free_port()), "STEP_NEURONS_STALE_S": "2"})
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: rank 1 could not meet the other 1 rank\(s\) at 127\.0\.0\.1:{env['MASTER_PORT']} within 4 s "
+        r"\(\w+\); rerun the same launch", lines[0]), lines
 
 
 @pytest.mark.slow
