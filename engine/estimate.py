@@ -762,8 +762,7 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
         "tts_s_per_utterance": None if backend == "espeak" else ASSUMED_TTS_S.get(backend, 1.0),
         "audio_seconds_per_sentence": {lang: round(v, 2) for lang, v in audio_s.items()},
         "outputs_run_to_max_new_tokens": True,
-        "launch": {"nodes": nodes, "gpus_per_node": gpus_per_node, "ranks": world,
-                   "shared_output_root": world > 1, "each_rank_its_own_gpu_and_cpu_cores": world > 1},
+        "launch": {"shared_output_root": world > 1, "each_rank_its_own_gpu_and_cpu_cores": world > 1},
     }
     calibration = {
         **({} if gpu_assumed else {
@@ -830,9 +829,12 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
         + (", one output root every node mounts, each rank its own GPU and CPU cores" if world > 1 else "")
         + f"; the {bound} stage bounds the run ({_dur(stages[bound]['time_s'])}, "
         f"{stages[bound]['ranks_busy']} rank(s) busy)")
-    if L > ov_max_langs():
+    from engine.crossmodal import permutation_method
+
+    permutation = permutation_method(L)
+    if permutation["method"] == "monte_carlo":
         result["lines"].append(f"permutation test: {L}! matchings cannot be enumerated; Monte Carlo over "
-                               f"{mc_matchings():,} random matchings (engine.crossmodal)")
+                               f"{permutation['matchings']:,} random matchings (engine.crossmodal)")
     return json.loads(json.dumps(result, default=lambda o: int(o) if isinstance(o, np.integer) else str(o)))
 
 
@@ -843,18 +845,6 @@ def busiest_rank(total, shared, units: int, world: int) -> tuple[float, float]:
     share = -(-units // world) / units if units > 0 else 1.0
     cpu, dev = (float(t) - float(x) * (1.0 - share) for t, x in zip(total, shared))
     return cpu, dev
-
-
-def ov_max_langs() -> int:
-    from engine.overlap import MAX_PERMUTATION_LANGS
-
-    return MAX_PERMUTATION_LANGS
-
-
-def mc_matchings() -> int:
-    from engine.crossmodal import MONTE_CARLO_PERMUTATIONS
-
-    return MONTE_CARLO_PERMUTATIONS
 
 
 def estimate_arguments(parser) -> None:

@@ -212,6 +212,17 @@ class MatrixStore:
         lay = self.layout
         return -(-lay["shape"][0] // lay["rows_per_block"])
 
+    @property
+    def n_col_chunks(self) -> int:
+        """Stored column chunks: the unit later stages read, rank and share out across ranks."""
+        lay = self.layout
+        return -(-lay["shape"][1] // lay["cols_per_chunk"])
+
+    def col_chunk(self, chunk: int) -> slice:
+        """The columns of column chunk ``chunk``."""
+        cpc, n_cols = self.layout["cols_per_chunk"], self.layout["shape"][1]
+        return slice(chunk * cpc, min((chunk + 1) * cpc, n_cols))
+
     def block_rows(self, block: int) -> tuple[int, int]:
         lay = self.layout
         start = block * lay["rows_per_block"]

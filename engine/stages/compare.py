@@ -70,14 +70,14 @@ def bootstrap_ap(store: MatrixStore, meta: dict, step: str, splits: dict, study:
     files = BootstrapFiles(Path(path), B, L, N)
     if chunks is None:
         files.prepare(resume)
-    cpc = store.layout["cols_per_chunk"]
-    todo = range(-(-N // cpc)) if chunks is None else chunks
+    todo = range(store.n_col_chunks) if chunks is None else chunks
     with open(files.ap_path, "r+b") as fa, open(files.sep_path, "r+b") as fs:
         for chunk in todo:
             if resume and files.chunk_done(chunk):
                 continue
-            c = chunk * cpc
-            block = store.read(rows, slice(c, min(c + cpc, N)), tensor=True)  # stored type: 16-bit path
+            cols = store.col_chunk(chunk)
+            c = cols.start
+            block = store.read(rows, cols, tensor=True)  # stored type: 16-bit path
             ap, sep = resampled_average_precision(on_device(block, device), labels_all[rows], weights,
                                                   n_labels=L)
             for b in range(B):
@@ -174,11 +174,9 @@ def compare(run, catalog) -> dict | None:
             "speech": distribution(ap_s[focus], dec, k, sep_s[focus]),
             "text": distribution(ap_x[focus], dec, k, sep_x[focus])}
         # a step an interrupted run finished is read back (rank 0 decides, every rank skips it)
-        saved = ranks.current().from_rank0(f"compare/t{t}/saved",
-                                           lambda: load_part(steps_done, f"t{t}") is not None)
-        if saved:
+        part = load_part(steps_done, f"t{t}") if run.rank == 0 else None
+        if ranks.current().from_rank0(f"compare/t{t}/saved", lambda: part is not None):
             if run.rank == 0:
-                part = load_part(steps_done, f"t{t}")
                 kept = json.loads(str(part.pop("json")))
                 entry, sweep = kept["entry"], kept["sweep"]
                 reps[step] = {key.removeprefix("rep_"): v for key, v in part.items()}
@@ -196,9 +194,8 @@ def compare(run, catalog) -> dict | None:
         barrier(run, f"compare/t{t}/created")
         for task, side in (("S2T", "speech"), ("T2T", "text")):
             st = stores[side]
-            n_chunks = -(-st.shape[1] // st.layout["cols_per_chunk"])
             bootstrap_ap(st, metas[task], step, splits, study, work / f"boot_{side}_t{t}", ranking_device(cfg),
-                         chunks=ranks.current().mine(range(n_chunks)), resume=True)
+                         chunks=ranks.current().mine(range(st.n_col_chunks)), resume=True)
         barrier(run, f"compare/t{t}/written")
         if run.rank != 0:
             continue

@@ -35,7 +35,6 @@ class _Matrix:
     rows: np.ndarray      # int64 [m] row indices into the store
     labels: np.ndarray    # int64 [m] language index of each row
     n_chunks: int
-    cols_per_chunk: int
     medians: bool         # ASR decoder: also the per-language medians steering uses
 
     def part(self, chunk: int) -> str:
@@ -67,10 +66,8 @@ def _plan(run: Run) -> tuple[list[_Matrix], dict[str, str]]:
                 missing = [langs[i] for i in range(len(langs)) if i not in present]
                 raise UserError(f"{task} {name}: no valid example for {missing} (outputs ended before the "
                                 "step); raise data.n_identify or record.max_new_tokens")
-            st = MatrixStore(path)
-            cpc = st.layout["cols_per_chunk"]
             idx = np.flatnonzero(valid)
-            plan.append(_Matrix(task, name, path, idx, labels[idx], -(-st.shape[1] // cpc), cpc,
+            plan.append(_Matrix(task, name, path, idx, labels[idx], MatrixStore(path).n_col_chunks,
                                 task == "ASR" and name.startswith("decoder_t")))
     return plan, copies
 
@@ -80,9 +77,8 @@ def _rank_chunk(m: _Matrix, chunk: int, langs: list, device: str) -> dict:
     from engine.steering import median_activations
 
     st = MatrixStore(m.path)
-    c0 = chunk * m.cols_per_chunk
     # the stored type itself (bfloat16 too): 16-bit data takes AP's 16-bit path
-    block = st.read(m.rows, slice(c0, min(c0 + m.cols_per_chunk, st.shape[1])), tensor=True)
+    block = st.read(m.rows, st.col_chunk(chunk), tensor=True)
     # AP and its tie-breaker (the point-biserial r) in one pass over the block
     ap, sep = average_precision(on_device(block, device), m.labels, n_labels=len(langs), return_separation=True)
     out = {"ap": ap, "sep": sep}
