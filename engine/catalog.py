@@ -110,6 +110,8 @@ class Component:
     channel_axis: int
     position: str
     offset: int
+    #: "output" (the module's output) or "input" (its first input: a speech LLM's MLP intermediate)
+    reads: str = "output"
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,9 @@ class Catalog:
         return out
 
     def to_json(self) -> dict:
-        return {"components": [asdict(c) for c in self.components]}
+        # "reads" is written only where it is not the default, so SeamlessM4T catalogs keep their bytes
+        return {"components": [{k: v for k, v in asdict(c).items() if k != "reads" or v != "output"}
+                               for c in self.components]}
 
     @classmethod
     def from_json(cls, d: dict) -> "Catalog":
@@ -181,6 +185,7 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
     """
     import torch
 
+    from engine import speech_llm
     from engine.loader import model_class, model_family
 
     unknown = set(extras) - set(EXTRAS)
@@ -192,6 +197,10 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
         with torch.device("meta"):
             model = model_class(model_or_config)(model_or_config)
     config = model.config
+    if speech_llm.is_speech_llm(config):
+        if extras:
+            raise ValueError(f"extras {sorted(extras)} exist only for SeamlessM4T models")
+        return _speech_llm_catalog(model, speech_llm.family(config))
     speech_table = SPEECH_COMPONENTS_BY_FAMILY[model_family(config)]
     layers = {
         "speech_encoder": ("speech_encoder.encoder.layers", len(model.speech_encoder.encoder.layers), speech_table),
@@ -238,6 +247,32 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
     return Catalog(tuple(components))
 
 
+def _speech_llm_catalog(model, fam) -> Catalog:
+    """A speech LLM's catalog (engine.speech_llm): audio encoder layers then the projector as
+    ``speech_encoder``, the token embedding as ``text_encoder``, the LM's layers as
+    ``text_decoder``."""
+    config = model.config
+    components: list[Component] = []
+
+    def add(stack, layer, name, path, dim, axis, position, reads="output"):
+        _check_path(model, path)
+        offset = sum(c.dim for c in components if c.stack == stack)
+        components.append(Component(stack, layer, name, path, int(dim), axis, position, offset, reads))
+
+    n_audio = len(model.get_submodule(fam.audio_layers))
+    for i in range(n_audio):
+        for name, width, axis in fam.audio_components:
+            add("speech_encoder", i, name, f"{fam.audio_layers}.{i}.{name}", width(config), axis, "encoder_pooled")
+    for path, width, axis in fam.projector:
+        add("speech_encoder", n_audio, "projector." + path.rsplit(".", 1)[-1], path, width(config), axis,
+            "projector_pooled")
+    add("text_encoder", 0, "embed_tokens", fam.embed, config.text_config.hidden_size, -1, "prompt_pooled")
+    for i in range(len(model.get_submodule(fam.lm_layers))):
+        for name, module, width, reads in fam.lm_components:
+            add("text_decoder", i, name, f"{fam.lm_layers}.{i}.{module}", width(config), -1, "decoder_step", reads)
+    return Catalog(tuple(components))
+
+
 def _check_path(model, path: str) -> None:
     try:
         model.get_submodule(path)
@@ -253,19 +288,27 @@ V1_MEDIUM = {"vocab_size": 256206, "t2u_vocab_size": 10082, "hidden_size": 1024,
              "max_position_embeddings": 4096, "encoder_layers": 12, "decoder_layers": 12,
              "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096, "t2u_encoder_layers": 4,
              "t2u_decoder_layers": 4, "speech_encoder_layers": 12}
-CONFIGS = ("large", "tiny", "v1-large", "v1-medium")
+#: speech-LLM families by their --config name: the checkpoint's pinned config (engine.speech_llm)
+SPEECH_LLM_CONFIGS = {"qwen2-audio": "qwen2_audio", "voxtral": "voxtral"}
+CONFIGS = ("large", "tiny", "v1-large", "v1-medium", *SPEECH_LLM_CONFIGS)
 #: Hub ids whose architecture is one of the built-in configs (no download needed for counts).
 HUB_CONFIGS = {"facebook/seamless-m4t-v2-large": "large", "facebook/hf-seamless-m4t-large": "v1-large",
-               "facebook/hf-seamless-m4t-medium": "v1-medium"}
+               "facebook/hf-seamless-m4t-medium": "v1-medium", "Qwen/Qwen2-Audio-7B-Instruct": "qwen2-audio",
+               "mistralai/Voxtral-Mini-3B-2507": "voxtral"}
 
 
 def config_for(name: str):
     """Built-in configs: ``"large"`` -> ``SeamlessM4Tv2Config()`` (v2 Large), ``"v1-large"`` ->
     ``SeamlessM4TConfig()`` (facebook/hf-seamless-m4t-large; transformers' default is the
     large one), ``"v1-medium"`` -> facebook/hf-seamless-m4t-medium's, ``"tiny"`` -> the
-    fixture's config."""
+    fixture's config; ``"qwen2-audio"`` and ``"voxtral"`` -> the pinned configs of
+    Qwen/Qwen2-Audio-7B-Instruct and mistralai/Voxtral-Mini-3B-2507 (engine.speech_llm)."""
     from transformers import SeamlessM4TConfig, SeamlessM4Tv2Config
 
+    from engine import speech_llm
+
+    if name in SPEECH_LLM_CONFIGS:
+        return speech_llm.family(SPEECH_LLM_CONFIGS[name]).checkpoint_config()
     if name == "large":
         return SeamlessM4Tv2Config()
     if name == "v1-large":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from engine import speech_llm
 from engine.errors import UserError
 
 TINY_MODEL_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model"
@@ -31,13 +32,14 @@ FAMILIES = {"seamless_m4t": "SeamlessM4TModel", "seamless_m4t_v2": "SeamlessM4Tv
 
 
 def model_family(config) -> str:
-    """``config.model_type`` of a SeamlessM4T config (``"seamless_m4t"`` or
-    ``"seamless_m4t_v2"``); UserError for any other model type."""
+    """``config.model_type`` of a supported config: SeamlessM4T (``"seamless_m4t"``,
+    ``"seamless_m4t_v2"``) or a speech LLM of engine.speech_llm (``"qwen2_audio"``,
+    ``"voxtral"``); UserError for any other model type."""
     family = getattr(config, "model_type", None)
-    if family not in FAMILIES:
-        raise UserError(f"model type '{family}' is not a SeamlessM4T model; use a checkpoint of "
-                        f"model type {' or '.join(FAMILIES)} (e.g. facebook/seamless-m4t-v2-large, "
-                        "facebook/hf-seamless-m4t-medium)")
+    if family not in FAMILIES and not speech_llm.is_speech_llm(config):
+        raise UserError(f"model type '{family}' is not supported; use a checkpoint of model type "
+                        f"{', '.join((*FAMILIES, *speech_llm.FAMILIES))} (e.g. facebook/seamless-m4t-v2-large, "
+                        "Qwen/Qwen2-Audio-7B-Instruct, mistralai/Voxtral-Mini-3B-2507)")
     return family
 
 
@@ -45,7 +47,10 @@ def model_class(config):
     """The transformers class that builds the whole model of ``config``'s family."""
     import transformers
 
-    return getattr(transformers, FAMILIES[model_family(config)])
+    family = model_family(config)
+    if speech_llm.is_speech_llm(config):
+        return getattr(transformers, speech_llm.family(config).class_name)
+    return getattr(transformers, FAMILIES[family])
 
 
 def read_config(model_id: str | os.PathLike, revision: str | None = None):
@@ -103,6 +108,48 @@ class LoadedModel:
         check_model_languages(codes, table, self.model_id)
         for code in codes:
             self.lang_token_id(code)
+
+
+@dataclass
+class LoadedSpeechLLM:
+    """A speech LLM of engine.speech_llm in eval mode with its processor, serving all four tasks
+    by instruction (``instructions``: task -> text, ``{target}`` = the target language's name)."""
+
+    model: object
+    processor: object
+    model_id: str
+    revision: str | None
+    device: torch.device
+    dtype: torch.dtype
+    instructions: dict
+    #: decoder-only: step t reads the prompt's last position + t - 1 (engine.speech_llm)
+    decoder_only = True
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def feature_extractor(self):
+        return self.processor.feature_extractor
+
+    @property
+    def family(self) -> str:
+        return model_family(self.model.config)
+
+    def check_languages(self, codes) -> None:
+        """UserError unless every code is a language of engine.data.languages that the family's
+        checkpoint documents (``Family.languages``): a speech LLM has no language tokens to check,
+        so its documented languages are what validates ``data.langs``."""
+        from engine.data.languages import check_langs
+
+        check_langs(codes)
+        documented = speech_llm.family(self.model.config).languages
+        missing = [c for c in codes if c not in documented]
+        if missing:
+            raise UserError(f"language(s) {', '.join(missing)} are not documented for {self.family} "
+                            f"({self.model_id}); its languages are {', '.join(documented)}: set data.langs "
+                            "and steer.pairs within them")
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -171,7 +218,7 @@ def _restore_byte_fallback(tokenizer) -> None:
 
 def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu",
                dtype: str | torch.dtype | None = None, revision: str | None = None,
-               attn_implementation: str = ATTENTION, langs=None) -> LoadedModel:
+               attn_implementation: str = ATTENTION, langs=None, instructions=None):
     """Load the model (its family's class, from config.json) + tokenizer + feature extractor
     once, for every task.
 
@@ -181,6 +228,8 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
     ``attn_implementation`` must be ``"sdpa"`` (see module doc); another is a UserError.
     ``langs``: language codes the run will use, checked against the model's text-decoder
     languages and tokenizer (:meth:`LoadedModel.check_languages`).
+    A speech LLM (engine.speech_llm) loads as a :class:`LoadedSpeechLLM` with its processor;
+    ``instructions`` (task -> prompt) default to ``engine.speech_llm.shape.INSTRUCTIONS``.
     """
     from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer
 
@@ -203,6 +252,9 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
         "TRANSFORMERS_OFFLINE", "") not in ("", "0")
     try:
         config = AutoConfig.from_pretrained(source, revision=revision)
+        if speech_llm.is_speech_llm(config):
+            return _load_speech_llm(config, source, name, revision, device, dtype, attn_implementation, langs,
+                                    instructions)
         model = model_class(config).from_pretrained(source, revision=revision, dtype=dtype,
                                                     attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
@@ -225,6 +277,24 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
     model.to(device).eval()
     lm = LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor,
                      model_id=name, revision=revision, device=device, dtype=dtype)
+    if langs is not None:
+        lm.check_languages(langs)
+    return lm
+
+
+def _load_speech_llm(config, source, name, revision, device, dtype, attn_implementation, langs, instructions):
+    from transformers import AutoProcessor
+
+    from engine.speech_llm.shape import INSTRUCTIONS
+
+    model = model_class(config).from_pretrained(source, revision=revision, dtype=dtype,
+                                                attn_implementation=attn_implementation)
+    processor = AutoProcessor.from_pretrained(source, revision=revision)
+    processor.tokenizer.padding_side = "left"
+    check_attention(model)
+    model.to(device).eval()
+    lm = LoadedSpeechLLM(model=model, processor=processor, model_id=name, revision=revision, device=device,
+                         dtype=dtype, instructions=dict(instructions or INSTRUCTIONS))
     if langs is not None:
         lm.check_languages(langs)
     return lm

@@ -17,6 +17,8 @@ fraction of that scale, ~1e4 times the bound.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,30 @@ def tiny_run() -> Path:
 
     ensure_analysis("tiny", out=REPO / "runs")
     return REPO / "runs"
+
+
+#: the second, differently shaped config per speech-LLM family (its text part; the audio part is
+#: the fixture's): Qwen2-Audio without grouped-query attention and with three layers; Voxtral
+#: with a head_dim that is not hidden / heads (q_proj wider than the hidden state) and one kv head
+OTHER_SHAPES = {"qwen2_audio": dict(hidden_size=24, num_attention_heads=3, num_key_value_heads=3,
+                                    intermediate_size=40, num_hidden_layers=3),
+                "voxtral": dict(head_dim=12, num_key_value_heads=1, intermediate_size=40, num_hidden_layers=3)}
+
+
+@functools.lru_cache(maxsize=None)
+def speech_llm(name: str, shape: str = "fixture"):
+    """A tiny speech LLM (engine.loader.LoadedSpeechLLM): ``shape="fixture"`` loads the saved
+    fixtures/tiny_<name> through ``load_model``; ``"other"`` is a seeded random model of the same
+    family and processor in the shape of ``OTHER_SHAPES``, built here."""
+    from engine.loader import LoadedSpeechLLM, load_model
+
+    directory = REPO / "fixtures" / f"tiny_{name}"
+    lm = load_model(str(directory))
+    if shape == "fixture":
+        return lm
+    spec = importlib.util.spec_from_file_location("build_tiny_speech_llms", REPO / "fixtures" / "build_tiny_speech_llms.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    model = builder.tiny_model(name, lm.processor, **OTHER_SHAPES[name])
+    return LoadedSpeechLLM(model=model, processor=lm.processor, model_id=f"{directory} ({shape})", revision=None,
+                           device=lm.device, dtype=lm.dtype, instructions=lm.instructions)

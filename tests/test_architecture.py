@@ -15,7 +15,10 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 LAYERS = (
     ("base", ("errors", "files", "hooks", "data.languages", "ap_kernels")),
     ("data", ("data", "data.corpus", "data.fleurs", "data.speech", "data.tasks")),
-    ("mechanics", ("catalog", "fingerprint", "loader", "ranks", "recorder", "store")),
+    # what a speech-LLM family is (module paths, tables, pinned configs, prompts): one module each
+    ("models", ("speech_llm", "speech_llm.shape", "speech_llm.qwen2_audio", "speech_llm.voxtral",
+                "speech_llm.mistral")),
+    ("mechanics", ("catalog", "lm_recorder", "fingerprint", "loader", "ranks", "recorder", "store")),
     ("science", ("ranking", "overlap", "intervals", "crossmodal", "control", "langid", "steering", "steering_eval")),
     ("settings", ("config",)),  # validates a profile against the corpus and the steering pairs
     ("run", ("run",)),
