@@ -55,7 +55,7 @@ def model_class(config):
 
 def read_config(model_id: str | os.PathLike, revision: str | None = None):
     """The config of a local model directory or a cached Hub id, in its own family's class
-    (no weights). UserError when it cannot be read or is not a SeamlessM4T config."""
+    (no weights). UserError when it cannot be read or is not a supported config (engine.loader.model_family)."""
     from transformers import AutoConfig
 
     try:
