@@ -23,15 +23,20 @@ def get_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
 
 
 @contextmanager
-def hooked(model: torch.nn.Module, hooks: Mapping[str, Hook]) -> Iterator[None]:
+def hooked(model: torch.nn.Module, hooks: Mapping[str, Hook],
+           pre_hooks: Mapping[str, Callable] | None = None) -> Iterator[None]:
     """Register ``hooks`` (module path -> forward hook) for the duration of the block.
 
     A hook has torch's signature ``hook(module, inputs, output)``; returning a value replaces
-    the module's output. Every handle is removed on exit, including when the block raises or a
-    path is missing halfway through registration.
+    the module's output. ``pre_hooks`` (module path -> ``pre_hook(module, inputs)``, torch's
+    forward pre-hook; returning a tuple replaces the inputs) run before their module. Every
+    handle is removed on exit, including when the block raises or a path is missing halfway
+    through registration.
     """
     handles = []
     try:
+        for path, fn in (pre_hooks or {}).items():
+            handles.append(get_module(model, path).register_forward_pre_hook(fn))
         for path, fn in hooks.items():
             handles.append(get_module(model, path).register_forward_hook(fn))
         yield

@@ -156,6 +156,31 @@ def greedy(lm, inputs: dict, max_new_tokens: int) -> torch.Tensor:
     return sequences[:, inputs["input_ids"].shape[1]:]
 
 
+def _until_end(rows, ends) -> list[list[int]]:
+    outputs = []
+    for row in rows:
+        ys = []
+        for tok in row:
+            if tok in ends:
+                break
+            ys.append(int(tok))
+        outputs.append(ys)
+    return outputs
+
+
+@torch.no_grad()
+def greedy_outputs(lm, inputs: Sequence[ModelInput], *, batch_size: int = 8, max_new_tokens: int = 256
+                   ) -> list[tuple[list[int], str]]:
+    """(output ids before the end token, decoded text) of each input, by the same prompts and
+    greedy ``generate`` as :func:`record_batches`, without the recording pass (steering)."""
+    out = []
+    ends = end_tokens(lm.model)
+    for batch in _batches(list(inputs), batch_size):
+        ids = _until_end(greedy(lm, prompt_inputs(lm, batch), max_new_tokens).tolist(), ends)
+        out += list(zip(ids, lm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)))
+    return out
+
+
 @torch.no_grad()
 def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps: Sequence[int] = DEFAULT_STEPS,
                    batch_size: int = 8, prefix: str = "greedy", max_new_tokens: int | None = None
@@ -183,15 +208,7 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
         enc = prompt_inputs(lm, batch)
         mask, width = enc["attention_mask"], enc["input_ids"].shape[1]
         if prefix == "greedy":
-            new = greedy(lm, enc, n_new).tolist()
-            outputs = []
-            for row in new:
-                ys = []
-                for tok in row:
-                    if tok in ends:
-                        break
-                    ys.append(int(tok))
-                outputs.append(ys)
+            outputs = _until_end(greedy(lm, enc, n_new).tolist(), ends)
         else:
             outputs = []
             for item in batch:

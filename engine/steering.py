@@ -117,9 +117,16 @@ def median_activations(activity: np.ndarray, langs: Sequence[str], lang: str, *,
 
 @dataclass
 class _CallPositions:
-    """Absolute decoder positions of the current ``text_decoder`` call: start .. start+length-1."""
+    """Absolute decoder positions of the current ``text_decoder`` call: start .. start+length-1.
+
+    ``origin``: the column of "step 0". SeamlessM4T: 0 (position t of ``[start, tag, y1, ...]``
+    is step t). Speech LLM: P - 2 for a prompt of width P (step 1 is its last column), set at the
+    first call; only its generating columns, steps 1 onward, are ever steered (the prompt is
+    the input, as the encoder is SeamlessM4T's)."""
     start: int = 0
     length: int = 0
+    origin: int = 0
+    decoder_only: bool = False
 
 
 def _cache_in(args: tuple, kwargs: dict):
@@ -160,19 +167,26 @@ def _decoder_call_positions(state: _CallPositions):
             raise UserError(f"{DECODER} was called for one position with no cache among its "
                             f"arguments ({sorted(kwargs)}); cannot tell the absolute decoder position: "
                             "this transformers version is not supported by steering")
+        if state.decoder_only and cache is None:
+            # a full-sequence forward has no prompt boundary to tell step 1 by
+            raise UserError("steering a speech LLM needs KV-cache generation (its prompt's width marks "
+                            "step 1); a forward without a cache cannot be steered")
         state.start, state.length = start, length
+        if state.decoder_only and start == 0:
+            state.origin = length - 2
     return pre_hook
 
 
 def _overwrite_hook(component, channels: torch.Tensor, values: torch.Tensor,
                     from_position: int | None, state: _CallPositions):
-    everywhere = from_position is None or component.position == "step_invariant"
+    everywhere = (from_position is None and not state.decoder_only) or component.position == "step_invariant"
 
-    def hook(module, inputs, output):
-        tensor = output[0] if isinstance(output, tuple) else output
+    def overwrite(tensor):
         n_positions = tensor.movedim(component.channel_axis, -1).shape[-2]
-        if not everywhere and from_position >= state.start + n_positions:
-            return None  # this call ends before from_position: nothing to set
+        # a speech LLM: from step 1 (its prompt's last column) when no step is given
+        first_abs = state.origin + (from_position if from_position is not None else 1)
+        if not everywhere and first_abs >= state.start + n_positions:
+            return None  # this call ends before the first steered position: nothing to set
         out = tensor.clone()
         # (B, T, C) view of the clone whatever the layout; writing into it writes the clone
         view = out.movedim(component.channel_axis, -1)
@@ -181,8 +195,20 @@ def _overwrite_hook(component, channels: torch.Tensor, values: torch.Tensor,
         if everywhere:
             view[..., ch] = vals
         else:
-            first = max(from_position - state.start, 0)
-            view[..., first:, ch] = vals
+            view[..., max(first_abs - state.start, 0):, ch] = vals
+        return out
+
+    if component.reads == "input":  # a speech LLM's MLP intermediate: down_proj's input
+        def pre_hook(module, inputs):
+            out = overwrite(inputs[0])
+            return None if out is None else (out, *inputs[1:])
+        return pre_hook
+
+    def hook(module, inputs, output):
+        tensor = output[0] if isinstance(output, tuple) else output
+        out = overwrite(tensor)
+        if out is None:
+            return None
         return (out, *output[1:]) if isinstance(output, tuple) else out
     return hook
 
@@ -232,18 +258,30 @@ def steer(lm, catalog, neurons: np.ndarray, values: np.ndarray,
     model = _model_of(lm)
     order = np.argsort(neurons)
     sorted_neurons = neurons[order]
-    state = _CallPositions()
-    hooks = {}
+    decoder_only = bool(getattr(lm, "decoder_only", False))
+    state = _CallPositions(decoder_only=decoder_only)
+    hooks, pre_hooks = {}, {}
     for component, channels in catalog.locate(DECODER, neurons):
         channels = np.asarray(channels, dtype=np.int64)
         where = order[np.searchsorted(sorted_neurons, component.offset + channels)]
-        hooks[component.path] = _overwrite_hook(
-            component, torch.from_numpy(channels), torch.from_numpy(values[where]),
-            from_position, state)
-    handle = get_module(model, DECODER).register_forward_pre_hook(
+        fn = _overwrite_hook(component, torch.from_numpy(channels), torch.from_numpy(values[where]),
+                             from_position, state)
+        if component.reads == "input":
+            pre_hooks[component.path] = fn
+        elif component.path in hooks:  # never: one output component per module
+            raise RuntimeError(f"two components read the output of {component.path}")
+        else:
+            hooks[component.path] = fn
+    if decoder_only:
+        from engine.speech_llm import family
+
+        decoder_module = family(model.config).lm
+    else:
+        decoder_module = DECODER
+    handle = get_module(model, decoder_module).register_forward_pre_hook(
         _decoder_call_positions(state), with_kwargs=True)
     try:
-        with hooked(model, hooks):
+        with hooked(model, hooks, pre_hooks):
             yield
     finally:
         handle.remove()
@@ -276,6 +314,11 @@ def generate(lm, catalog, inputs: Sequence, *, batch_size: int = 8,
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if max_new_tokens is None:
         max_new_tokens = getattr(_model_of(lm).generation_config, "max_new_tokens", None) or 256
+    if getattr(lm, "decoder_only", False):  # a speech LLM: the recorder's greedy generate, nothing recorded
+        from engine.lm_recorder import greedy_outputs
+
+        return [Generated(list(ids), text) for ids, text in
+                greedy_outputs(lm, list(inputs), batch_size=batch_size, max_new_tokens=int(max_new_tokens))]
     results: list[Generated] = []
     for record in record_batches(lm, catalog, list(inputs), steps=(1,), batch_size=batch_size,
                                  prefix="greedy", max_new_tokens=int(max_new_tokens)):

@@ -170,3 +170,45 @@ def test_language_and_length_errors_name_the_fix():
     long = [ModelInput("s/long", "deu", "speech", "eng", waveform=np.zeros(16000 * 31, np.float32))]
     with pytest.raises(UserError, match="s/long.*31.0 s.*30 s window"):
         list(record_batches(lm, build_catalog(lm.model), long))
+
+
+# ---------------------------------------------------------------------------------------------
+# Steering (median-value intervention) on LM neurons
+
+
+@pytest.mark.parametrize("from_position", [None, 3])
+@pytest.mark.parametrize("name", ["qwen2_audio", "voxtral"])
+def test_steering_sets_lm_neurons_at_generating_positions_only(name, from_position):
+    from engine.steering import generate, steer
+
+    lm = speech_llm(name, "fixture")
+    catalog = build_catalog(lm.model)
+    comps = {c.name: c for c in catalog.stack("text_decoder") if c.layer == 1}
+    chosen = [comps["mlp.intermediate"], comps["self_attn.q_proj"], comps["input_layernorm"]]
+    neurons = np.array([c.offset + j for c in chosen for j in (0, 5)], dtype=np.int64)
+    values = np.linspace(2.0, 4.5, neurons.size).astype(np.float32)
+    seen = {c.path: [] for c in chosen}
+
+    def observe(comp):
+        def hook(module, args, output):  # registered after steering's: sees what it set
+            x = args[0] if comp.reads == "input" else output
+            seen[comp.path].append(x[..., [0, 5]].detach().clone())
+        return hook
+
+    batch = inputs("text", 3)
+    enc = prompt_inputs(lm, batch)
+    width = enc["input_ids"].shape[1]
+    with steer(lm, catalog, neurons, values, from_position=from_position):
+        with hooked(lm.model, {c.path: observe(c) for c in chosen}):
+            lm.model.generate(**enc, max_new_tokens=5, do_sample=False)
+    first_step = from_position or 1
+    for i, comp in enumerate(chosen):
+        want = torch.from_numpy(values[2 * i: 2 * i + 2])
+        columns = torch.cat(seen[comp.path], dim=1)  # (B, P + 4, 2): prompt, then one per step
+        assert columns.shape[1] == width + 4
+        for col in range(columns.shape[1]):
+            step = col - (width - 2)
+            is_set = bool(torch.equal(columns[:, col], want.expand(3, 2)))
+            assert is_set == (step >= first_step), (comp.name, col, step)
+    with steer(lm, catalog, neurons[:0], values[:0]):
+        assert generate(lm, catalog, batch, max_new_tokens=5) == generate(lm, catalog, batch, max_new_tokens=5)

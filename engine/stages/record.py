@@ -40,9 +40,11 @@ def _describer(cat, stack: str, where: str, example_ids: list[str]):
 
 
 def stage_record(run: Run) -> None:
-    from engine.recorder import record_shared_encoder
-
     r = run.cfg["record"]
+    if getattr(run.model(), "decoder_only", False):  # a speech LLM (engine.speech_llm)
+        from engine.lm_recorder import record_shared_encoder
+    else:
+        from engine.recorder import record_shared_encoder
     cat = run.catalog()
     dtype = resolve_store_dtype(r["store_dtype"], run.model().dtype)
     steps = r["steps"]
