@@ -253,11 +253,12 @@ def _speech_llm_catalog(model, fam) -> Catalog:
     ``text_decoder``."""
     config = model.config
     components: list[Component] = []
+    offsets = dict.fromkeys(STACKS, 0)
 
     def add(stack, layer, name, path, dim, axis, position, reads="output"):
         _check_path(model, path)
-        offset = sum(c.dim for c in components if c.stack == stack)
-        components.append(Component(stack, layer, name, path, int(dim), axis, position, offset, reads))
+        components.append(Component(stack, layer, name, path, int(dim), axis, position, offsets[stack], reads))
+        offsets[stack] += int(dim)
 
     n_audio = len(model.get_submodule(fam.audio_layers))
     for i in range(n_audio):

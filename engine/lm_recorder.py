@@ -30,7 +30,8 @@ import torch
 from engine.catalog import Catalog
 from engine.errors import UserError
 from engine.hooks import hooked
-from engine.recorder import DEFAULT_STEPS, BatchRecord, ModelInput, _batches, _check_steps, task_of
+from engine.recorder import (DEFAULT_STEPS, BatchRecord, ModelInput, _batches, _check_steps, _length_mask, _pooled,
+                             step_rows, task_of)
 from engine.speech_llm import family
 
 HOP = 160  # samples per feature frame of the Whisper feature extractor both families use
@@ -91,16 +92,6 @@ def _valid_frames(batch: Sequence[ModelInput], device) -> torch.Tensor:
     return torch.div(samples + HOP - 1, HOP, rounding_mode="floor")
 
 
-def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x (B, T, C) over positions where mask (B, T) is 1 -> (B, C) float32."""
-    x = x[:, : mask.shape[1]].float()
-    return torch.einsum("btc,bt->bc", x, mask) / mask.sum(1, keepdim=True).clamp(min=1)
-
-
-def _length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
-    return (torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]).float()
-
-
 class _Hooks:
     """The hooks of one batch, writing into preallocated float32 buffers."""
 
@@ -118,7 +109,7 @@ class _Hooks:
             if x.dim() == 2:  # Voxtral's projector runs on (B * positions, C)
                 x = x.reshape(self.n, -1, x.shape[-1])
             mask = self.masks[comp.position]
-            self.encoder[:, comp.offset: comp.offset + comp.dim] = _mean(x, mask)
+            self.encoder[:, comp.offset: comp.offset + comp.dim] = _pooled(x, -1, mask)
             self.fired.add(comp.path)
         return hook
 
@@ -241,13 +232,7 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
         if missing:
             raise RuntimeError(f"components never ran: {sorted(missing)[:3]}")
         encoder = rec.encoder.cpu().numpy()
-        decoder = rec.decoder.cpu().numpy()
-        valid, dec_out = {}, {}
-        for k, t in enumerate(steps):
-            ok = np.array([len(ys) >= t - 1 for ys in outputs], dtype=bool)
-            block = decoder[:, k, :].copy()
-            block[~ok] = np.nan
-            valid[t], dec_out[t] = ok, block
+        valid, dec_out = step_rows(rec.decoder.cpu().numpy(), steps, outputs)
         yield BatchRecord(
             example_ids=[item.example_id for item in batch], langs=[item.lang for item in batch],
             encoder=encoder, encoder_stack=stack, decoder=dec_out, valid=valid, output_ids=outputs,

@@ -388,6 +388,19 @@ def greedy(lm, states: torch.Tensor, cross_mask: torch.Tensor, tags: list[int], 
     return out.sequences if hasattr(out, "sequences") else out
 
 
+def step_rows(decoder: np.ndarray, steps, outputs) -> tuple[dict, dict]:
+    """Split ``decoder`` [B, len(steps), N] per step: ``({t: valid [B] bool}, {t: rows [B, N]})``.
+    Step t exists for an example whose output has at least t - 1 tokens; rows where it does not
+    are NaN."""
+    valid, rows = {}, {}
+    for k, t in enumerate(steps):
+        ok = np.array([len(ys) >= t - 1 for ys in outputs], dtype=bool)
+        block = decoder[:, k, :].copy()
+        block[~ok] = np.nan
+        valid[t], rows[t] = ok, block
+    return valid, rows
+
+
 def _strip(tokens: Sequence[int], eos: int, pad: int) -> list[int]:
     """Output tokens before the first EOS (generate pads finished rows with pad after EOS)."""
     out = []
@@ -500,14 +513,7 @@ def _decode(lm, rec: _Recorder, states, batch: list[ModelInput], encoder: np.nda
     with hooked(model, rec.decoder_hooks()):
         model.text_decoder(input_ids=dec_in, encoder_hidden_states=states, encoder_attention_mask=cross_mask,
                            use_cache=False)
-    decoder = rec.decoder.cpu().numpy()
-    valid = {}
-    dec_out = {}
-    for k, t in enumerate(steps):
-        ok = np.array([len(ys) >= t - 1 for ys in outputs], dtype=bool)
-        block = decoder[:, k, :].copy()
-        block[~ok] = np.nan
-        valid[t], dec_out[t] = ok, block
+    valid, dec_out = step_rows(rec.decoder.cpu().numpy(), steps, outputs)
     return BatchRecord(
         example_ids=[item.example_id for item in batch], langs=[item.lang for item in batch],
         encoder=encoder, encoder_stack=rec.stack_name, decoder=dec_out, valid=valid,

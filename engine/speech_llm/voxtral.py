@@ -11,6 +11,7 @@ encoder positions for L valid feature frames, and the ``ceil(n / 4)`` projector 
 from __future__ import annotations
 
 from engine.speech_llm import Family
+from engine.speech_llm.mistral import voxtral_prompts
 from engine.speech_llm.shape import AUDIO_COMPONENTS, LM_COMPONENTS
 
 CHECKPOINT = "mistralai/Voxtral-Mini-3B-2507"
@@ -47,12 +48,6 @@ def _hidden(c):
     return int(c.text_config.hidden_size)
 
 
-def prompts(processor, items, instructions):
-    from engine.speech_llm.mistral import voxtral_prompts
-
-    return voxtral_prompts(processor, items, instructions)
-
-
 FAMILY = Family(
     model_type="voxtral", class_name="VoxtralForConditionalGeneration", checkpoint=CHECKPOINT,
     checkpoint_config=checkpoint_config, config_source=SOURCE,
@@ -64,5 +59,5 @@ FAMILY = Family(
     embed="model.language_model.embed_tokens", lm_components=LM_COMPONENTS,
     projector_valid=_projector_valid, audio_token_id=lambda c: int(c.audio_token_id),
     languages=("eng", "spa", "fra", "por", "hin", "deu", "nld", "ita"),
-    build_prompts=prompts,
+    build_prompts=voxtral_prompts,
 )
