@@ -96,7 +96,7 @@ MINIMUM: dict[str, int | float] = {
     "record.rows_per_block": 1, "record.cols_per_chunk": 1, "rank.k": 1, "rank.n_boot": 1, "steer.max_new_tokens": 1,
 }
 #: Settings that must not be empty strings.
-NON_EMPTY = ("model.id", "output.root")
+NON_EMPTY = ("model.id", "output.root", "prompts.S2T", "prompts.T2T", "prompts.ASR", "prompts.TR")
 
 
 def _fail(dotted: str, value, fix: str):
@@ -146,6 +146,12 @@ def validate(cfg: dict) -> None:
         section, key = dotted.split(".")
         if not cfg[section][key].strip():
             _fail(dotted, cfg[section][key], "it must not be empty")
+    for task, prompt in cfg["prompts"].items():
+        try:
+            prompt.format(target="German")
+        except (KeyError, IndexError, ValueError) as exc:
+            _fail(f"prompts.{task}", prompt, f"its only placeholder may be {{target}} ({exc!r}); write a literal "
+                  "brace as {{ or }}")
     device = cfg["model"]["device"]
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         _fail("model.device", device, "use cpu, cuda or cuda:<index>")

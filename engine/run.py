@@ -43,10 +43,10 @@ RECORD_LAYOUT = 2
 STAGE_INPUTS = {  # which profile sections and upstream stages each stage's output depends on
     "data": (("data",), ()),
     "speech": (("speech",), ("data",)),
-    "record": (("model", "record"), ("data", "speech")),
+    "record": (("model", "record", "prompts"), ("data", "speech")),
     "rank": ((), ("record",)),
     "compare": (("rank",), ("rank",)),
-    "steer": (("model", "steer"), ("data", "speech", "rank")),
+    "steer": (("model", "steer", "prompts"), ("data", "speech", "rank")),
     "report": ((), ("compare", "steer")),
 }
 
@@ -167,7 +167,7 @@ class Run:
             self._lm = load_model(config_mod.model_path(self.cfg), device=device,
                                   dtype=self.cfg["model"]["dtype"],
                                   revision=self.cfg["model"]["revision"] or None,
-                                  langs=["eng", *self.cfg["data"]["langs"]])
+                                  langs=["eng", *self.cfg["data"]["langs"]], instructions=self.cfg["prompts"])
         return self._lm
 
     _catalog = None

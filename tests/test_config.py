@@ -71,6 +71,8 @@ def test_k_larger_than_the_catalog_is_refused():
     ("speech.backend='natural'", "speech.backend='natural' is invalid: recorded speech exists only for FLEURS"),
     ("data.fleurs_root='/some/copy'", "data.fleurs_root='/some/copy' is invalid: it is read only with "
                                       "data.source=fleurs"),
+    ("prompts.S2T='Into {lang}.'", "prompts.S2T='Into {lang}.' is invalid: its only placeholder may be {target}"),
+    ("prompts.TR=' '", "prompts.TR=' ' is invalid: it must not be empty"),
 ])
 def test_every_setting_is_checked_with_one_line_naming_it(override, message):
     with pytest.raises(UserError) as err:
