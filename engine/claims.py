@@ -15,6 +15,10 @@ Two ways to judge one claim:
   recorded regression baselines (profile ``tiny``) by ``engine.baselines``;
   ``baseline_parts`` names the ratios a baseline compares through their parts.
 
+The paper's numbers are SeamlessM4T v2's. On another architecture (a speech LLM:
+engine.speech_llm) ``information_only`` says why its bounds are information, not verdicts,
+and the paper profile reports them without asserting them.
+
 Units follow the registry: overlap and Spearman figures are fractions, control rates and
 fastText probabilities are percent; steps are the strings ``"1"``, ``"6"``, ``"11"``.
 A malformed or incomplete artifact gives a failing Verdict whose detail names the missing
@@ -35,6 +39,22 @@ from engine.intervals import mean_difference_ci, ratio_se, se_from_ci
 REGISTRY_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "claims_registry.json"
 CLAIM_IDS = ("R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9",
              "S1", "S2", "S3", "S4", "S5", "S6", "T1", "T3", "T4")
+#: model types the paper's numbers were measured on (v1 shares the architecture the claims read)
+PAPER_MODEL_TYPES = ("seamless_m4t_v2", "seamless_m4t")
+
+
+def information_only(analysis: dict) -> str | None:
+    """Why the paper's bounds cannot judge ``analysis``'s model, or None when they can.
+
+    The model type comes from ``analysis["meta"]["model_type"]``; an artifact without it
+    (written before it was recorded) is taken as SeamlessM4T's.
+    """
+    model_type = (analysis.get("meta") or {}).get("model_type")
+    if model_type is None or model_type in PAPER_MODEL_TYPES:
+        return None
+    return (f"the paper's numbers are SeamlessM4T v2's; this run's model is a {model_type} speech LLM (a "
+            "decoder-only LM fed by an audio encoder, step 1 = its last prompt position, not a language tag), "
+            "so the paper's statements are information here, not verdicts")
 
 
 @dataclass
@@ -237,7 +257,8 @@ def _m_R4(a):
     for t in _steps(a):
         o = a["overlap"][t]
         for x, y in R4_PAIRS:
-            out[f"share.{x}-{y}.{t}"] = _share(o["matrix"], list(o["langs"]), x, y)
+            if x in o["langs"] and y in o["langs"]:  # a run without a pair's languages cannot measure it
+                out[f"share.{x}-{y}.{t}"] = _share(o["matrix"], list(o["langs"]), x, y)
     return out
 
 
@@ -283,7 +304,7 @@ def _m_R6(a):
         for i, (k, v) in enumerate(zip(ks, values)):
             out[f"ratio.k{k}.{t}"] = _f(v)
             if t in cis:
-                lo, hi = cis[t][i]
+                lo, hi = cis[t][i] if cis[t][i] is not None else (None, None)  # withheld
                 out[f"ratio_ci_lo.k{k}.{t}"], out[f"ratio_ci_hi.k{k}.{t}"] = _f(lo), _f(hi)
     _differences(a, "sweep_mean", out, prefix="sweep_mean_diff")
     return out
@@ -514,6 +535,9 @@ def _c_R3(a, e, j):
 def _c_R4(a, e, j):
     m = _m_R4(a)
     for x, y in R4_PAIRS:
+        if f"share.{x}-{y}.1" not in m:
+            j.absent(f"{x}-{y}: this run's data.langs lack {x} or {y}")
+            continue
         s1 = m[f"share.{x}-{y}.1"]
         for t in ("6", "11"):
             st = m[f"share.{x}-{y}.{t}"]
@@ -812,7 +836,8 @@ def check(claim_id: str, analysis: dict, registry_entry: dict) -> Verdict:
         detail = (f"{claim_id} fails ({len(judge.failures)} of {len(judge.failures) + len(judge.held)} "
                   f"conditions): " + "; ".join(judge.failures[:8]) + (" ..." if len(judge.failures) > 8 else ""))
     if applicable and judge.not_applicable:
-        detail += f" [{len(judge.not_applicable)} not applicable: pairs this run did not steer]"
+        detail += (f" [{len(judge.not_applicable)} not applicable: " + "; ".join(judge.not_applicable[:2])
+                   + (" ..." if len(judge.not_applicable) > 2 else "") + "]")
     return Verdict(claim_id=claim_id, measured=measured, ci=_ci_view(claim_id, measured),
                    paper=registry_entry.get("paper", {}), tolerance=registry_entry.get("tolerance"),
                    passed=passed, detail=detail, failures=judge.failures, not_applicable=judge.not_applicable,

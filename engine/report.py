@@ -24,6 +24,7 @@ import numpy as np
 
 from engine import glance as glance_lines
 from engine import plots
+from engine.claims import information_only
 
 REPO = Path(__file__).resolve().parent.parent
 #: Environment override of the reports root (tests point it at a temporary directory).
@@ -383,12 +384,15 @@ def qualitative_table(analysis: dict | None) -> tuple[list[str], list[list[str]]
 
 # ----------------------------------------------------------------------------- verdict rows
 
-def claim_records(profile: str, registry: dict, verdicts: Mapping[str, Any], outcomes: Mapping[str, dict]) -> dict:
+def claim_records(profile: str, registry: dict, verdicts: Mapping[str, Any], outcomes: Mapping[str, dict],
+                  information: bool = False) -> dict:
     """Per claim id: statement, source, paper, measured, CI, tolerance and verdicts.
 
     ``verdict`` is the suite's verdict: the test outcome ("passed", "failed", "error",
     "not run"). On the paper profile it is the paper check; on other profiles it is the
-    baseline comparison, and ``paper_check`` reports the paper bounds as information.
+    baseline comparison, and ``paper_check`` reports the paper bounds as information. With
+    ``information`` (a model the paper's numbers were not measured on:
+    engine.claims.information_only) the paper profile judges nothing: every test is skipped.
     """
     records = {}
     for cid, entry in registry["claims"].items():
@@ -407,7 +411,8 @@ def claim_records(profile: str, registry: dict, verdicts: Mapping[str, Any], out
                                                    "failed" if getattr(v, "applicable", True) else "not applicable"),
             "paper_detail": None if v is None else v.detail,
             "verdict": o.get("outcome", "not run"),
-            "judged_on": "paper bounds" if profile == "paper" else "regression baseline",
+            "judged_on": ("information only" if information else "paper bounds") if profile == "paper"
+                         else "regression baseline",
             "baseline": o.get("baseline"),
             "message": _plain_message(o.get("message")),
         }
@@ -476,7 +481,9 @@ def _header_lines(profile: str, analysis: dict | None, run_info: dict) -> list[t
     lines = [
         ("profile", profile + ("" if meta.get("profile", profile) == profile
                                else f" (artifact of profile {meta.get('profile')})")),
-        ("model", f"{meta.get('model_id', glance_lines.NA)} @ {meta.get('revision') or 'unpinned'}"),
+        ("model", f"{meta.get('model_id', glance_lines.NA)} @ {meta.get('revision') or 'unpinned'}"
+                  + (f" (model type {meta['model_type']})" if meta.get("model_type") else "")),
+        *([("judged", "information only: " + information_only(a))] if information_only(a) else []),
         ("data", f"{meta.get('data', glance_lines.NA)}: {len(langs)} languages ({', '.join(langs) or glance_lines.NA}), "
                  f"{meta.get('n_identify', glance_lines.NA)} sentences per language to find neurons, "
                  f"{meta.get('n_steer', glance_lines.NA)} held out per language to steer"),
@@ -697,7 +704,12 @@ def glance(profile: str, records: dict, analysis: dict | None) -> dict:
     total = len(records)
     held = sorted(cid for cid, r in records.items() if r["paper_check"] == "passed")
     not_held = sorted(cid for cid, r in records.items() if r["paper_check"] == "failed")
-    if profile == "paper":
+    other_model = information_only(analysis or {})
+    if profile == "paper" and other_model:
+        regression = {"applies": False, "text": "not applicable: the paper profile has no recorded baseline."}
+        why = other_model + "."
+        caveat = "Why the paper's statements are information here: " + why
+    elif profile == "paper":
         regression = {"applies": False, "text": "not applicable: the paper profile is judged on the paper's own "
                                                  "bounds, so its verdicts are the paper checks below."}
         why = "this is the paper's model and data: these checks are the suite's verdicts."
@@ -711,6 +723,8 @@ def glance(profile: str, records: dict, analysis: dict | None) -> dict:
         model = ((analysis or {}).get("meta") or {}).get("model_id", "this model")
         why = NOT_THE_PAPER.get(profile, f"profile '{profile}' runs {model}, not the paper's model and data, "
                                          "so its paper checks are information, not verdicts.")
+        if other_model:
+            why = f"profile '{profile}' runs {model}: {other_model}."
         caveat = "Why the paper's statements are information here: " + why
     science = {"holds": held, "does_not_hold": not_held,
                "text": f"{len(held)} of {total} hold on this run's model"
@@ -738,7 +752,7 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     run_info.setdefault("generated", _dt.datetime.now().isoformat(timespec="seconds"))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = claim_records(profile, registry, verdicts, outcomes)
+    records = claim_records(profile, registry, verdicts, outcomes, information=bool(information_only(analysis or {})))
     header = _header_lines(profile, analysis, run_info)
     figures, missing = (make_figures(analysis, registry) if analysis
                         else ({}, {k: "not drawn: no analysis" for k in FIGURES}))

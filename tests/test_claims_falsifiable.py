@@ -557,3 +557,24 @@ def test_tiny_profile_baselines_record_then_catch_a_move(tmp_path, sample):
     assert "moved from its 'tiny' baseline" in proc.stdout and "share.fra-spa.11" in proc.stdout
     claims = json.loads((report / "claims.json").read_text())["claims"]
     assert claims["R4"]["baseline"]["passed"] is False and claims["R4"]["paper_check"] == "failed"
+
+
+def test_a_speech_llm_is_information_only_and_seamless_is_judged(sample):
+    assert C.information_only(sample) is None  # an artifact from before model types were recorded
+    for model_type in C.PAPER_MODEL_TYPES:
+        assert C.information_only({**sample, "meta": {**sample["meta"], "model_type": model_type}}) is None
+    why = C.information_only({**sample, "meta": {**sample["meta"], "model_type": "voxtral"}})
+    assert "SeamlessM4T v2's" in why and "voxtral" in why
+
+
+@pytest.mark.slow
+def test_suite_reports_a_speech_llm_on_the_paper_profile_as_information(tmp_path, sample):
+    path = _plant_file(tmp_path, sample, p_R1_order, lambda a: a["meta"].update(model_type="qwen2_audio"))
+    proc, report = _run_suite(tmp_path, path, "--profile", "paper", "-k", "R1 or R8")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the planted R1 failure is not a verdict here
+    assert _junit_outcomes(report / "junit.xml") == {"R1": "skipped", "R8": "skipped"}
+    claims = json.loads((report / "claims.json").read_text())["claims"]
+    assert claims["R1"]["paper_check"] == "failed" and claims["R8"]["paper_check"] == "passed"  # still measured
+    assert claims["R1"]["judged_on"] == "information only"
+    md = (report / "claims-report.md").read_text()
+    assert "**judged**: information only: the paper's numbers are SeamlessM4T v2's; this run's model is a qwen2_audio" in md

@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 
+from engine import config as config_mod
+from engine.loader import read_config
 from engine.ranking import cut_ties
 from engine.run import RECORD_TASKS, STAGES, Run, load_ap
 from engine.store import atomic_write_json
@@ -16,6 +18,7 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
     excluded = {task: json.loads((run.dir("rank") / task / "excluded.json").read_text()) for task in RECORD_TASKS}
     analysis = {
         "meta": {"profile": run.cfg["profile"]["name"], "model_id": run.cfg["model"]["id"],
+                 "model_type": read_config(config_mod.model_path(run.cfg), run.cfg["model"]["revision"] or None).model_type,
                  "revision": run.weights_revision(), "data": run.cfg["data"]["source"],
                  "speech_backend": run.cfg["speech"]["backend"], "versions": run.versions,
                  "k": run.cfg["rank"]["k"], "steps": run.cfg["record"]["steps"], "langs": run.cfg["data"]["langs"],
