@@ -8,6 +8,12 @@ would), on the profile's device, with a few sentences per language. Per stage it
 time, peak RSS, peak GPU memory (CUDA) and bytes written, and prints them beside what
 ``engine estimate`` predicts for the same settings.
 
+``--config qwen2-audio`` / ``--config voxtral`` rehearse a speech LLM (engine.speech_llm) at its
+checkpoint's pinned widths (``--layers N`` cuts its audio encoder and LM to N layers), with its
+tiny fixture's processor (chat template, feature extractor; its audio placeholder id replaces the
+checkpoint's) and the profile's study languages that the checkpoint documents (Voxtral: German,
+Spanish, French, steered between the first two when no profile pair remains).
+
 Differences from the paper run, because the rehearsal needs no network and the paper's
 resources are not installed here: the embedded corpus instead of FLEURS, espeak-ng speech
 instead of XTTS v2, the profile's device only if present (else CPU), and a synthetic tokenizer
@@ -45,7 +51,7 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.errors import UserError
 
-BUILDER_VERSION = 1  # part of the cache key: bump when the files a build writes change
+BUILDER_VERSION = 2  # part of the cache key: bump when the files a build writes change
 SHARD_BYTES = 512 * 2**20
 STEER_TOKENS = 16
 #: A CPU whose bf16 matrix products are this many times slower than fp32 ones emulates bfloat16.
@@ -60,26 +66,64 @@ CJK_FIRST, CJK_COUNT = 0x4E00, 20902
 # the model
 # ------------------------------------------------------------------------------------------------
 def model_config(base: str | None = None, layers: int | None = None):
-    """The architecture to rehearse: ``SeamlessM4Tv2Config()`` (``base`` None or "large") or the
-    config of a model directory / config.json, with every stack cut to ``layers`` layers."""
+    """The architecture to rehearse: ``SeamlessM4Tv2Config()`` (``base`` None or "large"), a
+    speech LLM's pinned checkpoint config (``base`` "qwen2-audio" or "voxtral":
+    engine.catalog.SPEECH_LLM_CONFIGS) or the config of a model directory / config.json, with
+    every stack cut to ``layers`` layers."""
     from transformers import SeamlessM4Tv2Config
+
+    from engine import speech_llm
+    from engine.catalog import SPEECH_LLM_CONFIGS, config_for
 
     if base in (None, "large"):
         mcfg = SeamlessM4Tv2Config()
+    elif base in SPEECH_LLM_CONFIGS:
+        mcfg = config_for(base)
+    elif Path(base).is_dir() and speech_llm.is_speech_llm(_json_type(Path(base) / "config.json")):
+        from engine.loader import read_config
+
+        mcfg = read_config(Path(base))
     else:
         path = Path(base)
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise UserError(f"--config {base}: no such config.json or model directory; give 'large' or a "
-                            "directory holding config.json")
+            raise UserError(f"--config {base}: no such config.json or model directory; give 'large', "
+                            f"{', '.join(map(repr, SPEECH_LLM_CONFIGS))} or a directory holding config.json")
         mcfg = SeamlessM4Tv2Config.from_json_file(str(path))
     if layers is not None:
         if layers < 1:
             raise UserError(f"--layers {layers}: give at least 1")
-        for name in STACK_LAYERS:
-            setattr(mcfg, name, min(layers, getattr(mcfg, name)))
+        if speech_llm.is_speech_llm(mcfg):
+            mcfg.audio_config.encoder_layers = min(layers, mcfg.audio_config.encoder_layers)
+            mcfg.text_config.num_hidden_layers = min(layers, mcfg.text_config.num_hidden_layers)
+            kinds = getattr(mcfg.text_config, "layer_types", None)  # per layer (sliding or full attention)
+            if kinds:
+                mcfg.text_config.layer_types = list(kinds)[:mcfg.text_config.num_hidden_layers]
+        else:
+            for name in STACK_LAYERS:
+                setattr(mcfg, name, min(layers, getattr(mcfg, name)))
+    if speech_llm.is_speech_llm(mcfg):
+        # the rehearsal's prompts come from the family's tiny fixture processor: its audio
+        # placeholder id replaces the checkpoint's (no width changes)
+        fixture = _speech_llm_fixture(mcfg)
+        from transformers import AutoConfig
+
+        own = speech_llm.family(mcfg).audio_token_id(AutoConfig.from_pretrained(fixture))
+        mcfg.audio_token_id = special_ids(fixture, int(mcfg.text_config.vocab_size)).get(own, own)
     return mcfg
+
+
+def _json_type(path: Path):
+    class _Typed:  # what speech_llm.is_speech_llm reads
+        model_type = json.loads(path.read_text()).get("model_type") if path.is_file() else None
+    return _Typed
+
+
+def _speech_llm_fixture(mcfg) -> Path:
+    from engine import speech_llm
+
+    return config_mod.REPO_ROOT / "fixtures" / f"tiny_{speech_llm.family(mcfg).model_type}"
 
 
 def model_key(mcfg, seed: int, dtype: str) -> str:
@@ -105,7 +149,12 @@ def build_model(mcfg, cache_root: Path, *, seed: int = 0, dtype: str = "bfloat16
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     n_bytes = write_random_weights(mcfg, tmp, seed=seed, dtype=dtype)
-    write_tokenizer(tmp, mcfg.vocab_size)
+    from engine import speech_llm
+
+    if speech_llm.is_speech_llm(mcfg):
+        write_processor(tmp, _speech_llm_fixture(mcfg), int(mcfg.text_config.vocab_size))
+    else:
+        write_tokenizer(tmp, mcfg.vocab_size)
     info = {"builder": BUILDER_VERSION, "seed": seed, "dtype": dtype, "weight_bytes": n_bytes,
             "build_s": round(time.perf_counter() - t0, 1)}
     (tmp / "BUILD_INFO.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -117,12 +166,13 @@ def build_model(mcfg, cache_root: Path, *, seed: int = 0, dtype: str = "bfloat16
 
 def _meta_model(mcfg):
     import torch
-    from transformers import SeamlessM4Tv2Model
     from transformers.utils import logging as hf_logging
+
+    from engine.loader import model_class
 
     hf_logging.set_verbosity_error()  # the meta build warns about layer_idx, irrelevant here
     with torch.device("meta"):
-        return SeamlessM4Tv2Model(mcfg)
+        return model_class(mcfg)(mcfg)
 
 
 def write_random_weights(mcfg, directory: Path, *, seed: int, dtype: str, shard_bytes: int = SHARD_BYTES) -> int:
@@ -141,7 +191,7 @@ def write_random_weights(mcfg, directory: Path, *, seed: int, dtype: str, shard_
     tdtype = parse_dtype(dtype, torch.device("cpu"))
     meta = _meta_model(mcfg)
     gen = torch.Generator().manual_seed(seed)
-    std = float(mcfg.initializer_range)
+    std = float(getattr(mcfg, "initializer_range", None) or mcfg.text_config.initializer_range)
     shards: list[dict] = [{}]
     sizes = [0]
     weight_map, total = {}, 0
@@ -181,7 +231,7 @@ def write_random_weights(mcfg, directory: Path, *, seed: int, dtype: str, shard_
     index = {"metadata": {"total_size": total}, "weight_map": {k: rename[v] for k, v in sorted(weight_map.items())}}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n")
     mcfg.dtype = tdtype
-    mcfg.architectures = ["SeamlessM4Tv2Model"]
+    mcfg.architectures = [type(meta).__name__]
     mcfg.save_pretrained(directory)
     return total
 
@@ -207,6 +257,72 @@ def _filler_pieces(n: int, taken: set[str]):
             taken.add(piece)
         i += 1
     return out
+
+
+def write_processor(directory: Path, fixture: Path, vocab_size: int) -> None:
+    """A speech LLM's processor (tokenizer with its chat template, feature extractor) and
+    generation config: its tiny fixture's files, the tokenizer padded with filler pieces to
+    ``vocab_size`` ids (a random model emits any id; each must decode). The fixture's own ids
+    keep their meaning, so its prompts and the placeholder id are unchanged."""
+    import base64
+
+    for f in sorted(fixture.iterdir()):
+        if f.is_file() and f.name not in ("config.json", "model.safetensors"):
+            shutil.copy2(f, directory / f.name)
+    if (directory / "tekken.json").is_file():  # Voxtral: mistral-common's Tekken
+        spec = json.loads((directory / "tekken.json").read_text())
+        n_special = spec["config"]["default_num_special_tokens"]
+        vocab = spec["vocab"]
+        taken = {base64.b64decode(v["token_bytes"]) for v in vocab}
+        pieces = (p for p in _letter_pieces() if p.encode() not in taken)
+        for rank in range(len(vocab), vocab_size - n_special):
+            piece = next(pieces)
+            vocab.append({"rank": rank, "token_bytes": base64.b64encode(piece.encode()).decode(), "token_str": piece})
+        spec["config"]["num_vocab_tokens"] = len(vocab)
+        spec["config"]["default_vocab_size"] = vocab_size
+        (directory / "tekken.json").write_text(json.dumps(spec, ensure_ascii=False))
+        return
+    # byte-level BPE (Qwen2): the added (special) tokens follow the model's pieces, as in the
+    # checkpoint's tokenizer, so the fillers go between them and the specials move to the end
+    moved = special_ids(fixture, vocab_size)
+    spec = json.loads((directory / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    pieces = (p.replace(" ", "\u0120") for p in _letter_pieces() if p.replace(" ", "\u0120") not in vocab)
+    for i in range(len(vocab), vocab_size - len(moved)):
+        vocab[next(pieces)] = i
+    for t in spec["added_tokens"]:
+        t["id"] = moved[t["id"]]
+    (directory / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    tok_cfg = json.loads((directory / "tokenizer_config.json").read_text())
+    tok_cfg["added_tokens_decoder"] = {str(moved[int(i)]): v for i, v in tok_cfg.get("added_tokens_decoder", {}).items()}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=1, ensure_ascii=False) + "\n")
+    gen = json.loads((directory / "generation_config.json").read_text())
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if isinstance(gen.get(key), list):
+            gen[key] = [moved.get(i, i) for i in gen[key]]
+        elif gen.get(key) is not None:
+            gen[key] = moved.get(gen[key], gen[key])
+    (directory / "generation_config.json").write_text(json.dumps(gen, indent=1) + "\n")
+
+
+def special_ids(fixture: Path, vocab_size: int) -> dict[int, int]:
+    """Where a byte-level BPE fixture's added tokens go in the padded rehearsal tokenizer
+    (fixture id -> id): the last ids of ``vocab_size``, in order; {} for Tekken (its specials
+    come first and stay)."""
+    if not (fixture / "tokenizer.json").is_file():
+        return {}
+    added = sorted(t["id"] for t in json.loads((fixture / "tokenizer.json").read_text())["added_tokens"])
+    return {old: vocab_size - len(added) + k for k, old in enumerate(added)}
+
+
+def _letter_pieces():
+    """Distinct word-like pieces, " aaaa", " aaab", ...: valid in every byte-level alphabet."""
+    import itertools
+    import string
+
+    for n in (4, 5):
+        for letters in itertools.product(string.ascii_lowercase, repeat=n):
+            yield " " + "".join(letters)
 
 
 def write_tokenizer(directory: Path, vocab_size: int) -> None:
@@ -305,9 +421,10 @@ def compute_type(profile_dtype: str, device: str, forced: str = "auto") -> dict:
 
 
 def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrides=None, device: str | None = None,
-                      dtype: str | None = None) -> dict:
+                      dtype: str | None = None, mcfg=None) -> dict:
     """The profile's settings with the rehearsal's substitutions (model, data, speech, sizes);
-    ``dtype`` (from ``compute_type``) replaces the compute type, keeping the store's type."""
+    ``dtype`` (from ``compute_type``) replaces the compute type, keeping the store's type;
+    ``mcfg`` is the model's config (default: read from ``model_dir``)."""
     import torch
 
     from engine.store import resolve_store_dtype
@@ -340,8 +457,34 @@ def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrid
         cfg["record"]["max_new_tokens"] = max(cfg["record"]["steps"])
     if "steer.max_new_tokens" not in given:
         cfg["steer"]["max_new_tokens"] = min(cfg["steer"]["max_new_tokens"], STEER_TOKENS)
+    from engine.loader import read_config
+
+    _speech_llm_settings(cfg, read_config(model_dir) if mcfg is None else mcfg, given)
     config_mod.validate(cfg)
     return cfg
+
+
+def _speech_llm_settings(cfg: dict, mcfg, given: set) -> None:
+    """A speech LLM refuses languages its checkpoint does not document (Voxtral: no Chinese or
+    Japanese): unless data.langs is set, keep the profile's documented ones, and unless
+    steer.pairs is set and some pair remains, steer the first two both ways. Its text encoder
+    (the token embedding, hidden-size wide) is its smallest neuron group: unless rank.k_sweep
+    is set, the sweep keeps the ks that fit it."""
+    from engine import speech_llm
+
+    if not speech_llm.is_speech_llm(mcfg) or "data.langs" in given:
+        return
+    documented = speech_llm.family(mcfg).languages
+    langs = [lang for lang in cfg["data"]["langs"] if lang in documented]
+    if len(langs) < 2:
+        raise UserError(f"{mcfg.model_type} documents fewer than two of data.langs={cfg['data']['langs']}; set "
+                        f"--set data.langs=[...] from {list(documented)}")
+    cfg["data"]["langs"] = langs
+    width = int(mcfg.text_config.hidden_size)
+    if "rank.k_sweep" not in given:
+        cfg["rank"]["k_sweep"] = [k for k in cfg["rank"]["k_sweep"] if k <= width] or [min(width, cfg["rank"]["k"])]
+    if "steer.pairs" not in given and not config_mod.steering_pairs(cfg["steer"]["pairs"], langs):
+        cfg["steer"]["pairs"] = [[langs[0], langs[1]], [langs[1], langs[0]]]
 
 
 def _du(path: Path, skip: Path | None = None) -> int:
@@ -434,6 +577,7 @@ def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang
     base_cfg = config_mod.load_profile(profile, overrides)
     out = Path(out).resolve()
     mcfg = model_config(config, layers)
+    _speech_llm_settings(base_cfg, mcfg, {o.partition("=")[0].strip() for o in (overrides or [])})  # before the build
     models = out / "cache" / "rehearsal-models"
     t0 = time.perf_counter()
     model_dir = build_model(mcfg, models, seed=seed, dtype=base_cfg["model"]["dtype"], log=log)
@@ -446,7 +590,7 @@ def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang
     compute = compute_type(base_cfg["model"]["dtype"], device, dtype)
     log(f"rehearse: computing in {compute['dtype']} ({compute['reason']})")
     cfg = rehearsal_profile(profile, model_dir, n_per_lang=n_per_lang, overrides=overrides, device=device,
-                            dtype=compute["dtype"])
+                            dtype=compute["dtype"], mcfg=mcfg)
     root = out / "rehearse" / f"{model_dir.name}-n{n_per_lang}"
     shutil.rmtree(root, ignore_errors=True)  # every rehearsal measures from nothing, caches included
     root.mkdir(parents=True)
@@ -505,12 +649,13 @@ def _row(stage: str, figs: dict) -> str:
 
 def rehearse_arguments(parser) -> None:
     parser.description = (
-        "Build (once, cached under OUT/cache/rehearsal-models) a random-weight SeamlessM4T v2 with the "
-        "exact architecture of a config, run every stage of the profile's pipeline on it in separate "
+        "Build (once, cached under OUT/cache/rehearsal-models) a random-weight SeamlessM4T v2 or speech LLM "
+        "with the exact architecture of a config, run every stage of the profile's pipeline on it in separate "
         "processes, and print per stage wall time, peak RSS (and GPU memory on CUDA) and bytes written "
         "beside what `engine estimate` predicts. Substitutions, so it runs offline here: the embedded "
         "corpus instead of FLEURS, espeak-ng speech instead of XTTS v2 (coqui-tts), a synthetic tokenizer "
-        "of the config's vocabulary size, and CPU when the profile's CUDA device is absent. Random weights "
+        "of the config's vocabulary size (a speech LLM: its tiny fixture's processor; the study languages its "
+        "checkpoint documents), and CPU when the profile's CUDA device is absent. Random weights "
         "never end a sentence, so recording stops at the last recorded step and steering after "
         f"{STEER_TOKENS} tokens (--set record.max_new_tokens=N / steer.max_new_tokens=N to change). "
         "On a CPU that emulates bfloat16 (bf16 products measured many times slower than fp32) it computes "
@@ -518,9 +663,11 @@ def rehearse_arguments(parser) -> None:
         "RAM doubles (--dtype to force a type); the choice is printed. "
         "Last line: one JSON object of the figures.")
     parser.add_argument("--config", default=None,
-                        help="architecture: 'large' (default, SeamlessM4Tv2Config()) or a model directory / config.json")
+                        help="architecture: 'large' (default, SeamlessM4Tv2Config()), 'qwen2-audio' or 'voxtral' (the "
+                             "speech LLM checkpoints' pinned configs) or a model directory / config.json")
     parser.add_argument("--layers", type=int, default=None,
-                        help="cut every stack (speech/text encoder, decoder, t2u) to N layers, widths unchanged")
+                        help="cut every stack (speech/text encoder, decoder, t2u; a speech LLM's audio encoder and LM) "
+                             "to N layers, widths unchanged")
     parser.add_argument("--n-per-lang", type=int, default=2,
                         help="sentences per language, for identification and again held out for steering (default 2)")
     parser.add_argument("--profile", default="paper", help="profile whose code path and settings to rehearse (default paper)")

@@ -91,10 +91,10 @@ def test_rehearsal_runs_every_stage_and_the_estimate_agrees_with_it(tmp_path):
 def test_generation_lengths_are_capped_unless_given(tmp_path):
     # a random model never ends its output: the rehearsal records up to the last step and steers
     # STEER_TOKENS tokens, unless --set says otherwise
-    cfg = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1)
+    cfg = rehearse.rehearsal_profile("paper", tmp_path, mcfg=rehearse.model_config(), n_per_lang=1)
     assert cfg["record"]["max_new_tokens"] == max(cfg["record"]["steps"]) == 11
     assert cfg["steer"]["max_new_tokens"] == rehearse.STEER_TOKENS
-    kept = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1,
+    kept = rehearse.rehearsal_profile("paper", tmp_path, mcfg=rehearse.model_config(), n_per_lang=1,
                                       overrides=["record.max_new_tokens=64", "steer.max_new_tokens=128"])
     assert (kept["record"]["max_new_tokens"], kept["steer"]["max_new_tokens"]) == (64, 128)
 
@@ -103,11 +103,62 @@ def test_a_cpu_that_emulates_bf16_rehearses_in_fp32_and_stores_bf16(tmp_path, mo
     monkeypatch.setattr(rehearse, "bf16_slowdown", lambda: 60.0)  # an AVX2 CPU: bf16 emulated
     slow = rehearse.compute_type("bfloat16", "cpu")
     assert slow["dtype"] == "float32" and "emulates bfloat16" in slow["reason"]
-    cfg = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1, dtype=slow["dtype"])
+    cfg = rehearse.rehearsal_profile("paper", tmp_path, mcfg=rehearse.model_config(), n_per_lang=1, dtype=slow["dtype"])
     assert (cfg["model"]["dtype"], cfg["record"]["store_dtype"]) == ("float32", "bfloat16")  # the paper's store
     monkeypatch.setattr(rehearse, "bf16_slowdown", lambda: 1.3)  # native bf16 (AVX512_BF16, AMX)
     assert rehearse.compute_type("bfloat16", "cpu")["dtype"] == "bfloat16"
     assert rehearse.compute_type("bfloat16", "cpu", "bfloat16")["reason"] == "--dtype bfloat16"  # forced
     assert rehearse.compute_type("bfloat16", "cuda:0")["dtype"] == "bfloat16"  # GPUs are never second-guessed
-    kept = rehearse.rehearsal_profile("paper", tmp_path, n_per_lang=1, dtype="bfloat16")
+    kept = rehearse.rehearsal_profile("paper", tmp_path, mcfg=rehearse.model_config(), n_per_lang=1, dtype="bfloat16")
     assert (kept["model"]["dtype"], kept["record"]["store_dtype"]) == ("bfloat16", "auto")
+
+
+@pytest.mark.parametrize("name", ["qwen2-audio", "voxtral"])
+def test_speech_llm_depth_cut_keeps_every_width_of_the_checkpoint(name):
+    from engine.catalog import config_for
+
+    full, cut = config_for(name), rehearse.model_config(name, 2)
+    for part in ("audio_config", "text_config"):
+        a, b = getattr(full, part).to_dict(), getattr(cut, part).to_dict()
+        changed = {k for k in a if a[k] != b.get(k)}
+        assert changed == ({"encoder_layers", "num_hidden_layers"} & set(a) if part == "audio_config"
+                           else {"num_hidden_layers", "layer_types"} & set(a))  # depth and its aliases
+    assert cut.audio_config.encoder_layers == cut.text_config.num_hidden_layers == 2
+
+
+def test_a_speech_llm_rehearsal_keeps_the_languages_its_checkpoint_documents(tmp_path):
+    from engine.errors import UserError
+
+    mcfg = rehearse.model_config("voxtral")  # no Chinese or Japanese; text width 3072 < the paper's k 4000
+    cfg = rehearse.rehearsal_profile("paper", tmp_path, mcfg=mcfg, n_per_lang=2)
+    assert cfg["data"]["langs"] == ["deu", "spa", "fra"]
+    assert cfg["steer"]["pairs"] == [["deu", "spa"], ["spa", "deu"]]  # every paper pair needs cmn or jpn
+    assert max(cfg["rank"]["k_sweep"]) <= mcfg.text_config.hidden_size
+    paper = rehearse.rehearsal_profile("paper", tmp_path, mcfg=rehearse.model_config(), n_per_lang=2)
+    assert "jpn" in paper["data"]["langs"] and 4000 in paper["rank"]["k_sweep"]  # SeamlessM4T: unchanged
+    with pytest.raises(UserError, match="documents fewer than two"):
+        rehearse._speech_llm_settings({"data": {"langs": ["deu", "cmn", "jpn"]}}, mcfg, set())
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "voxtral"])
+def test_a_speech_llm_rehearsal_model_keeps_its_prompts_and_decodes_every_id(tmp_path, family):
+    # the random model's vocabulary is the checkpoint's, wider than the fixture's tokenizer: the
+    # built processor pads it, so any id decodes and the audio placeholder still means audio
+    from engine.loader import load_model
+    from engine.lm_recorder import prompt_inputs
+    from engine.recorder import ModelInput
+
+    conf = json.loads((ROOT / "fixtures" / f"tiny_{family}" / "config.json").read_text())
+    conf["text_config"]["vocab_size"] += 37
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text(json.dumps(conf))
+    mcfg = rehearse.model_config(str(tmp_path / "c"), 1)
+    lm = load_model(str(rehearse.build_model(mcfg, tmp_path / "m", seed=0, dtype="float32", log=lambda m: None)),
+                    dtype="float32")
+    vocab = mcfg.text_config.vocab_size
+    assert all(isinstance(lm.tokenizer.decode([i]), str) for i in range(vocab))
+    wav = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(0)).numpy()
+    item = ModelInput("s0/deu/S2T", "deu", "speech", "eng", waveform=wav)
+    ids = prompt_inputs(lm, [item])["input_ids"][0]
+    assert int((ids == lm.model.config.audio_token_id).sum()) > 0 and int(ids.max()) < vocab
+    lm.model.generate(**prompt_inputs(lm, [item]), max_new_tokens=2, do_sample=False)  # the prompt runs
