@@ -44,6 +44,7 @@ ASSUMED_GPU = {"tflops": 200.0, "weight_read_gbps": 1500.0, "step_overhead_s": 0
 ASSUMED_TTS_S = {"xtts": 1.0, "natural": 0.0}
 AUDIO_SECONDS = {"fleurs": 12.0}  # generous per-sentence duration of FLEURS speech
 TEXT_TOKENS = 40  # generous input length in tokens when the sentences are not known in advance
+PROMPT_TOKENS = 40  # a speech LLM's chat template and instruction around the input, in tokens
 SELECTION_BYTES_PER_TEXT = 150  # selection.json bytes per (sentence, language) when texts are unknown
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 STAGES = ("data", "speech", "record", "rank", "compare", "steer", "report")
@@ -177,14 +178,18 @@ MATMUL_CALL_BUDGET_S = 0.25
 
 
 def _calibrate_matmul(device: str, dtype, d: int, batches) -> dict:
-    """Seconds per multiply-accumulate of a weight matrix [d, 16384] applied to B rows for every
+    """Seconds per multiply-accumulate of a weight matrix [16384, d] applied to B rows for every
     decoding batch size B in ``batches`` (one token per sequence: reading the weights dominates,
     so the cost per MAC falls almost as 1/B) and to up to 2048 rows (encoding, teacher forcing;
     compute-bound, so fewer rows give the same cost per MAC once a product would exceed
     ``MATMUL_CALL_BUDGET_S``). Returns ``{"encode": s, "decode": {B: s}}``."""
     import torch
 
-    w = torch.randn(d, 16 * 1024 if d >= 512 else 4 * d, dtype=dtype, device=device)  # > cache when d is real
+    import torch.nn.functional as F
+
+    # nn.Linear's layout [out, in] through F.linear, as every projection of the model runs: the
+    # same product as x @ w.T, but bf16 kernels (oneDNN) can be twice as fast in this layout
+    w = torch.randn(16 * 1024 if d >= 512 else 4 * d, d, dtype=dtype, device=device)  # > cache when d is real
 
     def sync():
         if device.startswith("cuda"):
@@ -192,7 +197,7 @@ def _calibrate_matmul(device: str, dtype, d: int, batches) -> dict:
 
     def once(x) -> float:
         t0 = time.perf_counter()
-        x @ w
+        F.linear(x, w)
         sync()
         return time.perf_counter() - t0
 
@@ -203,7 +208,7 @@ def _calibrate_matmul(device: str, dtype, d: int, batches) -> dict:
 
         def run():
             for _ in range(inner):
-                x @ w
+                F.linear(x, w)
             sync()
         repeat = 3 if first * inner < MATMUL_CALL_BUDGET_S else 1
         return _best(run, repeat, wall_clock=device.startswith("cuda")) / (inner * rows * w.numel())
@@ -267,19 +272,24 @@ def _calibrate_generate(batch: int) -> dict:
     return {"step_s": max(1e-5, per_step[1] - layer), "layer_s": layer}
 
 
-def _calibrate_recorder(batch: int, audio_s: float) -> dict:
+def _calibrate_recorder(batch: int, audio_s: float, fixture: Path | None = None) -> dict:
     """The recorder's own costs apart from the model's arithmetic, measured by recording one
-    speech and one text batch of ``batch`` examples with the tiny fixture model (hidden size 96,
-    so its arithmetic is negligible): CPU seconds per batch (features, hooks, teacher-forced
-    pass, copies) and per greedy step, and the CPU seconds of loading a model directory."""
+    speech and one text batch of ``batch`` examples with a tiny fixture model of the run's
+    architecture (``fixture``; default the tiny SeamlessM4T, hidden size 96, so its arithmetic
+    is negligible): CPU seconds per batch (features, prompts, hooks, teacher-forced pass,
+    copies) and per greedy step, and the CPU seconds of loading a model directory."""
     from transformers.utils import logging as hf_logging
 
     from engine.loader import TINY_MODEL_DIR, load_model
-    from engine.recorder import ModelInput, record_batches
 
     hf_logging.set_verbosity_error()
     t0 = cpu_seconds()
-    lm = load_model(TINY_MODEL_DIR, device="cpu", dtype="float32")
+    lm = load_model(fixture or TINY_MODEL_DIR, device="cpu", dtype="float32")
+    if getattr(lm, "decoder_only", False):
+        from engine.lm_recorder import record_batches
+    else:
+        from engine.recorder import record_batches
+    from engine.recorder import ModelInput
     load = cpu_seconds() - t0
     from engine.catalog import build_catalog
 
@@ -290,6 +300,20 @@ def _calibrate_recorder(batch: int, audio_s: float) -> dict:
               "text": [ModelInput(f"s{i}/deu/T2T", "deu", "text", "eng", text="Das Wetter ist heute schön.")
                        for i in range(batch)]}
     out = {"load_s": load}
+    if getattr(lm, "decoder_only", False):
+        # the LM's audio tokens per utterance as its processor expands them (Qwen2-Audio: the
+        # utterance's own; Voxtral: its whole 30 s window): prompt widths at 1 s and 3 s of
+        # audio, less a one-word text prompt's
+        from engine.lm_recorder import prompt_inputs
+
+        def prompt_width(item):
+            return int(prompt_inputs(lm, [item])["input_ids"].shape[1])
+        text = prompt_width(ModelInput("t/deu/T2T", "deu", "text", "eng", text="Ja"))
+        one, three = (prompt_width(ModelInput("s/deu/S2T", "deu", "speech", "eng", waveform=wav[:16000 * s]
+                                              if wav.size >= 16000 * s else np.resize(wav, 16000 * s)))
+                      for s in (1, 3))
+        out["audio_tokens_per_s"] = (three - one) / 2
+        out["audio_tokens_fixed"] = max(0.0, one - text - out["audio_tokens_per_s"])
     for modality, items in inputs.items():
         def run(n_new):
             list(record_batches(lm, cat, items, steps=(1, 6, 11), batch_size=batch, max_new_tokens=n_new))
@@ -426,6 +450,44 @@ def _calibrate_statistics(L: int, widths: tuple[int, int], k: int, ks: list[int]
                          "bytes_per_neuron": step_bytes / widths[1]}}
 
 
+def model_shape(model, mcfg) -> dict:
+    """What the cost model reads of an architecture (a model built on the meta device):
+    hidden size, layer counts and parameter counts of the speech encoder (with a speech LLM's
+    projector), the text encoder (an LM's token embedding: a lookup, no arithmetic), the shared
+    decoder's layers and its output projection; for a speech LLM (``decoder_only``) also its
+    audio window in encoder positions, its projector's parameters and positions over that window,
+    and its tiny fixture."""
+    from engine import speech_llm
+
+    def params(prefix):
+        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
+
+    if not speech_llm.is_speech_llm(mcfg):
+        d = int(mcfg.hidden_size)
+        return {"decoder_only": False, "d_model": d, "speech_width": d, "p_speech": params("speech_encoder"),
+                "p_projector": 0, "projector_positions": 0,
+                "p_text": params("text_encoder"), "p_dec": params("text_decoder"), "p_lm": int(mcfg.vocab_size) * d,
+                "dec_layers": len(model.text_decoder.layers),
+                "speech_layers": len(model.speech_encoder.encoder.layers), "fixture": None}
+    import torch
+
+    fam = speech_llm.family(mcfg)
+    tc, ac = mcfg.text_config, mcfg.audio_config
+    d = int(tc.hidden_size)
+    audio = fam.audio_layers.rsplit(".", 1)[0]  # the encoder module holding the layer list
+    projector = {path.rsplit(".", 1)[0] for path, _, _ in fam.projector}
+    # positions of the encoder window (stride-2 convolution over its feature frames), and the
+    # projector's over that window (it runs on all of them, padding included)
+    window = int(ac.max_source_positions)
+    return {"decoder_only": True, "d_model": d, "speech_width": int(ac.d_model),
+            "p_speech": params(audio + "."), "p_projector": sum(params(p + ".") for p in projector),
+            "projector_positions": int(fam.projector_valid(torch.tensor([window]))[0]), "p_text": 0,
+            "p_dec": params(fam.lm_layers + "."), "p_lm": int(tc.vocab_size) * d,
+            "dec_layers": len(model.get_submodule(fam.lm_layers)),
+            "speech_layers": len(model.get_submodule(fam.audio_layers)), "window_frames": window,
+            "fixture": config_mod.REPO_ROOT / "fixtures" / f"tiny_{fam.model_type}"}
+
+
 def _calibrate_espeak(sentences, langs) -> dict | None:
     """espeak-ng through the speech stage's own path (``synthesize_sentences`` into a fresh cache):
     CPU seconds per utterance, and audio seconds per character of each language's input text
@@ -506,13 +568,10 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
 
     n_params = sum(p.numel() for p in model.parameters())
 
-    def params(prefix):
-        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
-
-    d_model = int(mcfg.hidden_size)
-    p_speech, p_text, p_dec = params("speech_encoder"), params("text_encoder"), params("text_decoder")
-    p_lm = int(mcfg.vocab_size) * d_model
-    dec_layers = len(model.text_decoder.layers)
+    shape = model_shape(model, mcfg)
+    d_model, dec_layers, speech_layers = shape["d_model"], shape["dec_layers"], shape["speech_layers"]
+    p_speech, p_text, p_dec, p_lm = shape["p_speech"], shape["p_text"], shape["p_dec"], shape["p_lm"]
+    decoder_only = shape["decoder_only"]
     langs, steps = list(cfg["data"]["langs"]), list(cfg["record"]["steps"])
     L, S = len(langs), len(steps)
     n_id, n_steer = cfg["data"]["n_identify"] * L, cfg["data"]["n_steer"] * L
@@ -592,11 +651,20 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
                    * espeak["audio_s_per_char"][lang] for lang in langs}
     else:
         audio_s = {lang: AUDIO_SECONDS.get(cfg["data"]["source"], 12.0) for lang in langs}
-    frames = float(np.mean(list(audio_s.values()))) * 50  # fbank 100/s stacked by 2
-    rec = _calibrate_recorder(max(1, min(bs, max(n_id, n_steer))), float(np.mean(list(audio_s.values()))))
+    rec = _calibrate_recorder(max(1, min(bs, max(n_id, n_steer))), float(np.mean(list(audio_s.values()))),
+                              shape["fixture"])
     cal["recorder"] = rec
     max_frames = max(audio_s.values()) * 50 * 1.15  # a batch pads to its longest utterance
     tokens = TEXT_TOKENS if sel is None else min(TEXT_TOKENS * 2, max(mean_chars.values()) / 2.5 + 2)
+    if decoder_only:
+        # a speech LLM's audio encoder always runs on its whole window; the LM reads the prompt:
+        # the instruction and chat template, then the projector's positions or the text's tokens
+        max_frames = shape["window_frames"]
+        audio_tokens = rec["audio_tokens_fixed"] + rec["audio_tokens_per_s"] * max(audio_s.values()) * 1.15
+        prompt_tokens = {"speech": PROMPT_TOKENS + audio_tokens,
+                         "text": PROMPT_TOKENS + tokens}
+    else:
+        prompt_tokens = {"speech": 0.0, "text": 0.0}
 
     # ---- model compute per batch of B examples -------------------------------------------------
     # Every cost is a pair [CPU seconds, device seconds]: device seconds are the model's arithmetic
@@ -613,18 +681,29 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
         fixed = rec[f"{modality}_batch_s"] * B / max(1, min(bs, max(n_id, n_steer)))
         if modality == "speech":
             T = max_frames
-            attn = 2 * T * T * d_model * len(model.speech_encoder.encoder.layers)
-            return cost(fixed, (p_speech * T + attn) * B * mm["encode"])
+            attn = 2 * T * T * shape["speech_width"] * speech_layers
+            projector = shape["p_projector"] * shape["projector_positions"]
+            return cost(fixed, (p_speech * T + attn + projector) * B * mm["encode"])
         return cost(fixed, p_text * tokens * 1.3 * B * mm["encode"])
+
+    def prefill_s(B: int, modality: str) -> np.ndarray:
+        """A decoder-only LM's pass over the prompt before its first new token (none otherwise)."""
+        P = prompt_tokens[modality]
+        return cost(dev=(p_dec * P + 2 * P * P * d_model * dec_layers) * B * mm["encode"])
 
     def decode_s(B: int, n_new: int, modality: str) -> np.ndarray:
         T_enc = max_frames / 8 if modality == "speech" else tokens
+        if decoder_only:  # self-attention over the prompt instead of cross-attention to an encoder
+            T_enc = prompt_tokens[modality]
         per_step = (p_dec + p_lm) * B * mm["decode"][B] + 2 * B * T_enc * d_model * dec_layers * mm["encode"]
         # framework cost per step: the recorder's generate on the 2-layer fixture, plus the
         # measured cost of every further decoder layer
-        return n_new * (cost(rec[f"{modality}_step_s"], per_step) + framework(gen["layer_s"] * max(0, dec_layers - 2)))
+        return prefill_s(B, modality) + n_new * (cost(rec[f"{modality}_step_s"], per_step)
+                                                 + framework(gen["layer_s"] * max(0, dec_layers - 2)))
 
-    def forced_s(B: int, width_tokens: int) -> np.ndarray:
+    def forced_s(B: int, width_tokens: int, modality: str = "text") -> np.ndarray:
+        # a decoder-only LM's teacher-forced pass reads its prompt again
+        width_tokens = width_tokens + prompt_tokens[modality]
         return cost(dev=p_dec * B * width_tokens * mm["encode"]) + framework(gen["layer_s"] * max(0, dec_layers - 2))
 
     def batches(n_rows: int, B: int) -> list[int]:
@@ -657,9 +736,12 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
     rec_compute = cost()
     for task, modality in (("S2T", "speech"), ("T2T", "text"), ("ASR", "speech")):
         for B in batches(n_id, bs):
-            # ASR is served S2T's speech-encoder pass (run.RECORD_GROUPS): no encoder of its own
-            encode = encode_s(modality, B) if task != "ASR" else cost()
-            rec_compute += encode + decode_s(B, n_new, modality) + forced_s(B, max(steps) + 1)
+            # SeamlessM4T's ASR is served S2T's speech-encoder pass (run.RECORD_GROUPS); a speech
+            # LLM's instruction is part of its LM's input, so each task has its own
+            encode = encode_s(modality, B) if task != "ASR" or decoder_only else cost()
+            if decoder_only and modality == "speech":  # generate and the teacher-forced pass each run the audio tower
+                encode = encode + cost(dev=encode[1])
+            rec_compute += encode + decode_s(B, n_new, modality) + forced_s(B, max(steps) + 1, modality)
     # one speech-encoder matrix serves S2T and ASR; decoder matrices per task and step
     store_values = n_id * (n_enc["speech"] + n_enc["text"] + 3 * S * n_dec)
     store_io = store_values * cal["store"]["write_s_per_value"]
@@ -667,7 +749,7 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
     widest = max(width.values())
     widest_record = n_enc["speech"] + 2 * S * n_dec  # S2T and ASR blocks are recorded together
     block_rows = min(rpb, n_id)
-    act_bytes = bs * max_frames * 4 * d_model * wbytes * 2 if n_id else 0  # largest encoder activations
+    act_bytes = bs * max_frames * 4 * shape["speech_width"] * wbytes * 2 if n_id else 0  # largest encoder activations
     # weights stored in another type than the run computes in (a bf16 checkpoint run in fp32)
     # are converted at load: the stored copy is resident beside the converted one at the peak
     stored = str(getattr(mcfg, "dtype", None) or "").removeprefix("torch.")
@@ -723,14 +805,17 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
     steer_compute = cost()
     for modality, calls in steer_calls.items():
         for B in batches(per_src, bs):
-            steer_compute += calls * (encode_s(modality, B) + decode_s(B, steer_new, modality) + forced_s(B, 2))
+            # SeamlessM4T's steered outputs come through the recorder (a step-1 forced pass
+            # after generate); a speech LLM's from generate alone (lm_recorder.greedy_outputs)
+            steer_compute += calls * (encode_s(modality, B) + decode_s(B, steer_new, modality)
+                                      + (cost() if decoder_only else forced_s(B, 2, modality)))
     steer_generations = sum(steer_calls.values()) * per_src
     steer_text_bytes = steer_generations * steer_new * 5
     steer_rows = (2 * sources * 0 + n_pairs * 2 * (1 + S * arms))
     stages["steer"] = {"time_s": cost(preflight_s + load_s + 2.0) + steer_compute, "shared_s": steer_compute,
                        "units": sum(steer_calls.values()),
                        "peak_rss_bytes": base_rss + weight_bytes + convert_bytes + min(bs, per_src) * widest * 4 * 2
-                       + act_bytes,
+                       + act_bytes * min(bs, per_src) / bs,  # its batches hold one source's held-out rows
                        "disk_bytes": steer_text_bytes * 2 + steer_rows * 700}
     if on_gpu:
         stages["steer"]["gpu_peak_bytes"] = weight_bytes + act_bytes + bs * (p_lm // d_model) * 4

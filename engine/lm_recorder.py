@@ -4,8 +4,9 @@ Per batch (one modality; each example's task is read from its languages, engine.
 1. the prompt: the example's audio or sentence, then its task's instruction, through the
    processor's own chat template and call, left-padded as the processor pads (width P);
 2. the prefix: transformers' greedy ``generate`` on those inputs (KV cache), or the gold reference;
-3. one teacher-forced forward over ``[prompt, y1, ..., y_{max(steps)-1}]`` with the position ids
-   ``generate`` derives from the attention mask (its cumulative sum; see
+3. one teacher-forced forward of the base model (no output projection) over
+   ``[prompt, y1, ..., y_{max(steps)-1}]`` with the position ids ``generate`` derives from the
+   attention mask (its cumulative sum; see
    ``GenerationMixin._prepare_position_ids_for_generation``). Its hooks keep, for every step t,
    column ``P - 2 + t`` of each LM component: the position whose output predicts y_t (t = 1 is
    the last prompt position). The same pass pools the stack of the input: audio encoder layers
@@ -225,9 +226,11 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
         else:
             rec.masks["prompt_pooled"] = mask.float()
         forward = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        # the base model (audio tower, projector, LM layers) without the output projection: the
+        # logits of every position, the pass's largest product, are not recorded
         with hooked(model, rec.hooks()):
-            model(input_ids=ids, attention_mask=full_mask, position_ids=position_ids(full_mask), use_cache=False,
-                  **forward)
+            model.base_model(input_ids=ids, attention_mask=full_mask, position_ids=position_ids(full_mask),
+                             use_cache=False, **forward)
         missing = {c.path for c in catalog.stack(stack)} - rec.fired
         if missing:
             raise RuntimeError(f"components never ran: {sorted(missing)[:3]}")
