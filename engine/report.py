@@ -323,6 +323,23 @@ def excluded_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
     return ["task", "step"] + ["excluded"] * (width - 2), [r + [""] * (width - len(r)) for r in rows]
 
 
+STEP_TOKENS_NOTE = ("Each cell: the tokens predicted at the step's position (the t-th output token) most "
+                    "often, with how many of the examples that reached the step produced each. On "
+                    "SeamlessM4T step 1 follows the language tag; on a speech LLM it follows the prompt, so a "
+                    "preamble (\"Sure\", \"Here\") at step 1 means the steps read the preamble, not the answer.")
+
+
+def step_tokens_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
+    """Per task and recorded step: the most frequent output tokens there (engine.stages.report.step_token_summary)."""
+    rows = []
+    for task, by_step in sorted(((analysis or {}).get("step_tokens") or {}).items()):
+        for t in sorted(by_step, key=int):
+            s = by_step[t]
+            tops = ", ".join(f"{json.dumps(tok, ensure_ascii=False)} {c}" for tok, c in s["top"])
+            rows.append([task, t, str(s["n"]), tops or "none reached it"])
+    return ["task", "step", "examples", "most frequent tokens (count)"], rows
+
+
 def excluded_summary(analysis: dict | None) -> str:
     """One sentence: how many examples each step lost because their output ended before it."""
     parts = []
@@ -585,7 +602,8 @@ def _measured_rows(r: dict) -> list[list[str]]:
             for k, v in (r["measured"] or {}).items() if "_ci_" not in k]
 
 
-def _markdown(profile, g, header, records, gl, figures, missing, tables, q_table, x_table, t_table, registry) -> str:
+def _markdown(profile, g, header, records, gl, figures, missing, tables, q_table, x_table, t_table, s_table,
+              registry) -> str:
     md = [f"# Claims report: profile `{profile}`", ""]
     if g["paper"].get("caveat"):
         md += [f"*{g['paper']['caveat']}*", ""]
@@ -607,7 +625,9 @@ def _markdown(profile, g, header, records, gl, figures, missing, tables, q_table
     md += ["## The run", ""] + [f"- **{k}**: {v}" for k, v in header]
     md += ["", "### Ties at the top-k / bottom-k cuts", "", TIES_NOTE, "",
            _md_table(*t_table) if t_table[1] else "_none recorded_", "",
-           "### Examples excluded per step", "", _md_table(*x_table) if x_table[1] else "_none recorded_", ""]
+           "### Examples excluded per step", "", _md_table(*x_table) if x_table[1] else "_none recorded_", "",
+           "### Tokens at the recorded steps", "", STEP_TOKENS_NOTE, "",
+           _md_table(*s_table) if s_table[1] else "_not recorded in this artifact_", ""]
     md += ["## Claims in detail", ""]
     for x, (cid, r) in zip(gl, records.items()):
         md += [f"### {cid}", "", f"**{_verdict_text(x['paper_verdict'])}** (paper's statement on this model)"
@@ -627,7 +647,8 @@ def _markdown(profile, g, header, records, gl, figures, missing, tables, q_table
     return "\n".join(md)
 
 
-def _html(profile, g, header, records, gl, figures, missing, tables, q_table, x_table, t_table, registry) -> str:
+def _html(profile, g, header, records, gl, figures, missing, tables, q_table, x_table, t_table, s_table,
+          registry) -> str:
     e = html.escape
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>Claims report {e(profile)}</title>",
@@ -673,6 +694,8 @@ def _html(profile, g, header, records, gl, figures, missing, tables, q_table, x_
                  + (_html_table(*t_table) if t_table[1] else "<p><i>none recorded</i></p>") + "</details>")
     parts.append("<details><summary>Examples excluded per step</summary>"
                  + (_html_table(*x_table) if x_table[1] else "<p><i>none recorded</i></p>") + "</details>")
+    parts.append("<details><summary>Tokens at the recorded steps</summary>" + f"<p>{e(STEP_TOKENS_NOTE)}</p>"
+                 + (_html_table(*s_table) if s_table[1] else "<p><i>not recorded in this artifact</i></p>") + "</details>")
     parts.append("<h2>Claims in detail</h2>")
     for x, (cid, r) in zip(gl, records.items()):
         base = "" if profile == "paper" else (f"; baseline <span class='{_verdict_class(x['baseline_verdict'])}'>"
@@ -760,11 +783,13 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     tables = steering_tables(analysis, registry)
     gl = glance_rows(profile, records, analysis, tables)
     parts = (profile, g, header, records, gl, figures, missing, tables,
-             qualitative_table(analysis), excluded_table(analysis), ties_table(analysis), registry)
+             qualitative_table(analysis), excluded_table(analysis), ties_table(analysis), step_tokens_table(analysis),
+             registry)
     counts = {}
     for r in records.values():
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    judged = "paper bounds" if profile == "paper" else "regression baselines (paper check shown as information)"
+    judged = ("information only (not the paper's model)" if information_only(analysis or {}) else "paper bounds") \
+        if profile == "paper" else "regression baselines (paper check shown as information)"
 
     paths: dict[str, Path] = {}
     fig_dir = out_dir / "figures"

@@ -285,3 +285,20 @@ def test_markdown_figures_are_relative_links_that_exist(written):
     assert len(links) == len(R.FIGURES)
     for link in links:
         assert not Path(link).is_absolute() and (md_path.parent / link).is_file(), link
+
+
+def test_step_tokens_are_counted_per_step_and_shown(tmp_path, sample, registry):
+    from engine.stages.record import step_tokens
+    from engine.stages.report import step_token_summary
+
+    outputs = [[7, 8, 9], [7], [5, 8], []]
+    tokens = step_tokens(outputs, [1, 2, 3], lambda i: f"<{i}>")
+    assert tokens == {"1": ["<7>", "<7>", "<5>", None], "2": ["<8>", None, "<8>", None], "3": ["<9>", None, None, None]}
+    summary = step_token_summary(tokens, top=1)
+    assert summary == {"1": {"n": 3, "top": [["<7>", 2]]}, "2": {"n": 2, "top": [["<8>", 2]]},
+                       "3": {"n": 1, "top": [["<9>", 1]]}}
+    analysis = {**sample, "step_tokens": {"S2T": step_token_summary({"1": ["Sure", "Sure", "The"], "6": [None] * 3})}}
+    paths = R.write_report(analysis, {}, {}, tmp_path, profile="tiny", registry=registry, run_info={})
+    md = paths["md"].read_text()
+    assert "| S2T | 1 | 3 | \"Sure\" 2, \"The\" 1 |" in md and "| S2T | 6 | 0 | none reached it |" in md
+    assert "Tokens at the recorded steps" in paths["html"].read_text()

@@ -114,13 +114,26 @@ def stage_record(run: Run) -> None:
 
 def _record_meta(run: Run, task: str) -> dict:
     st = MatrixStore(matrices(run, task)["encoder"])
+    steps = run.cfg["record"]["steps"]
     meta = {"task": task, "modality": TASK_MODALITY[task], "example_ids": [], "langs": [],
-            "output_text": [], "valid": {str(t): [] for t in run.cfg["record"]["steps"]}}
+            "output_text": [], "output_ids": [], "valid": {str(t): [] for t in steps}}
     for b in range(st.n_blocks):
         info = st.block_info(b)["tasks"][task]
         meta["example_ids"] += info["example_ids"]
         meta["output_text"] += info["output_text"]
+        meta["output_ids"] += info["output_ids"]
         for t in meta["valid"]:
             meta["valid"][t] += info["valid"][t]
     meta["langs"] = [eid.split("/")[1] for eid in meta["example_ids"]]
+    tokenizer = run.model().tokenizer
+    meta["step_tokens"] = step_tokens(meta["output_ids"], steps,
+                                      lambda i: tokenizer.decode([i], skip_special_tokens=False))
     return meta
+
+
+def step_tokens(output_ids: list[list[int]], steps, decode) -> dict[str, list[str | None]]:
+    """Per step t (as a string), per example: ``decode(y_t)``, the output token its step-t
+    position predicts (the t-th generated token, after SeamlessM4T's language tag or after a
+    speech LLM's prompt), or None where the output ended before it. What a reader checks to
+    see whether step 1 is the answer's first token or a preamble ("Sure")."""
+    return {str(t): [decode(int(ys[t - 1])) if len(ys) >= t else None for ys in output_ids] for t in steps}

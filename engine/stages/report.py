@@ -16,6 +16,7 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
     compare = json.loads((run.dir("compare") / "compare.json").read_text())
     steering = json.loads((run.dir("steer") / "steering.json").read_text())
     excluded = {task: json.loads((run.dir("rank") / task / "excluded.json").read_text()) for task in RECORD_TASKS}
+    recorded = {task: json.loads((run.dir("record") / task / "meta.json").read_text()) for task in RECORD_TASKS}
     analysis = {
         "meta": {"profile": run.cfg["profile"]["name"], "model_id": run.cfg["model"]["id"],
                  "model_type": read_config(config_mod.model_path(run.cfg), run.cfg["model"]["revision"] or None).model_type,
@@ -28,6 +29,7 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
         **compare,
         "steering": steering,
         "excluded": excluded,
+        "step_tokens": {task: step_token_summary(meta.get("step_tokens") or {}) for task, meta in recorded.items()},
         # the tie group at every top-k / bottom-k cut the compare and steer stages took
         "ties": [rec for task in RECORD_TASKS
                  for name in ["encoder", *(f"decoder_t{t}" for t in run.cfg["record"]["steps"])]
@@ -38,6 +40,19 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
     # wall time differs between identical runs: kept out of analysis.json so that file is reproducible
     atomic_write_json(run.dir("report") / "timing.json", {"wall_time_s": round(wall_time_s, 1)})
     run.complete("report", volatile=("timing.json",))
+
+
+def step_token_summary(step_tokens: dict[str, list], top: int = 5) -> dict[str, dict]:
+    """Per step: ``n`` examples whose output reached it, and the ``top`` most frequent tokens
+    there as ``[token, count]``, most frequent first (ties in first-seen order). Empty when the
+    record stage predates ``step_tokens``."""
+    from collections import Counter
+
+    out = {}
+    for t, tokens in step_tokens.items():
+        seen = [tok for tok in tokens if tok is not None]
+        out[t] = {"n": len(seen), "top": [[tok, c] for tok, c in Counter(seen).most_common(top)]}
+    return out
 
 
 def tie_records(task: str, name: str, ap: np.ndarray, langs: list[str], cuts: dict[str, int]) -> list[dict]:
