@@ -63,8 +63,9 @@ def run_command(args) -> int:
         print(f"artifacts: {run.root}")
         if run.done("report"):
             print(f"analysis: {run.dir('report') / 'analysis.json'}")
-            print("report:   python -m engine claims --profile " + cfg["profile"]["name"]
-                  + "  (writes reports/latest/claims-report.html)")
+            # the analysis named, not recomputed: the profile alone would miss any --set
+            print(f"report:   STEP_NEURONS_ANALYSIS={run.dir('report') / 'analysis.json'} python -m engine claims "
+                  f"--profile {cfg['profile']['name']}  (writes reports/latest/claims-report.html)")
         print(json.dumps({"wall_time_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": _peak_rss_mb(),
                           "bytes_written": _du(run.root)}))
     return 0
