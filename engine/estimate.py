@@ -300,20 +300,6 @@ def _calibrate_recorder(batch: int, audio_s: float, fixture: Path | None = None)
               "text": [ModelInput(f"s{i}/deu/T2T", "deu", "text", "eng", text="Das Wetter ist heute schön.")
                        for i in range(batch)]}
     out = {"load_s": load}
-    if getattr(lm, "decoder_only", False):
-        # the LM's audio tokens per utterance as its processor expands them (Qwen2-Audio: the
-        # utterance's own; Voxtral: its whole 30 s window): prompt widths at 1 s and 3 s of
-        # audio, less a one-word text prompt's
-        from engine.lm_recorder import prompt_inputs
-
-        def prompt_width(item):
-            return int(prompt_inputs(lm, [item])["input_ids"].shape[1])
-        text = prompt_width(ModelInput("t/deu/T2T", "deu", "text", "eng", text="Ja"))
-        one, three = (prompt_width(ModelInput("s/deu/S2T", "deu", "speech", "eng", waveform=wav[:16000 * s]
-                                              if wav.size >= 16000 * s else np.resize(wav, 16000 * s)))
-                      for s in (1, 3))
-        out["audio_tokens_per_s"] = (three - one) / 2
-        out["audio_tokens_fixed"] = max(0.0, one - text - out["audio_tokens_per_s"])
     for modality, items in inputs.items():
         def run(n_new):
             list(record_batches(lm, cat, items, steps=(1, 6, 11), batch_size=batch, max_new_tokens=n_new))
@@ -515,6 +501,42 @@ def _calibrate_espeak(sentences, langs) -> dict | None:
 # ------------------------------------------------------------------------------------------------
 # the estimate
 # ------------------------------------------------------------------------------------------------
+def _prompt_widths(cfg: dict, mcfg, sentences: dict | None, fixture: Path) -> dict:
+    """A speech LLM's prompt lengths in tokens, from the run's own processor when it can be read
+    without network (a local or cached model), else from its family's tiny fixture processor:
+    ``speech_fixed`` + ``speech_per_s`` x seconds (the chat template, the S2T instruction and the
+    audio tokens as the processor expands them: Qwen2-Audio the utterance's own, Voxtral its
+    whole 30 s window) and ``text`` (the T2T prompt of the run's sentences, mean of the longest
+    language; None with the fixture, whose tiny tokenizer splits words into many more pieces).
+    ``source`` says which processor it was."""
+    from transformers import AutoProcessor
+
+    from engine import speech_llm
+    from engine.data.languages import get_language
+    from engine.recorder import ModelInput
+
+    fam = speech_llm.family(mcfg)
+    try:
+        processor = AutoProcessor.from_pretrained(config_mod.model_path(cfg), revision=cfg["model"]["revision"] or None,
+                                                  local_files_only=True)  # an estimate never downloads
+        source, own = "the run's processor", True
+    except Exception:  # noqa: BLE001 - any failure to read it offline means: use the fixture's
+        processor, source, own = AutoProcessor.from_pretrained(str(fixture)), f"the fixture's ({fixture.name})", False
+    instruction = cfg["prompts"]["S2T"].format(target=get_language("eng").name)
+
+    def width(item, prompt):
+        return int(fam.build_prompts(processor, [item], [prompt])["input_ids"].shape[1])
+    wav = (0.1 * np.random.default_rng(0).standard_normal(3 * 16000)).astype(np.float32)
+    one, three = (width(ModelInput("s/deu/S2T", "deu", "speech", "eng", waveform=wav[:16000 * n]), instruction)
+                  for n in (1, 3))
+    text = None
+    if own and sentences:
+        prompt = cfg["prompts"]["T2T"].format(target=get_language("eng").name)
+        text = max(float(np.mean([width(ModelInput("t/x/T2T", lang, "text", "eng", text=t), prompt) for t in ts[:5]]))
+                   for lang, ts in sentences.items())
+    return {"speech_fixed": one - (three - one) / 2, "speech_per_s": (three - one) / 2, "text": text, "source": source}
+
+
 def _selection(cfg: dict):
     """The sentences the data stage will select, when they are known without network."""
     if cfg["data"]["source"] != "embedded":
@@ -599,7 +621,7 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
         {min(bs, cfg["data"]["n_steer"] - i) for i in range(0, cfg["data"]["n_steer"], bs)}
     gpu_assumed = on_gpu and not measure_gpu
     if not gpu_assumed:  # a CUDA run with no GPU visible uses the stated GPU model instead
-        cal["matmul_s_per_mac"] = _calibrate_matmul(mm_device, tdtype, min(d_model, 1024), decode_batches or {1})
+        cal["matmul_s_per_mac"] = _calibrate_matmul(mm_device, tdtype, min(d_model, 4096), decode_batches or {1})
         cal["generate"] = _calibrate_generate(min(bs, max(n_id, n_steer)))
     from engine.fingerprint import file_sha256
 
@@ -660,9 +682,10 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
         # a speech LLM's audio encoder always runs on its whole window; the LM reads the prompt:
         # the instruction and chat template, then the projector's positions or the text's tokens
         max_frames = shape["window_frames"]
-        audio_tokens = rec["audio_tokens_fixed"] + rec["audio_tokens_per_s"] * max(audio_s.values()) * 1.15
-        prompt_tokens = {"speech": PROMPT_TOKENS + audio_tokens,
-                         "text": PROMPT_TOKENS + tokens}
+        widths = cal["prompt_tokens"] = _prompt_widths(cfg, mcfg, texts if sel is not None else None,
+                                                       shape["fixture"])
+        prompt_tokens = {"speech": widths["speech_fixed"] + widths["speech_per_s"] * max(audio_s.values()) * 1.15,
+                         "text": widths["text"] if widths["text"] is not None else PROMPT_TOKENS + tokens}
     else:
         prompt_tokens = {"speech": 0.0, "text": 0.0}
 
@@ -856,6 +879,8 @@ def estimate(cfg: dict, nodes: int = 1, gpus_per_node: int = 1) -> dict:
             "generate_ms_per_step": round(1e3 * gen["step_s"], 3),
             "generate_ms_per_layer_step": round(1e3 * gen["layer_s"], 3)}),
         "recorder_s": {k2: round(v, 4) for k2, v in rec.items()},
+        **({"prompt_tokens": {k2: (round(v, 1) if isinstance(v, float) else v) for k2, v in cal["prompt_tokens"].items()}}
+           if "prompt_tokens" in cal else {}),
         "sha256_mb_s": round(1e-6 / cal["sha256_s_per_byte"], 1),
         "store_write_mvalues_s": round(1e-6 / cal["store"]["write_s_per_value"], 2),
         "store_read_mvalues_s": round(1e-6 / cal["store"]["read_s_per_value"], 2),

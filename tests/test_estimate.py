@@ -125,3 +125,19 @@ def test_a_speech_llm_cost_model_counts_each_parameter_once(name):
     assert parts == sum(p.numel() for p in model.parameters())
     assert shape["dec_layers"] == mcfg.text_config.num_hidden_layers
     assert shape["projector_positions"] == {"qwen2-audio": 750, "voxtral": 375}[name]
+
+
+@pytest.mark.parametrize("profile, per_s", [("tiny-qwen2-audio", 25.0), ("tiny-voxtral", 0.0)])
+def test_a_speech_llm_prompt_is_measured_with_the_runs_processor(profile, per_s):
+    # Qwen2-Audio's LM reads 25 audio tokens per second of the utterance; Voxtral's always reads
+    # its whole 30 s window (375 tokens)
+    from engine.loader import read_config
+
+    cfg = load_profile(profile)
+    mcfg = read_config(cfg["model"]["id"])
+    fixture = estimate_mod.config_mod.REPO_ROOT / cfg["model"]["id"]
+    w = estimate_mod._prompt_widths(cfg, mcfg, {"deu": ["Das Wetter ist heute schön."]}, fixture)
+    assert w["source"] == "the run's processor" and w["speech_per_s"] == per_s
+    assert w["speech_fixed"] > (375 if per_s == 0 else 0) and w["text"] > 5
+    other = {**cfg, "model": {**cfg["model"], "id": "nobody/not-cached"}}  # offline, never downloaded
+    assert estimate_mod._prompt_widths(other, mcfg, None, fixture)["source"].startswith("the fixture's")
