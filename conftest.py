@@ -15,7 +15,8 @@ import pytest  # noqa: E402
 def pytest_addoption(parser):
     group = parser.getgroup("step-neurons")
     group.addoption("--profile", default="tiny",
-                    help="profile the claims suite runs on: tiny (default, offline) or paper")
+                    help="profile the claims suite runs on: tiny (default), tiny-qwen2-audio, tiny-voxtral "
+                         "(offline, judged on their baselines) or paper")
     group.addoption("--update-baselines", action="store_true",
                     help="rewrite fixtures/baselines/<profile>.json from this run and show the diff")
     group.addoption("--network", action="store_true",

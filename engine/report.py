@@ -836,7 +836,8 @@ def _json_default(o):
 # ----------------------------------------------------------------------------- CLI
 
 def claims_arguments(parser) -> None:
-    parser.add_argument("--profile", default="tiny", help="tiny (default, offline) or paper")
+    parser.add_argument("--profile", default="tiny", help="tiny (default), tiny-qwen2-audio, tiny-voxtral (offline, "
+                                                          "judged on their baselines) or paper")
     parser.add_argument("--update-baselines", action="store_true",
                         help="rewrite fixtures/baselines/<profile>.json from this run and show the diff")
     parser.add_argument("-n", "--workers", default=None,

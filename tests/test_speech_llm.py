@@ -212,3 +212,47 @@ def test_steering_sets_lm_neurons_at_generating_positions_only(name, from_positi
             assert is_set == (step >= first_step), (comp.name, col, step)
     with steer(lm, catalog, neurons[:0], values[:0]):
         assert generate(lm, catalog, batch, max_new_tokens=5) == generate(lm, catalog, batch, max_new_tokens=5)
+
+
+@pytest.mark.parametrize("name", ["qwen2_audio", "voxtral"])
+def test_the_prompts_are_profile_settings_that_reach_the_chat_template(name):
+    from engine.config import available_profiles, load_profile
+    from engine.loader import load_model
+    from engine.speech_llm.shape import INSTRUCTIONS
+
+    for profile in available_profiles():  # one default, written in every profile
+        assert load_profile(profile)["prompts"] == INSTRUCTIONS, profile
+    own = {**INSTRUCTIONS, "T2T": "Render this in {target}, nothing else.", "TR": "Say it again."}
+    lm = load_model(str(speech_llm(name).model.name_or_path), instructions=own)
+    t2t, tr = inputs("text", 2)
+    for item, expected in ((t2t, "Render this in English, nothing else."), (tr, "Say it again.")):
+        prompt = lm.tokenizer.decode(prompt_inputs(lm, [item])["input_ids"][0].tolist())
+        assert expected in prompt and item.text in prompt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile, model_type", [("tiny-qwen2-audio", "qwen2_audio"), ("tiny-voxtral", "voxtral")])
+def test_a_tiny_run_passes_every_stage_and_the_claims_suite_reports_it(profile, model_type, tmp_path):
+    # the suite's own command on the family's profile: every stage, then every claim against the
+    # profile's regression baselines, and the report
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "STEP_NEURONS_REPORTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env.pop("STEP_NEURONS_ANALYSIS", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "claims/", "--profile", profile, "-q", "-p", "no:cacheprovider"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    claims = json.loads((tmp_path / "latest" / "claims.json").read_text())
+    assert claims["profile"] == profile and set(claims["summary"]) == {"passed"}
+    newest = max((repo / "runs" / profile).glob("report-*/analysis.json"), key=lambda p: p.stat().st_mtime)
+    analysis = json.loads(newest.read_text())
+    assert analysis["meta"]["model_type"] == model_type
+    for task in ("S2T", "T2T", "ASR"):  # which tokens the recorded steps predicted
+        assert set(analysis["step_tokens"][task]) == {"1", "6", "11"}
+        assert analysis["step_tokens"][task]["1"]["n"] > 0
+    assert "Tokens at the recorded steps" in (tmp_path / "latest" / "claims-report.md").read_text()
