@@ -444,7 +444,7 @@ def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrid
     cfg["data"]["source"] = "embedded"
     cfg["speech"]["backend"] = "espeak"
     cfg["speech"]["voice"] = ""
-    given = {o.partition("=")[0].strip() for o in (overrides or [])}
+    given = _given(overrides)
     if "data.n_identify" not in given:
         cfg["data"]["n_identify"] = n_per_lang
     if "data.n_steer" not in given:
@@ -462,6 +462,11 @@ def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrid
     _speech_llm_settings(cfg, read_config(model_dir) if mcfg is None else mcfg, given)
     config_mod.validate(cfg)
     return cfg
+
+
+def _given(overrides) -> set[str]:
+    """The settings ``--set`` names (``section.key``), which the rehearsal leaves as given."""
+    return {o.partition("=")[0].strip() for o in (overrides or [])}
 
 
 def _speech_llm_settings(cfg: dict, mcfg, given: set) -> None:
@@ -577,7 +582,7 @@ def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang
     base_cfg = config_mod.load_profile(profile, overrides)
     out = Path(out).resolve()
     mcfg = model_config(config, layers)
-    _speech_llm_settings(base_cfg, mcfg, {o.partition("=")[0].strip() for o in (overrides or [])})  # before the build
+    _speech_llm_settings(base_cfg, mcfg, _given(overrides))  # its errors before the build
     models = out / "cache" / "rehearsal-models"
     t0 = time.perf_counter()
     model_dir = build_model(mcfg, models, seed=seed, dtype=base_cfg["model"]["dtype"], log=log)

@@ -495,12 +495,13 @@ def _header_lines(profile: str, analysis: dict | None, run_info: dict) -> list[t
     steer_cfg = (a.get("steering") or {}).get("config") or {}
     seeds = meta.get("seeds") or ({"steer": steer_cfg["seed"]} if "seed" in steer_cfg else {})
     langs = meta.get("langs") or []
+    other_model = information_only(a)
     lines = [
         ("profile", profile + ("" if meta.get("profile", profile) == profile
                                else f" (artifact of profile {meta.get('profile')})")),
         ("model", f"{meta.get('model_id', glance_lines.NA)} @ {meta.get('revision') or 'unpinned'}"
                   + (f" (model type {meta['model_type']})" if meta.get("model_type") else "")),
-        *([("judged", "information only: " + information_only(a))] if information_only(a) else []),
+        *([("judged", "information only: " + other_model)] if other_model else []),
         ("data", f"{meta.get('data', glance_lines.NA)}: {len(langs)} languages ({', '.join(langs) or glance_lines.NA}), "
                  f"{meta.get('n_identify', glance_lines.NA)} sentences per language to find neurons, "
                  f"{meta.get('n_steer', glance_lines.NA)} held out per language to steer"),
