@@ -70,6 +70,11 @@ VARIANTS = (
                           "MKL_CBWR": "COMPATIBLE", "NUMBA_NUM_THREADS": "1"}, None),
 )
 GENERIC = dict(VARIANTS[-1][1])
+#: Every library's generic code path on one thread (GENERIC, and MKL, oneDNN, numpy and OpenBLAS
+#: held to SSE4): arithmetic that any x86-64 CPU reproduces bit for bit, so a tiny run under it has
+#: the same bytes everywhere (tests/test_artifacts.py compares them with digests recorded on main).
+PINNED = {**GENERIC, "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41",
+          "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Prescott"}
 
 
 def _null(x) -> bool:

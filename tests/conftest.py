@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,31 @@ def tiny_run() -> Path:
 
     ensure_analysis("tiny", out=REPO / "runs")
     return REPO / "runs"
+
+
+@pytest.fixture(scope="session")
+def pinned_tiny_run(tiny_run, tmp_path_factory, worker_id) -> tuple[Path, dict]:
+    """The tiny profile run again in a fresh process under ``engine.baselines.PINNED`` (every
+    library's generic code path, one thread), its data and speech stages copied from ``tiny_run``
+    (pure Python and espeak-ng, which no variable reaches): ``(output root, measurements)``.
+
+    Computed once per test session: under ``-n auto`` the first worker runs it while the others
+    wait on a lock in the session's shared temporary directory, then read the same run.
+    """
+    import fcntl
+
+    from engine import baselines as B
+
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent
+    out = shared / "pinned-tiny"
+    with open(shared / "pinned-tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = out / "measurements.json"
+        if not done.is_file():
+            measured = B.run_variant("tiny", B.PINNED, out, reuse=tiny_run)
+            done.write_text(json.dumps(measured))
+    return out, json.loads(done.read_text())
 
 
 #: the second, differently shaped config per speech-LLM family (its text part; the audio part is
