@@ -1,15 +1,15 @@
 """Wiring of the claims suite: profile, registry, the analysis artifact, baselines, report.
 
 - ``analysis``: the ``analysis.json`` of the selected profile, from
-  ``engine.pipeline.ensure_analysis(profile) -> Path`` (cached, xdist-safe under its own
+  ``engine.pipeline.runner.ensure_analysis(profile) -> Path`` (cached, xdist-safe under its own
   file lock). Documented override: ``STEP_NEURONS_ANALYSIS=<path to analysis.json>`` uses
   that file instead (planted artifacts in tests; a run computed elsewhere). If the artifact
   cannot be had (``UserError``: missing model, data or GPU), every claim test FAILS with the
   message; nothing is skipped.
-- ``--profile paper``: each claim test asserts ``engine.claims.check`` (the paper's bounds); on
-  a model that is not SeamlessM4T (``engine.claims.information_only``: a speech LLM) each is
+- ``--profile paper``: each claim test asserts ``engine.outputs.claims.check`` (the paper's bounds); on
+  a model that is not SeamlessM4T (``engine.outputs.claims.information_only``: a speech LLM) each is
   skipped with its verdict as the reason, and the report shows the verdicts as information.
-- other profiles (default ``tiny``): each test asserts ``engine.baselines.compare`` against
+- other profiles (default ``tiny``): each test asserts ``engine.tools.baselines.compare`` against
   ``fixtures/baselines/<profile>.json`` (a tolerance and its reason per number, set by the
   noise study ``python -m engine baselines``); ``--update-baselines`` rewrites its values at the
   end of the session (controller only under xdist), keeping the measured tolerances, and prints
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import baselines as B
-from engine import claims as C
 from engine.errors import UserError
+from engine.outputs import claims as C
+from engine.tools import baselines as B
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_ANALYSIS = "STEP_NEURONS_ANALYSIS"
@@ -53,9 +53,9 @@ def resolve_analysis(profile: str) -> Path:
                             f"or unset it to let the pipeline produce the '{profile}' artifact")
         return path
     try:
-        from engine.pipeline import ensure_analysis
+        from engine.pipeline.runner import ensure_analysis
     except ImportError as exc:
-        raise UserError(f"engine.pipeline.ensure_analysis is not importable ({exc}); set "
+        raise UserError(f"engine.pipeline.runner.ensure_analysis is not importable ({exc}); set "
                         f"{ENV_ANALYSIS}=<path to analysis.json> to judge an existing artifact") from exc
     return Path(ensure_analysis(profile))
 
@@ -74,7 +74,7 @@ def pytest_configure(config):
     _CONFIG[:] = [config]
     if not _is_controller(config) or config.option.collectonly:
         return
-    from engine.report import new_report_dir
+    from engine.outputs.report import new_report_dir
 
     state["out_dir"] = new_report_dir(config.getoption("--profile"))
     if not getattr(config.option, "xmlpath", None):
@@ -161,7 +161,7 @@ def pytest_sessionfinish(session, exitstatus):
                 write_baselines(profile, analysis, registry, write)
     if state["out_dir"] is None:
         return
-    from engine.report import update_latest, write_report
+    from engine.outputs.report import update_latest, write_report
 
     run_info = {"wall_time_s": time.time() - state["t0"], "analysis_path": path, "error": error,
                 "junit": getattr(config.option, "xmlpath", None)}

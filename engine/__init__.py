@@ -17,11 +17,11 @@ __all__ = ["UserError", "open_run", "compare_activations"]
 def __getattr__(name):
     # lazy, so `import engine` stays cheap for the CLI
     if name == "open_run":
-        from engine.results import open_run
+        from engine.outputs.results import open_run
 
         return open_run
     if name == "compare_activations":
-        from engine.crossmodal import compare_activations
+        from engine.science.crossmodal import compare_activations
 
         return compare_activations
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -17,6 +17,8 @@ from pathlib import Path
 from engine.errors import UserError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: The checkout this package runs from: fixtures, profiles' default output root, reports.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def note(message: str) -> None:
@@ -81,17 +83,48 @@ class Damaged(UserError):
         super().__init__(f"{self.path} {problem}")
 
 
+#: Bytes read per step of a digest: large enough for full hashing speed, small enough to be
+#: irrelevant to resident memory.
+CHUNK_BYTES = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> str:
+    """SHA-256 hex digest of a file's bytes, read in ``chunk_bytes`` pieces into one buffer.
+
+    Equals ``hashlib.sha256(Path(path).read_bytes()).hexdigest()``; peak extra memory is one
+    chunk, whatever the file size.
+    """
+    h = hashlib.sha256()
+    buf = bytearray(chunk_bytes)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+    return h.hexdigest()
+
+
 def file_digest(path: Path, *, content: bool = True) -> dict:
     """``{"size": bytes, "sha256": hex}`` of a file (``sha256`` left out when ``content`` is False)."""
     path = Path(path)
     out = {"size": path.stat().st_size}
     if content:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for piece in iter(lambda: fh.read(1 << 20), b""):
-                h.update(piece)
-        out["sha256"] = h.hexdigest()
+        out["sha256"] = sha256_file(path)
     return out
+
+
+def disk_usage(path: Path, skip: Path | None = None) -> int:
+    """Bytes of the regular files below ``path`` (links not followed), leaving out ``skip`` and
+    everything below it."""
+    total = 0
+    for f in Path(path).rglob("*"):
+        if skip is not None and (f == skip or skip in f.parents):
+            continue
+        if f.is_file() and not f.is_symlink():
+            total += f.stat().st_size
+    return total
 
 
 def save_part(directory: Path, name: str, arrays: dict) -> Path:

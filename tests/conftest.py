@@ -70,7 +70,7 @@ def component_groups(catalog, stack: str) -> list[slice]:
 @pytest.fixture(scope="session")
 def tiny_run() -> Path:
     """Output root of the tiny profile's finished run (``runs/``, shared with the claims suite)."""
-    from engine.pipeline import ensure_analysis
+    from engine.pipeline.runner import ensure_analysis
 
     ensure_analysis("tiny", out=REPO / "runs")
     return REPO / "runs"
@@ -78,7 +78,7 @@ def tiny_run() -> Path:
 
 @pytest.fixture(scope="session")
 def pinned_tiny_run(tiny_run, tmp_path_factory, worker_id) -> tuple[Path, dict]:
-    """The tiny profile run again in a fresh process under ``engine.baselines.PINNED`` (every
+    """The tiny profile run again in a fresh process under ``engine.tools.baselines.PINNED`` (every
     library's generic code path, one thread), its data and speech stages copied from ``tiny_run``
     (pure Python and espeak-ng, which no variable reaches): ``(output root, measurements)``.
 
@@ -87,7 +87,7 @@ def pinned_tiny_run(tiny_run, tmp_path_factory, worker_id) -> tuple[Path, dict]:
     """
     import fcntl
 
-    from engine import baselines as B
+    from engine.tools import baselines as B
 
     shared = tmp_path_factory.getbasetemp()
     shared = shared if worker_id == "master" else shared.parent
@@ -111,10 +111,10 @@ OTHER_SHAPES = {"qwen2_audio": dict(hidden_size=24, num_attention_heads=3, num_k
 
 @functools.lru_cache(maxsize=None)
 def speech_llm(name: str, shape: str = "fixture"):
-    """A tiny speech LLM (engine.loader.LoadedSpeechLLM): ``shape="fixture"`` loads the saved
+    """A tiny speech LLM (engine.model.loader.LoadedSpeechLLM): ``shape="fixture"`` loads the saved
     fixtures/tiny_<name> through ``load_model``; ``"other"`` is a seeded random model of the same
     family and processor in the shape of ``OTHER_SHAPES``, built here."""
-    from engine.loader import LoadedSpeechLLM, load_model
+    from engine.model.loader import LoadedSpeechLLM, load_model
 
     directory = REPO / "fixtures" / f"tiny_{name}"
     lm = load_model(str(directory))

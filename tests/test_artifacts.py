@@ -2,10 +2,10 @@
 was recorded: a change of code that is meant to leave the science alone (a restructuring, a
 faster path) must leave every stage's output alone too.
 
-The run is ``pinned_tiny_run``: the tiny profile under ``engine.baselines.PINNED``, every
+The run is ``pinned_tiny_run``: the tiny profile under ``engine.tools.baselines.PINNED``, every
 library's generic code path on one thread, whose arithmetic any x86-64 CPU reproduces bit for
 bit (the machine's own kernels round differently from one CPU to the next, see
-``engine.baselines``). The digests are of every file each stage's ``COMPLETE.json`` lists,
+``engine.tools.baselines``). The digests are of every file each stage's ``COMPLETE.json`` lists,
 zarr chunks included, and the stage keys are compared too: a key that moved would make every
 earlier run's artifacts unusable. Recorded with library versions of their own; under other
 versions (``DEPS=latest``) the bytes may rightly differ, and the test says so and skips.
@@ -70,7 +70,7 @@ def test_differences_name_a_planted_change_of_each_kind():
 
 @pytest.mark.slow
 def test_every_artifact_of_a_tiny_run_has_mains_bytes(pinned_tiny_run):
-    from engine.run import library_versions
+    from engine.pipeline.run import library_versions
 
     recorded = json.loads(RECORDED.read_text())
     if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -85,10 +85,10 @@ def test_every_artifact_of_a_tiny_run_has_mains_bytes(pinned_tiny_run):
 
 
 if __name__ == "__main__":
-    from engine.baselines import PINNED
-    from engine.run import library_versions
+    from engine.pipeline.run import library_versions
+    from engine.tools.baselines import PINNED
 
-    doc = {"about": "sha256 of every artifact of `engine run --profile tiny` under engine.baselines.PINNED, "
+    doc = {"about": "sha256 of every artifact of `engine run --profile tiny` under engine.tools.baselines.PINNED, "
                     "recorded on main; see tests/test_artifacts.py",
            "env": PINNED, "versions": library_versions(), **artifact_digests(Path(sys.argv[1]) / "tiny")}
     print(json.dumps(doc, indent=1, sort_keys=True))

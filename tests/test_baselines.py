@@ -1,6 +1,6 @@
 """Regression baselines calibrated to noise: the rules, and both sides on real runs.
 
-Unit tests pin the rules of ``engine.baselines`` (exact, noise, parts, unmeasured). The slow
+Unit tests pin the rules of ``engine.tools.baselines`` (exact, noise, parts, unmeasured). The slow
 tests run the tiny pipeline again: under every library's generic code path on one thread (a noise
 variant: it must pass the committed baseline), and with three planted real changes (one weight matrix
 scaled by 1 + 1e-3, one sentence of the corpus changed, another espeak-ng voice), each of
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import baselines as B
-from engine import claims as C
 from engine.errors import UserError
+from engine.outputs import claims as C
+from engine.tools import baselines as B
 
 REPO = Path(__file__).resolve().parent.parent
 #: Steering cut to one pair for the planted runs: the representation claims R1-R9 are what they
@@ -173,8 +173,8 @@ def _copy_inputs(tiny_run: Path, root: Path, stages=("data", "speech")) -> None:
 
 
 def _planted_run(root: Path, overrides=()) -> dict:
-    from engine import config as config_mod
-    from engine.pipeline import run_pipeline
+    from engine.pipeline import config as config_mod
+    from engine.pipeline.runner import run_pipeline
 
     cfg = config_mod.load_profile("tiny", [*ONE_PAIR, *overrides])
     run = run_pipeline(cfg, out=root)
@@ -207,7 +207,7 @@ def test_a_weight_matrix_scaled_by_one_permille_fails_the_baseline(tiny_run, tmp
 
 @pytest.mark.slow
 def test_one_changed_sentence_fails_the_baseline(tiny_run, tmp_path, monkeypatch):
-    from engine.data import corpus
+    from engine.pipeline.inputs import corpus
 
     selection = json.loads(next((tiny_run / "tiny").glob("data-*/selection.json")).read_text())
     target = selection["identify_ids"][0]

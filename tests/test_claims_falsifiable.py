@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import baselines as B
-from engine import claims as C
+from engine.outputs import claims as C
+from engine.tools import baselines as B
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "fixtures" / "analysis_sample.json"

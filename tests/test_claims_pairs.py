@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import claims as C
-from engine import report as R
+from engine.outputs import claims as C
+from engine.outputs import report as R
 
 REPO = Path(__file__).resolve().parent.parent
 SAME_SCRIPT = [["deu", "fra"], ["cmn", "jpn"]]
@@ -75,7 +75,7 @@ def test_pairs_the_run_did_not_steer_are_not_applicable(registry):
 
 @pytest.mark.slow
 def test_the_suite_judges_a_tiny_run_with_same_script_pairs(tiny_run, tmp_path):
-    from engine.pipeline import ensure_analysis
+    from engine.pipeline.runner import ensure_analysis
 
     overrides = [f"steer.pairs={json.dumps(SAME_SCRIPT)}"]
     path = ensure_analysis("tiny", overrides, out=tiny_run)

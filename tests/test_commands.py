@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from engine.tools.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = {

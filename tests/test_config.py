@@ -1,7 +1,7 @@
 import pytest
 
-from engine import config
 from engine.errors import UserError
+from engine.pipeline import config
 
 
 def test_shipped_profiles_load_and_share_one_schema():

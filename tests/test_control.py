@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from engine.control import (classify_tokens, control_rate, effect_ratio, mean_effect_ratio,
-                            script_shares)
 from engine.errors import UserError
+from engine.science.scripts import classify_tokens, control_rate, effect_ratio, mean_effect_ratio, script_shares
 
 REAL = {
     "eng": ("The weather in Berlin was cold, so we stayed inside.", 10, 0),

@@ -8,13 +8,14 @@ import re
 
 import pytest
 import regex
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine import control
-from engine.data.languages import LANGUAGES
 from engine.errors import UserError
+from engine.science import scripts as control
+from engine.science.languages import LANGUAGES
 
-# The implementation engine.control had before script classes came from the Unicode Script
+# The implementation engine.science.scripts had before script classes came from the Unicode Script
 # property (commit 6eb0e9b), copied verbatim as the oracle of the paper's Latin/CJK case.
 _OLD_LATIN = ("A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F\u1E00-\u1EFF"
               "\uFF21-\uFF3A\uFF41-\uFF5A")

@@ -5,10 +5,10 @@ import subprocess
 
 import pytest
 
-from engine.data import corpus
-from engine.data.corpus import CORPUS_LANGS, embedded_corpus, corpus_size
-from engine.data.languages import get_language
 from engine.errors import UserError
+from engine.pipeline.inputs import corpus
+from engine.pipeline.inputs.corpus import CORPUS_LANGS, corpus_size, embedded_corpus
+from engine.science.languages import get_language
 
 KANA_READING = re.compile(r"^[\u3041-\u309f\u30a0-\u30ff ー。、]+$")
 PINYIN_READING = re.compile(r"^([a-zü]+[1-5])( [a-zü]+[1-5])*\.?$")

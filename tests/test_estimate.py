@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from engine import estimate as estimate_mod
-from engine.cli import main
-from engine.config import load_profile
-from engine.estimate import STAGES, estimate
+from engine.pipeline.config import load_profile
+from engine.tools import estimate as estimate_mod
+from engine.tools.cli import main
+from engine.tools.estimate import STAGES, estimate
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +112,8 @@ def test_a_speech_llm_cost_model_counts_each_parameter_once(name):
     # audio encoder, projector, LM layers, token embedding and output projection: every weight of
     # the checkpoint's architecture in exactly one part (a part that took in another, such as the
     # whole model for the audio encoder, would break the sum)
-    from engine.catalog import config_for
-    from engine.loader import model_class
+    from engine.model.catalog import config_for
+    from engine.model.loader import model_class
 
     mcfg = config_for(name)
     with torch.device("meta"):
@@ -131,7 +131,7 @@ def test_a_speech_llm_cost_model_counts_each_parameter_once(name):
 def test_a_speech_llm_prompt_is_measured_with_the_runs_processor(profile, per_s):
     # Qwen2-Audio's LM reads 25 audio tokens per second of the utterance; Voxtral's always reads
     # its whole 30 s window (375 tokens)
-    from engine.loader import read_config
+    from engine.model.loader import read_config
 
     cfg = load_profile(profile)
     mcfg = read_config(cfg["model"]["id"])

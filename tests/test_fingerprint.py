@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import config, fingerprint
-from engine import run as pipeline
+from engine.files import CHUNK_BYTES, sha256_file
+from engine.model import fingerprint
+from engine.pipeline import config
+from engine.pipeline import run as pipeline
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model"
 
@@ -24,14 +26,14 @@ def _whole_file_digest(directory: Path) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-@pytest.mark.parametrize("size", [0, 1, fingerprint.CHUNK_BYTES - 1, fingerprint.CHUNK_BYTES,
-                                  3 * fingerprint.CHUNK_BYTES + 17])
+@pytest.mark.parametrize("size", [0, 1, CHUNK_BYTES - 1, CHUNK_BYTES,
+                                  3 * CHUNK_BYTES + 17])
 def test_streamed_file_hash_equals_hashlib_over_the_whole_file(tmp_path, size):
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     f = tmp_path / "w.bin"
     f.write_bytes(data)
-    assert fingerprint.file_sha256(f) == hashlib.sha256(data).hexdigest()
-    assert fingerprint.file_sha256(f, chunk_bytes=7) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(f) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(f, chunk_bytes=7) == hashlib.sha256(data).hexdigest()
 
 
 def test_directory_digest_equals_the_whole_file_oracle_with_and_without_cache(tmp_path):
@@ -48,8 +50,8 @@ def test_cache_is_used_then_invalidated_by_size_or_mtime(tmp_path, monkeypatch):
     (model / "b.bin").write_bytes(b"b" * 10)
     cache = tmp_path / "cache.json"
     calls = []
-    real = fingerprint.file_sha256
-    monkeypatch.setattr(fingerprint, "file_sha256", lambda p, *a: calls.append(Path(p).name) or real(p, *a))
+    real = fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real(p, *a))
 
     first = fingerprint.directory_digest(model, cache)
     assert sorted(calls) == ["a.bin", "b.bin"] and len(json.loads(cache.read_text())) == 2
@@ -69,8 +71,8 @@ def test_cache_is_used_then_invalidated_by_size_or_mtime(tmp_path, monkeypatch):
 
 def test_run_hashes_the_weights_once_per_run_and_caches_under_the_output_root(tmp_path, monkeypatch):
     calls = []
-    real = fingerprint.file_sha256
-    monkeypatch.setattr(fingerprint, "file_sha256", lambda p, *a: calls.append(p) or real(p, *a))
+    real = fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda p, *a: calls.append(p) or real(p, *a))
     cfg = config.load_profile("tiny")
     run = pipeline.Run(cfg, tmp_path / "out")
     keys = [run.key(s) for s in pipeline.STAGES]  # record and steer both need the weights
@@ -92,7 +94,7 @@ def test_hashing_a_large_model_file_keeps_rss_bounded(tmp_path):
         fh.truncate(size)
     script = (
         "import resource, sys, json\n"
-        "from engine import config, run as pipeline\n"
+        "from engine.pipeline import config, run as pipeline\n"
         "cfg = config.load_profile('tiny', {'model.id': sys.argv[1]})\n"
         "run = pipeline.Run(cfg, sys.argv[2])\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.data import fleurs
-from engine.data.fleurs import load_config, parse_tsv, select_fleurs, tsv_path
-from engine.data.languages import LANGS, LANGUAGES
 from engine.errors import UserError
+from engine.pipeline.inputs import fleurs
+from engine.pipeline.inputs.fleurs import load_config, parse_tsv, select_fleurs, tsv_path
+from engine.science.languages import LANGS, LANGUAGES
 
 ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "fleurs"
 

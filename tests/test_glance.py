@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import claims as C
-from engine import glance as G
+from engine.outputs import claims as C
+from engine.outputs import glance as G
 
 REPO = Path(__file__).resolve().parent.parent
 

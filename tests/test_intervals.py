@@ -1,18 +1,17 @@
-"""Intervals of the cross-modal statistics (engine.intervals, engine.crossmodal): the half-sample
+"""Intervals of the cross-modal statistics (engine.science.intervals, engine.science.crossmodal): the half-sample
 design, the interval rule, the Monte Carlo permutation test, ``compare_activations`` against the
 compare stage, and coverage, containment, power and size on planted populations."""
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
 import pytest
 
-from engine import crossmodal as cm
-from engine import intervals as iv
-from engine import overlap as ov
 from engine.errors import UserError
+from engine.science import crossmodal as cm
+from engine.science import intervals as iv
+from engine.science import overlap as ov
 
 
 def test_half_samples_are_complementary_pairs_shared_by_every_row_of_a_sentence():
@@ -159,10 +158,10 @@ def test_compare_activations_keys_containment_and_errors():
 def test_compare_stage_computes_through_compare_activations(tiny_run):
     # the stage reads AP from the rank stage and half-samples from the store; compare_activations
     # gets the same rows as arrays: every number of the step's entry must agree
-    from engine.config import load_profile
-    from engine.results import open_run
-    from engine.run import Run, matrices
-    from engine.store import MatrixStore
+    from engine.outputs.results import open_run
+    from engine.pipeline.config import load_profile
+    from engine.pipeline.run import Run, matrices
+    from engine.pipeline.store import MatrixStore
 
     cfg = load_profile("tiny")
     run = Run(cfg, tiny_run)
@@ -217,7 +216,7 @@ def _intervals(node, path=""):
 
 
 def test_every_interval_of_the_tiny_analysis_contains_its_estimate(tiny_run):
-    from engine.results import open_run
+    from engine.outputs.results import open_run
 
     analysis = open_run("tiny", out=tiny_run).analysis
     found = list(_intervals(analysis))
@@ -239,7 +238,7 @@ def _pooled(coverage: dict, judged: bool) -> tuple[int, int]:
 
 def test_coverage_power_and_size_on_planted_populations():
     # the small version of `python -m engine bench coverage` (README figures come from the full one)
-    from engine.benchmarks import coverage as cov
+    from engine.tools.benchmarks import coverage as cov
 
     common = dict(n=300, n_neurons=1000, k=40, ks=[20, 30, 40], n_boot=20, seed=0, verbose=False)
     power = cov.study(cov.PAPER_LIKE, replicates=20, **common)
@@ -256,7 +255,7 @@ def test_coverage_power_and_size_on_planted_populations():
 
 def test_coverage_study_fails_intervals_that_do_not_cover(monkeypatch):
     # a planted counter-example: intervals of zero width around the estimate
-    from engine.benchmarks import coverage as cov
+    from engine.tools.benchmarks import coverage as cov
 
     monkeypatch.setattr(iv, "interval", lambda point, reps, **kw: ([float(point)] * 2, None)
                         if np.isfinite(point) else (None, "undefined"))

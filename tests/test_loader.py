@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from engine.errors import UserError
-from engine.loader import TINY_MODEL_DIR, load_model, parse_dtype
+from engine.model.loader import TINY_MODEL_DIR, load_model, parse_dtype
 
 LANGS = ("eng", "deu", "spa", "fra", "cmn", "jpn")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import pipeline
+from engine.pipeline import runner as pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["data.n_identify=4", "data.n_steer=2", "record.rows_per_block=2", "model.batch_size=2",
@@ -29,7 +29,7 @@ def test_lock_is_exclusive_and_names_its_holder(tmp_path):
     with pipeline.output_lock(tmp_path):
         info = json.loads((tmp_path / pipeline.LOCK_FILE).read_text())
         assert info["pid"] == os.getpid()
-        done = subprocess.run([sys.executable, "-c", "from engine import pipeline; "
+        done = subprocess.run([sys.executable, "-c", "from engine.pipeline import runner as pipeline; "
                                f"pipeline.output_lock({str(tmp_path)!r}).__enter__()"],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0
@@ -73,7 +73,7 @@ def test_two_runs_started_together_do_the_work_once(tmp_path):
 
 
 def _cfg():
-    from engine import config
+    from engine.pipeline import config
 
     return config.load_profile("tiny", SMALL)
 

@@ -6,14 +6,21 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.stats import spearmanr
 
 from engine.errors import UserError
-from engine.overlap import (bootstrap_ci, diagonal_concentration, diagonal_ratio, overlap_matrix,
-                            permutation_test, spearman_matrix)
-from engine.ranking import average_precision, top_k
+from engine.science.overlap import (
+    bootstrap_ci,
+    diagonal_concentration,
+    diagonal_ratio,
+    overlap_matrix,
+    permutation_test,
+    spearman_matrix,
+)
+from engine.science.ranking import average_precision, top_k
 
 square_counts = st.integers(1, 6).flatmap(
     lambda L: hnp.arrays(np.int64, (L, L), elements=st.integers(0, 50)))
@@ -168,7 +175,7 @@ def test_end_to_end_diagonal_ratio_with_bootstrap():
 @given(st.integers(1, 5), st.integers(2, 60), st.data())
 def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
     # coarse AP levels make large tie groups at the cuts; the secondary key breaks them
-    from engine.crossmodal import overlap_sweep, set_statistics
+    from engine.science.crossmodal import overlap_sweep, set_statistics
 
     levels = st.sampled_from([0.1, 0.5, 1.0])
     ap_s, ap_t = (data.draw(hnp.arrays(np.float64, (L, N), elements=levels)) for _ in range(2))
@@ -186,10 +193,10 @@ def test_overlap_sweep_equals_overlap_of_top_k_sets_at_every_k(L, N, data):
 def test_bootstrap_ap_equals_recomputing_each_half_sample_on_its_rows(tmp_path):
     # the compare stage's half-samples (one sort per neuron, 0/1 weighted counts, flat files read
     # one half-sample at a time) against the obvious way: AP of the half's rows, and r likewise
-    from engine.intervals import half_sample_splits
-    from engine.stages.compare import bootstrap_ap
-    from engine.ranking import point_biserial
-    from engine.store import MatrixStore
+    from engine.pipeline.stages.compare import bootstrap_ap
+    from engine.pipeline.store import MatrixStore
+    from engine.science.intervals import half_sample_splits
+    from engine.science.ranking import point_biserial
 
     rng = np.random.default_rng(11)
     study = ["deu", "spa", "cmn"]

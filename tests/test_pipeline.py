@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import config, pipeline
-from engine import run as run_mod
 from engine.errors import UserError
-from engine.run import RECORD_TASKS
-from engine.stages.record import stage_record
-from engine.store import MatrixStore
+from engine.pipeline import config
+from engine.pipeline import run as run_mod
+from engine.pipeline import runner as pipeline
+from engine.pipeline.run import RECORD_TASKS
+from engine.pipeline.stages.record import stage_record
+from engine.pipeline.store import MatrixStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["data.n_identify=4", "data.n_steer=2", "record.rows_per_block=2", "model.batch_size=2",
@@ -247,7 +248,7 @@ def test_a_killed_rank_ends_the_others_and_the_rerun_resumes_identically(tmp_pat
 
 @pytest.mark.slow
 def test_compare_killed_mid_stage_resumes_from_its_finished_chunks_and_steps(tmp_path, whole, monkeypatch):
-    from engine.stages import compare as compare_mod
+    from engine.pipeline.stages import compare as compare_mod
 
     shutil.copytree(whole[0] / "tiny", tmp_path / "tiny")
     shutil.rmtree(next(tmp_path.glob("tiny/compare-*")))
@@ -327,7 +328,7 @@ def test_a_damaged_chunk_met_by_one_rank_ends_all_and_is_recorded_again_once(tmp
 @pytest.fixture(scope="module")
 def shared_record(tmp_path_factory):
     """The record stage run in-process, counting what the encoders are given."""
-    from engine import recorder
+    from engine.model import recorder
 
     out = tmp_path_factory.mktemp("shared")
     cfg = config.load_profile("tiny", [*SMALL, "data.n_identify=2", "record.max_new_tokens=11"])
@@ -366,8 +367,8 @@ def test_speech_encoder_runs_and_is_stored_once_per_utterance(shared_record):
 def test_served_matrices_equal_each_task_recorded_on_its_own(shared_record):
     """Rankings cannot change: every matrix a task is served is byte for byte what recording
     that task alone (record_batches, same batches) stores."""
-    from engine.recorder import record_batches
-    from engine.store import encode_values
+    from engine.model.recorder import record_batches
+    from engine.pipeline.store import encode_values
 
     run, _ = shared_record
     r = run.cfg["record"]
@@ -434,8 +435,8 @@ def test_the_shared_speech_encoder_is_ranked_once_and_served_to_asr(tiny_run):
     # it equals AP computed afresh from the store with ASR's own row labels (sklearn's definition)
     from sklearn.metrics import average_precision_score
 
-    from engine.run import matrices
-    from engine.store import MatrixStore
+    from engine.pipeline.run import matrices
+    from engine.pipeline.store import MatrixStore
 
     run = pipeline.Run(config.load_profile("tiny"), tiny_run)
     rank = run.dir("rank")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import config, pipeline
-from engine.data.fleurs import select_fleurs
 from engine.errors import UserError
+from engine.pipeline import config
+from engine.pipeline import runner as pipeline
+from engine.pipeline.inputs.fleurs import select_fleurs
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEURS = ROOT / "fixtures" / "fleurs"

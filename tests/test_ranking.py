@@ -4,13 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.metrics import average_precision_score
 
 from engine.errors import UserError
-from engine.ranking import (average_precision, bottom_k, cut_ties, point_biserial,
-                            resampled_average_precision, top_k)
+from engine.science.ranking import (
+    average_precision,
+    bottom_k,
+    cut_ties,
+    point_biserial,
+    resampled_average_precision,
+    top_k,
+)
 
 #: AP is a sum over at most n <= 5,000 thresholds (the largest test matrix) of precisions <= 1
 #: weighted by recall steps that sum to 1; two summation orders of it differ by at most n * eps64.
@@ -254,7 +261,7 @@ def test_top_k_errors():
 def test_bench_ap_command_last_line_is_json(capsys):
     import json
 
-    from engine.cli import main
+    from engine.tools.cli import main
 
     assert main(["bench", "ap", "--examples", "60", "--neurons", "40", "--langs", "3",
                  "--sklearn-neurons", "5", "--repeats", "1"]) == 0
@@ -267,7 +274,7 @@ def test_bench_ap_command_last_line_is_json(capsys):
 def test_bench_parser_options():
     import argparse
 
-    from engine.benchmarks import bench_arguments
+    from engine.tools.benchmarks import bench_arguments
 
     parser = argparse.ArgumentParser()
     bench_arguments(parser)
@@ -281,7 +288,7 @@ def test_bench_parser_options():
 
 
 def test_on_device_cpu_keeps_the_stored_block_and_its_ap():
-    from engine.ranking import on_device
+    from engine.science.ranking import on_device
 
     rng = np.random.default_rng(5)
     block = rng.standard_normal((40, 7)).astype(np.float16)
@@ -295,7 +302,7 @@ def test_on_device_cpu_keeps_the_stored_block_and_its_ap():
 
 @pytest.mark.gpu
 def test_cuda_ranking_equals_cpu_ranking():
-    from engine.ranking import on_device
+    from engine.science.ranking import on_device
 
     rng = np.random.default_rng(6)
     block = rng.standard_normal((300, 50)).astype(np.float16)
@@ -449,7 +456,7 @@ def test_resampled_ap_multiword_packing_and_errors():
 
 
 def test_tie_records_cover_every_cut_later_stages_take():
-    from engine.stages.report import tie_records
+    from engine.pipeline.stages.report import tie_records
 
     ap = np.array([[1.0, 1.0, 1.0, 0.5, 0.2, 0.2], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
     rec = tie_records("S2T", "decoder_t1", ap, ["deu", "fra"], {"rank": 2, "steer": 1})
@@ -464,7 +471,7 @@ def test_tie_records_cover_every_cut_later_stages_take():
 
 
 def test_control_neurons_break_ties_by_separation():
-    from engine.steering import control_neurons
+    from engine.model.steering import control_neurons
 
     ap = np.array([1.0, 1.0, 1.0, 0.5, 0.1, 0.1, 0.1])
     sep = np.array([0.2, 0.9, 0.5, 0.0, -0.1, -0.8, -0.3])
@@ -476,7 +483,7 @@ def test_control_neurons_break_ties_by_separation():
 def test_descending_keys_preserve_order_over_every_16bit_pattern(dtype):
     # exhaustive: every finite fp16 / bf16 value; keys ascend exactly as values descend, and two
     # keys are equal exactly when the values are (-0.0 == +0.0)
-    from engine.ranking import _descending_keys
+    from engine.science.ranking import _descending_keys
 
     bits = np.arange(2**16, dtype=np.uint16)
     values = torch.from_numpy(bits.view(np.int16)).view(dtype).to(torch.float64).numpy()
@@ -492,10 +499,10 @@ def test_descending_keys_preserve_order_over_every_16bit_pattern(dtype):
 @settings(max_examples=40, deadline=None)
 @given(st.data(), st.sampled_from([torch.float16, torch.bfloat16]))
 def test_compiled_kernels_equal_the_numpy_path_bit_for_bit(data, dtype):
-    # engine.ap_kernels replaced the numpy radix pipeline on CPU; the numpy path stays as the
+    # engine.science.ap_kernels replaced the numpy radix pipeline on CPU; the numpy path stays as the
     # fallback (and for > 256 labels or > 65,536 resampled rows), so the two must agree exactly,
     # on contiguous and strided inputs, with few distinct values (many ties) or many.
-    import engine.ranking as ranking
+    import engine.science.ranking as ranking
     n = data.draw(st.integers(2, 400))
     n_labels = data.draw(st.integers(1, min(6, n)))
     levels = data.draw(st.sampled_from([3, 50, 10_000]))

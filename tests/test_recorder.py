@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-import engine.recorder as recorder_mod
-from engine.catalog import build_catalog
-from engine.loader import TINY_MODEL_DIR, load_model
-from engine.recorder import ModelInput, _pooled, excluded_counts, record_batches
+import engine.model.recorder as recorder_mod
+from engine.model.catalog import build_catalog
+from engine.model.loader import TINY_MODEL_DIR, load_model
+from engine.model.recorder import ModelInput, excluded_counts, masked_mean, record_batches
 from tests.conftest import assert_close_to_oracle, component_groups
 
 ALL_STEPS = tuple(range(1, 12))
@@ -137,9 +137,9 @@ def test_hook_coverage_and_unused_activation_fn(lm, catalog, monkeypatch):
     hooked_paths = []
     real_hooked = recorder_mod.hooked
 
-    def spy(model, hooks):
+    def spy(model, hooks, *args, **kwargs):
         hooked_paths.append(set(hooks))
-        return real_hooked(model, hooks)
+        return real_hooked(model, hooks, *args, **kwargs)
 
     monkeypatch.setattr(recorder_mod, "hooked", spy)
     unused_calls = []
@@ -190,8 +190,8 @@ def test_pooling_ignores_planted_padding_values():
     planted = x.clone()
     planted[mask == 0] = 1e6
     expected = torch.stack([x[b, :n].mean(0) for b, n in enumerate(lengths.tolist())])  # slow oracle
-    assert_close_to_oracle(_pooled(planted, -1, mask), expected, what="pooled (B, T, C)")
-    assert_close_to_oracle(_pooled(planted.transpose(1, 2), 1, mask), expected, what="pooled (B, C, T)")
+    assert_close_to_oracle(masked_mean(planted, -1, mask), expected, what="pooled (B, T, C)")
+    assert_close_to_oracle(masked_mean(planted.transpose(1, 2), 1, mask), expected, what="pooled (B, C, T)")
 
 
 def test_speech_padding_frames_do_not_change_encoder_record(lm, catalog, monkeypatch):

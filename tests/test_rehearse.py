@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import rehearse
-from engine.catalog import build_catalog
+from engine.model.catalog import build_catalog
+from engine.tools import rehearse
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "fixtures" / "tiny_model"
@@ -34,8 +34,8 @@ def test_depth_cut_keeps_every_width_of_large():
 def test_built_model_loads_in_the_target_dtype_with_matching_language_tokens(tmp_path, monkeypatch):
     from safetensors import safe_open
 
-    from engine.data.languages import PAPER_LANGS
-    from engine.loader import load_model
+    from engine.model.loader import load_model
+    from engine.science.languages import PAPER_LANGS
 
     mcfg = rehearse.model_config(str(TINY), 1)
     d = rehearse.build_model(mcfg, tmp_path, seed=0, dtype="bfloat16", log=lambda m: None)
@@ -115,7 +115,7 @@ def test_a_cpu_that_emulates_bf16_rehearses_in_fp32_and_stores_bf16(tmp_path, mo
 
 @pytest.mark.parametrize("name", ["qwen2-audio", "voxtral"])
 def test_speech_llm_depth_cut_keeps_every_width_of_the_checkpoint(name):
-    from engine.catalog import config_for
+    from engine.model.catalog import config_for
 
     full, cut = config_for(name), rehearse.model_config(name, 2)
     for part in ("audio_config", "text_config"):
@@ -144,9 +144,9 @@ def test_a_speech_llm_rehearsal_keeps_the_languages_its_checkpoint_documents(tmp
 def test_a_speech_llm_rehearsal_model_keeps_its_prompts_and_decodes_every_id(tmp_path, family):
     # the random model's vocabulary is the checkpoint's, wider than the fixture's tokenizer: the
     # built processor pads it, so any id decodes and the audio placeholder still means audio
-    from engine.loader import load_model
-    from engine.lm_recorder import prompt_inputs
-    from engine.recorder import ModelInput
+    from engine.model.lm_recorder import prompt_inputs
+    from engine.model.loader import load_model
+    from engine.model.recorder import ModelInput
 
     conf = json.loads((ROOT / "fixtures" / f"tiny_{family}" / "config.json").read_text())
     conf["text_config"]["vocab_size"] += 37

@@ -6,7 +6,6 @@ checking the exact line each case prints and that the rerun's artifacts are byte
 an undamaged run's.
 """
 import errno
-import json
 import os
 import shutil
 import subprocess
@@ -18,10 +17,11 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from engine.data import speech
-from engine.data.speech import NaturalBackend, SpeechRequest, synthesize
 from engine.errors import UserError
-from engine.store import COMPLETE, MatrixStore, is_complete, mark_complete, verify_complete
+from engine.pipeline.completion import COMPLETE, is_complete, mark_complete, verify_complete
+from engine.pipeline.inputs import speech
+from engine.pipeline.inputs.speech import NaturalBackend, SpeechRequest, synthesize
+from engine.pipeline.store import MatrixStore
 
 ROOT = Path(__file__).resolve().parent.parent
 # a reduced tiny run: two languages (one steering pair), one step, short outputs
@@ -53,14 +53,14 @@ def _cli(out, stages=ALL):
 
 
 def _cli_in_process(out, stages=ALL):
-    """The same command run by ``engine.cli.main`` in this process (no interpreter start-up, the
+    """The same command run by ``engine.tools.cli.main`` in this process (no interpreter start-up, the
     cost that dominates these small runs); one thread, as ``_cli`` runs, so bytes match it."""
     import contextlib
     import io
 
     import torch
 
-    from engine.cli import main
+    from engine.tools.cli import main
 
     err, threads, quiet = io.StringIO(), torch.get_num_threads(), os.environ.get("STEP_NEURONS_QUIET")
     os.environ["STEP_NEURONS_QUIET"] = "1"
@@ -209,7 +209,8 @@ def test_garbled_layout_is_named_and_its_matrix_recorded_again(tmp_path, capsys)
 
 
 def test_garbled_wall_time_record_restarts_the_count(tmp_path, capsys):
-    from engine import config, pipeline
+    from engine.pipeline import config
+    from engine.pipeline import runner as pipeline
 
     run = pipeline.Run(config.load_profile("tiny"), out=tmp_path)
     run.root.mkdir(parents=True)
@@ -435,7 +436,7 @@ def test_corrupted_chunk_advice_works_when_followed_literally(copy, finished):
 
 def test_read_only_api_names_a_damaged_artifact(tmp_path):
     """engine.open_run trusts nothing it cannot verify either, and changes nothing."""
-    from engine.results import _whole
+    from engine.outputs.results import _whole
 
     (tmp_path / "analysis.json").write_text('{"meta": {}}')
     mark_complete(tmp_path, {"key": "k"})

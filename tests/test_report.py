@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import claims as C
-from engine import report as R
+from engine.outputs import claims as C
+from engine.outputs import report as R
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -52,7 +52,7 @@ def test_figures_are_drawn_without_pyplot_state(sample):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from engine import plots
+    from engine.outputs import plots
 
     before = plt.get_fignums()
     for fig in (plots.overlap(sample["overlap"]), plots.spearman(sample["overlap"], steps=[6]),
@@ -184,7 +184,7 @@ def test_cli_runs_pytest_on_claims(monkeypatch, tmp_path, capsys):
 
 
 def test_ties_table_marks_cuts_decided_by_the_secondary_key():
-    from engine.report import ties_table
+    from engine.outputs.report import ties_table
 
     rec = [{"task": "S2T", "matrix": "decoder_t1", "step": 1, "lang": lang, "side": "top", "for": ["rank"],
             "k": 50, "value": 1.0, "tied": tied, "above": 0 if tied > 50 else 50 - tied,
@@ -288,8 +288,8 @@ def test_markdown_figures_are_relative_links_that_exist(written):
 
 
 def test_step_tokens_are_counted_per_step_and_shown(tmp_path, sample, registry):
-    from engine.stages.record import step_tokens
-    from engine.stages.report import step_token_summary
+    from engine.pipeline.stages.record import step_tokens
+    from engine.pipeline.stages.report import step_token_summary
 
     outputs = [[7, 8, 9], [7], [5, 8], []]
     tokens = step_tokens(outputs, [1, 2, 3], lambda i: f"<{i}>")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import baselines as B
-from engine import claims as C
-from engine import report as R
+from engine.outputs import claims as C
+from engine.outputs import report as R
+from engine.tools import baselines as B
 
 REPO = Path(__file__).resolve().parent.parent
 #: Screenshots land here for a reader of the test run (reports/ is not versioned).

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def analysis_path():
-    from engine.pipeline import ensure_analysis
+    from engine.pipeline.runner import ensure_analysis
 
     return ensure_analysis("tiny", out=REPO / "runs")
 
@@ -42,7 +42,7 @@ def test_overlap_and_k_sweep_are_the_artifact_values(run):
 
 
 def test_top_k_neurons_are_located_by_the_catalog(run):
-    from engine.ranking import top_k
+    from engine.science.ranking import top_k
 
     row = run.ap("S2T", 6)[run.langs.index("fra")]
     got = run.top_k("S2T", "fra", step=6, k=7)
@@ -54,7 +54,7 @@ def test_top_k_neurons_are_located_by_the_catalog(run):
 
 
 def test_control_set_is_what_steering_used(run):
-    from engine.steering import control_neurons
+    from engine.model.steering import control_neurons
 
     k = run.analysis["steering"]["config"]["k"]
     expect = control_neurons(run.ap("ASR", 11)[run.langs.index("deu")], k)
@@ -98,7 +98,7 @@ def test_plots_return_figures_for_any_step_language_k(run):
 
 def test_every_report_figure_is_the_open_run_plot(run):
     # a notebook redraws exactly what the report shows: same function, same data, same paper values
-    from engine import report
+    from engine.outputs import report
 
     figures, missing = report.make_figures(run.analysis)
     assert not missing and set(figures) == set(report.FIGURES)

@@ -9,12 +9,23 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from engine.data import speech
-from engine.data.corpus import embedded_corpus
-from engine.data.speech import (SAMPLE_RATE, EspeakBackend, NaturalBackend, SpeechRequest, XTTSBackend,
-                                cache_key, load_waveform, make_backend, resample, speech_features,
-                                synthesize, synthesize_sentences)
 from engine.errors import UserError
+from engine.pipeline.inputs import speech
+from engine.pipeline.inputs.corpus import embedded_corpus
+from engine.pipeline.inputs.speech import (
+    SAMPLE_RATE,
+    EspeakBackend,
+    NaturalBackend,
+    SpeechRequest,
+    XTTSBackend,
+    cache_key,
+    load_waveform,
+    make_backend,
+    resample,
+    speech_features,
+    synthesize,
+    synthesize_sentences,
+)
 from tests.conftest import assert_close_to_oracle
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
@@ -74,9 +85,9 @@ def test_espeak_every_language_16k_plausible_duration(lang, unit, lo, hi):
 @needs_espeak
 def test_espeak_is_resampled_to_16k():
     """espeak-ng speaks at 22050 Hz: the output length must be the 16 kHz equivalent."""
+    import io
     import subprocess
     import wave
-    import io
     raw = subprocess.run(["espeak-ng", "-v", "de", "--stdout", "Guten Morgen."], capture_output=True).stdout
     with wave.open(io.BytesIO(raw)) as wav:
         rate, n = wav.getframerate(), len(wav.readframes(wav.getnframes())) // 2
@@ -337,7 +348,7 @@ def test_natural_backend_reads_recordings(tmp_path):
 
 def test_fleurs_style_mandarin_and_japanese_get_readings_espeak_can_speak(tmp_path):
     """Real pypinyin / pykakasi (the `cjk` extra): Hanzi become tone-numbered pinyin, kanji kana."""
-    from engine.data.speech import EspeakBackend, reading_for_espeak
+    from engine.pipeline.inputs.speech import EspeakBackend, reading_for_espeak
 
     zh = reading_for_espeak("我们今天在公园学习英语。", "cmn")
     ja = reading_for_espeak("私は毎日東京で本を読みます。", "jpn")

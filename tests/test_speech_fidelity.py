@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.catalog import build_catalog
 from engine.errors import UserError
-from engine.hooks import hooked
-from engine.loader import TINY_MODEL_DIR, LoadedModel, check_attention, load_model
-from engine.recorder import ModelInput, record_batches
+from engine.model.catalog import build_catalog
+from engine.model.hooks import hooked
+from engine.model.loader import TINY_MODEL_DIR, LoadedModel, check_attention, load_model
+from engine.model.recorder import ModelInput, record_batches
 from tests.conftest import assert_close_to_oracle, component_groups
 
 STEPS = tuple(range(1, 12))

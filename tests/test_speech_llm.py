@@ -1,15 +1,15 @@
-"""Speech LLMs (engine.speech_llm): catalogs of the real checkpoints' configs, and recording that
+"""Speech LLMs (engine.model.speech_llm): catalogs of the real checkpoints' configs, and recording that
 equals transformers' own KV-cache ``generate``, batched with left padding as the processor does it,
 for both families, audio and text, batch sizes 1, 3 and 8 with mixed lengths, at every step."""
 import numpy as np
 import pytest
 import torch
 
-from engine.catalog import build_catalog, catalog_command, config_for
-from engine.hooks import hooked
-from engine.lm_recorder import prompt_inputs, record_batches
-from engine.recorder import ModelInput
-from engine.speech_llm import family
+from engine.model.catalog import build_catalog, catalog_command, config_for
+from engine.model.hooks import hooked
+from engine.model.lm_recorder import prompt_inputs, record_batches
+from engine.model.recorder import ModelInput
+from engine.model.speech_llm import family
 from tests.conftest import assert_close_to_oracle, component_groups, speech_llm
 
 ALL_STEPS = tuple(range(1, 12))
@@ -179,7 +179,7 @@ def test_language_and_length_errors_name_the_fix():
 @pytest.mark.parametrize("from_position", [None, 3])
 @pytest.mark.parametrize("name", ["qwen2_audio", "voxtral"])
 def test_steering_sets_lm_neurons_at_generating_positions_only(name, from_position):
-    from engine.steering import generate, steer
+    from engine.model.steering import generate, steer
 
     lm = speech_llm(name, "fixture")
     catalog = build_catalog(lm.model)
@@ -216,9 +216,9 @@ def test_steering_sets_lm_neurons_at_generating_positions_only(name, from_positi
 
 @pytest.mark.parametrize("name", ["qwen2_audio", "voxtral"])
 def test_the_prompts_are_profile_settings_that_reach_the_chat_template(name):
-    from engine.config import available_profiles, load_profile
-    from engine.loader import load_model
-    from engine.speech_llm.shape import INSTRUCTIONS
+    from engine.model.loader import load_model
+    from engine.model.speech_llm.shape import INSTRUCTIONS
+    from engine.pipeline.config import available_profiles, load_profile
 
     for profile in available_profiles():  # one default, written in every profile
         assert load_profile(profile)["prompts"] == INSTRUCTIONS, profile

@@ -5,8 +5,10 @@ import shutil
 
 import pytest
 
-from engine import config, pipeline, steering_eval
-from engine.stages.steer import CHECKPOINT_SUBDIR
+from engine.pipeline import config
+from engine.pipeline import runner as pipeline
+from engine.pipeline import steering_run as steering_eval
+from engine.pipeline.stages.steer import CHECKPOINT_SUBDIR
 
 SMALL = ["data.n_identify=4", "data.n_steer=2", "record.rows_per_block=2", "model.batch_size=2",
          "record.max_new_tokens=12", "rank.k=20", "rank.k_sweep=[10, 20]", "steer.k=10", "rank.n_boot=4",

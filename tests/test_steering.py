@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine import steering
 from engine.errors import UserError
-from engine.recorder import ModelInput, record_batches
-from engine.steering import DECODER, control_neurons, generate, median_activations, random_neurons, steer
+from engine.model import steering
+from engine.model.recorder import ModelInput, record_batches
+from engine.model.steering import DECODER, control_neurons, generate, median_activations, random_neurons, steer
 
 TEXTS = ["Das Wetter ist heute schön.", "Kinder spielen im Park.", "Ich hätte gern eine Tasse Kaffee."]
 
 
 @pytest.fixture(scope="module")
 def lm():
-    from engine.loader import TINY_MODEL_DIR, load_model
+    from engine.model.loader import TINY_MODEL_DIR, load_model
 
     if not (TINY_MODEL_DIR / "config.json").exists():
         pytest.skip("fixtures/tiny_model not built (python fixtures/build_tiny_model.py)")
@@ -31,7 +31,7 @@ def lm():
 
 @pytest.fixture(scope="module")
 def catalog(lm):
-    from engine.catalog import build_catalog
+    from engine.model.catalog import build_catalog
 
     return build_catalog(lm.model)
 
@@ -281,7 +281,7 @@ def test_median_activations_oracle():
 
 
 def test_recorder_sees_medians_while_steering(lm, catalog):
-    """A recording (engine.recorder) taken inside steer() shows the medians at the chosen
+    """A recording (engine.model.recorder) taken inside steer() shows the medians at the chosen
     neurons at every step, pooled cross-attention k/v included, and not elsewhere by chance."""
     rng = np.random.default_rng(5)
     neurons = _chosen(catalog, rng, per_component=2)

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from engine import steering_eval
-from engine.data.tasks import Example
 from engine.errors import UserError
-from engine.steering import DECODER
-from engine.steering_eval import check_held_out, effect_ratios, markdown_tables, run_steering
+from engine.model.steering import DECODER
+from engine.pipeline import steering_run as steering_eval
+from engine.pipeline.inputs.tasks import Example
+from engine.pipeline.steering_run import check_held_out, effect_ratios, markdown_tables, run_steering
 
 LANGS = ["deu", "spa", "fra", "cmn", "jpn"]
 TEXT = {"deu": "Kinder spielen im Park.", "fra": "Les enfants jouent dans le parc.",
@@ -66,7 +66,7 @@ def planted_rows():
 
 
 def test_effect_ratio_exclusion_and_means_on_planted_rates():
-    pytest.importorskip("engine.control")
+    pytest.importorskip("engine.science.scripts")
     er = effect_ratios(planted_rows(), tau=10.0)
     got = {(p["src"], p["tgt"], p["step"]): p for p in er["pairs"]}
     assert len(got) == 8
@@ -91,7 +91,7 @@ def test_effect_ratio_exclusion_and_means_on_planted_rates():
 
 
 def test_markdown_tables_shape():
-    pytest.importorskip("engine.control")
+    pytest.importorskip("engine.science.scripts")
     rows = planted_rows()
     section = {"rows": rows, "effect_ratio": effect_ratios(rows),
                "qualitative": [{"src": "deu", "tgt": "cmn", "step": 11, "sentence_id": "s10",
@@ -110,7 +110,7 @@ def test_markdown_tables_shape():
 
 @pytest.fixture(scope="module")
 def lm():
-    from engine.loader import TINY_MODEL_DIR, load_model
+    from engine.model.loader import TINY_MODEL_DIR, load_model
 
     if not (TINY_MODEL_DIR / "config.json").exists():
         pytest.skip("fixtures/tiny_model not built")
@@ -119,14 +119,14 @@ def lm():
 
 @pytest.fixture(scope="module")
 def catalog(lm):
-    from engine.catalog import build_catalog
+    from engine.model.catalog import build_catalog
 
     return build_catalog(lm.model)
 
 
 def to_input(x):
     """ModelInput with a seeded synthetic waveform (no speech synthesis in unit tests)."""
-    from engine.recorder import ModelInput
+    from engine.model.recorder import ModelInput
 
     waveform = None
     if x.modality == "speech":
@@ -144,7 +144,7 @@ def planted_stats(n_decoder, steps=(1, 6)):
 
 
 def test_run_steering_end_to_end(lm, catalog, tmp_path):
-    pytest.importorskip("engine.control")
+    pytest.importorskip("engine.science.scripts")
     ap, on = planted_stats(catalog.n_neurons(DECODER))
     kwargs = dict(held_out=held_out(), identify=identify(), ap=ap, on_p50=on, langs=LANGS, k=20,
                   steps=(1, 6), pairs=[("deu", "cmn"), ("cmn", "deu")], batch_size=2, max_new_tokens=6,
@@ -175,7 +175,7 @@ def test_run_steering_end_to_end(lm, catalog, tmp_path):
 
 
 def test_k0_steering_equals_baseline(lm, catalog):
-    pytest.importorskip("engine.control")
+    pytest.importorskip("engine.science.scripts")
     ap, on = planted_stats(catalog.n_neurons(DECODER), steps=(6,))
     result = run_steering(lm, catalog, held_out=held_out(langs=("deu",)), identify=identify(langs=("deu",)),
                           ap=ap, on_p50=on, langs=LANGS, k=0, steps=(6,), pairs=[("deu", "jpn")],
@@ -201,7 +201,7 @@ def test_bad_arguments(lm, catalog):
 
 def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
     """The pipeline's steer stage: config keys, file names of the rank stage, outputs written."""
-    from engine.stages import steer as stage
+    from engine.pipeline.stages import steer as stage
     steps = (6,)
     ap, on = planted_stats(catalog.n_neurons(DECODER), steps=steps)
     ap, on = {6: ap[6][:3]}, {6: on[6][:3]}  # rows of data.langs
@@ -240,7 +240,7 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
 
 
 def test_pair_without_classified_tokens_is_excluded_not_fatal():
-    pytest.importorskip("engine.control")
+    pytest.importorskip("engine.science.scripts")
     rows = [r for r in planted_rows() if r["step"] == 6]
     for r in rows:
         if (r["src"], r["task"]) == ("cmn", "TR"):
@@ -254,7 +254,7 @@ def test_pair_without_classified_tokens_is_excluded_not_fatal():
 
 
 def test_score_outputs_scripts_and_fasttext():
-    pytest.importorskip("engine.control")
+    pytest.importorskip("engine.science.scripts")
     texts = ["Kinder spielen im Park.", "孩子们在公园里玩。"]  # 4 Latin words, 8 Han characters
     s = steering_eval.score_outputs(texts, "deu", "cmn")
     assert s["latin"] == pytest.approx(100 * 4 / 12) and s["cjk"] == pytest.approx(100 * 8 / 12)
@@ -265,8 +265,8 @@ def test_score_outputs_scripts_and_fasttext():
 
 
 def test_control_rate_ci_brackets_the_rate_and_matches_a_brute_force_bootstrap():
-    from engine import control
-    from engine.steering_eval import control_rate_ci
+    from engine.pipeline.steering_run import control_rate_ci
+    from engine.science import scripts as control
 
     texts = ["我们 today 学习", "hello world", "中文中文", "", "mixed 中 text"]
     lo, hi = control_rate_ci(texts, "cjk", n_boot=300, seed=3)

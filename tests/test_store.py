@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from engine.errors import UserError
-from engine.store import MatrixStore, atomic_write_json, is_complete, mark_complete
+from engine.files import atomic_write_json
+from engine.pipeline.completion import is_complete, mark_complete
+from engine.pipeline.store import MatrixStore
 
 
 def _fill(store, rng):
@@ -140,7 +142,7 @@ def test_bfloat16_store_round_trips_exactly_as_bit_patterns(tmp_path):
 def test_bfloat16_store_rounds_like_torch():
     import torch
 
-    from engine.store import decode_values, encode_values
+    from engine.pipeline.store import decode_values, encode_values
 
     x = np.random.default_rng(3).standard_normal(1000).astype(np.float32) * 1e3
     np.testing.assert_array_equal(decode_values(encode_values(x, "bfloat16"), "bfloat16"),
@@ -148,7 +150,7 @@ def test_bfloat16_store_rounds_like_torch():
 
 
 def test_unwritten_bfloat16_cells_read_as_nan(tmp_path):
-    from engine.store import decode_values
+    from engine.pipeline.store import decode_values
 
     st = MatrixStore.create(tmp_path / "m", 2, 3, rows_per_block=1, dtype="bfloat16")
     assert np.isnan(decode_values(st.array[:], "bfloat16")).all()
@@ -211,7 +213,7 @@ def test_unknown_store_dtype_is_refused(tmp_path):
 def test_auto_store_dtype_keeps_the_models_16_bit_type(setting, model, expected):
     import torch
 
-    from engine.store import resolve_store_dtype
+    from engine.pipeline.store import resolve_store_dtype
 
     assert resolve_store_dtype(setting, model) == expected
     if model.startswith("torch."):
@@ -223,7 +225,7 @@ def test_ap_of_bfloat16_stored_data_equals_sklearn(tmp_path):
     import torch
     from sklearn.metrics import average_precision_score
 
-    from engine.ranking import average_precision, on_device
+    from engine.science.ranking import average_precision, on_device
 
     rng = np.random.default_rng(5)
     n, cols = 90, 40
@@ -245,8 +247,8 @@ def test_ap_of_bfloat16_stored_data_equals_sklearn(tmp_path):
 
 
 def test_profiles_store_the_models_own_16_bit_type_and_bad_settings_are_refused():
-    from engine.config import CHOICES, load_profile
-    from engine.store import STORE_DTYPES, resolve_store_dtype
+    from engine.pipeline.config import CHOICES, load_profile
+    from engine.pipeline.store import STORE_DTYPES, resolve_store_dtype
 
     assert set(CHOICES["record.store_dtype"]) == {*STORE_DTYPES, "auto"}  # the setting offers what the store holds
 

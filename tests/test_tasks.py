@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.corpus import select_embedded
-from engine.data.fleurs import select_fleurs
-from engine.data.languages import LANGS
-from engine.data.tasks import TASKS, build_tasks
 from engine.errors import UserError
+from engine.pipeline.inputs.corpus import select_embedded
+from engine.pipeline.inputs.fleurs import select_fleurs
+from engine.pipeline.inputs.tasks import TASKS, build_tasks
+from engine.science.languages import LANGS
 
 ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "fleurs"
 
@@ -77,7 +77,7 @@ def test_missing_audio_excluded_and_counted():
 
 
 def test_accepts_synthesis_result_and_text_only():
-    from engine.data.speech import SynthesisResult
+    from engine.pipeline.inputs.speech import SynthesisResult
     selection = select_embedded(n=4, seed=0)
     result = SynthesisResult(paths=_fake_audio(selection))
     assert len(build_tasks(selection, result)["ASR"]) == 4 * 5
@@ -104,7 +104,7 @@ def test_offline_pipeline_embedded_espeak(tmp_path):
     """Embedded corpus -> espeak cache -> task views -> waveforms -> features, with no network."""
     from transformers import SeamlessM4TFeatureExtractor
 
-    from engine.data.speech import EspeakBackend, load_waveform, speech_features, synthesize_sentences
+    from engine.pipeline.inputs.speech import EspeakBackend, load_waveform, speech_features, synthesize_sentences
 
     selection = select_embedded(n=3, seed=0)
     result = synthesize_sentences(selection.sentences, selection.langs, EspeakBackend(), tmp_path)

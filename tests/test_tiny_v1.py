@@ -22,17 +22,17 @@ def tiny_v1(tmp_path_factory):
 
 
 def test_loader_reads_the_family_from_the_config(tiny_v1):
-    from engine.loader import load_model
+    from engine.model.loader import load_model
 
     lm = load_model(tiny_v1, langs=["eng", "deu", "jpn"])
     assert type(lm.model).__name__ == "SeamlessM4TModel" and lm.family == "seamless_m4t"
 
 
 def test_recording_and_steering_on_v1(tiny_v1):
-    from engine.catalog import build_catalog
-    from engine.loader import load_model
-    from engine.recorder import ModelInput
-    from engine.steering import DECODER, generate, steer
+    from engine.model.catalog import build_catalog
+    from engine.model.loader import load_model
+    from engine.model.recorder import ModelInput
+    from engine.model.steering import DECODER, generate, steer
 
     lm = load_model(tiny_v1)
     cat = build_catalog(lm.model)
@@ -50,7 +50,8 @@ def test_recording_and_steering_on_v1(tiny_v1):
 
 
 def test_one_pipeline_run_on_v1(tiny_v1, tmp_path):
-    from engine import config, pipeline
+    from engine.pipeline import config
+    from engine.pipeline import runner as pipeline
 
     cfg = config.load_profile("tiny", [
         f"model.id='{tiny_v1}'", "data.langs=['deu', 'jpn']", "data.n_identify=6", "data.n_steer=2",

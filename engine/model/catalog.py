@@ -1,0 +1,357 @@
+"""Which neurons exist: the paper's components (SPEC §2) per stack and layer, in a fixed order.
+
+A neuron is one channel of one component's output. The catalog fixes, for every component,
+its module path, width, channel axis of the hooked output, and how positions are reduced
+(``encoder_pooled``: mean over valid encoder positions; ``decoder_step``: the output at decoder
+position t; ``step_invariant``: cross-attention k/v, which run over encoder positions and are
+mean-pooled like encoder components). Each stack's neurons form one flat vector whose layout is
+catalog order: layer, then component order below.
+
+Model families (read from the config's ``model_type``, engine.model.loader.model_family):
+
+- ``seamless_m4t_v2`` (SeamlessM4T v2): the paper's component list (SPEC §2), as below.
+- ``seamless_m4t`` (SeamlessM4T v1, medium and large): the same list with two differences
+  in the conformer's convolution module and attention. ``conv_module.batch_norm`` takes the
+  place of v2's ``conv_module.depthwise_layer_norm``: it is the normalisation right after the
+  depthwise convolution and before the activation, one channel per hidden unit, so it fills the
+  same slot; it runs on [batch, hidden, time], so its channel axis is 1 (v2's layer norm runs
+  on [batch, time, hidden], axis -1). ``self_attn.linear_pos`` (v1's relative-position
+  projection) is left out: its input is the sinusoidal position table, not the utterance, so its
+  output depends only on the sequence length and cannot tell languages apart (v2's equivalent,
+  ``self_attn.distance_embedding``, is left out by the paper for the same reason). The text
+  encoder and decoder layers are identical in both families.
+
+Every component path is resolved in the instantiated module tree, so a catalog always matches
+its model and a family whose modules differ fails loudly instead of hooking nothing.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+STACKS = ("speech_encoder", "text_encoder", "text_decoder")
+
+# (component name, width attribute, channel axis); width "hidden" | "2hidden" | config attribute.
+SPEECH_COMPONENTS = (
+    ("ffn1_layer_norm", "hidden", -1),
+    ("ffn1.intermediate_dense", "speech_encoder_intermediate_size", -1),
+    ("ffn1.output_dense", "hidden", -1),
+    ("ffn2_layer_norm", "hidden", -1),
+    ("ffn2.intermediate_dense", "speech_encoder_intermediate_size", -1),
+    ("ffn2.output_dense", "hidden", -1),
+    ("self_attn_layer_norm", "hidden", -1),
+    ("self_attn.linear_q", "hidden", -1),
+    ("self_attn.linear_k", "hidden", -1),
+    ("self_attn.linear_v", "hidden", -1),
+    ("self_attn.linear_out", "hidden", -1),
+    ("conv_module.layer_norm", "hidden", -1),
+    ("conv_module.pointwise_conv1", "2hidden", 1),
+    ("conv_module.glu", "hidden", 1),
+    ("conv_module.depthwise_conv", "hidden", 1),
+    ("conv_module.depthwise_layer_norm", "hidden", -1),
+    ("conv_module.pointwise_conv2", "hidden", 1),
+)
+#: v1's conformer: batch_norm where v2 has depthwise_layer_norm (see the module docstring).
+SPEECH_COMPONENTS_V1 = tuple(
+    ("conv_module.batch_norm", "hidden", 1) if name == "conv_module.depthwise_layer_norm" else (name, width, axis)
+    for name, width, axis in SPEECH_COMPONENTS
+)
+SPEECH_COMPONENTS_BY_FAMILY = {"seamless_m4t_v2": SPEECH_COMPONENTS, "seamless_m4t": SPEECH_COMPONENTS_V1}
+TEXT_ENCODER_COMPONENTS = (
+    ("self_attn_layer_norm", "hidden", -1),
+    ("self_attn.q_proj", "hidden", -1),
+    ("self_attn.k_proj", "hidden", -1),
+    ("self_attn.v_proj", "hidden", -1),
+    ("self_attn.out_proj", "hidden", -1),
+    ("ffn_layer_norm", "hidden", -1),
+    ("ffn.fc1", "encoder_ffn_dim", -1),
+    ("ffn.fc2", "hidden", -1),
+)
+DECODER_COMPONENTS = (
+    ("self_attn_layer_norm", "hidden", -1),
+    ("self_attn.q_proj", "hidden", -1),
+    ("self_attn.k_proj", "hidden", -1),
+    ("self_attn.v_proj", "hidden", -1),
+    ("self_attn.out_proj", "hidden", -1),
+    ("cross_attention_layer_norm", "hidden", -1),
+    ("cross_attention.q_proj", "hidden", -1),
+    ("cross_attention.k_proj", "hidden", -1),
+    ("cross_attention.v_proj", "hidden", -1),
+    ("cross_attention.out_proj", "hidden", -1),
+    ("ffn_layer_norm", "hidden", -1),
+    ("ffn.fc1", "decoder_ffn_dim", -1),
+    ("ffn.fc2", "hidden", -1),
+)
+STEP_INVARIANT = {"cross_attention.k_proj", "cross_attention.v_proj"}
+
+# Extras (off by default; not in the paper's table). "ffn.act" is the FFN's real activation in
+# text encoder and decoder layers (not the decoder layer's never-called ``activation_fn``).
+EXTRAS = ("ffn.act", "intermediate_ffn", "adapter")
+_SPEECH_POST = {  # speech-encoder modules after the conformer stack, reported as layer -1
+    "intermediate_ffn": (("intermediate_ffn.intermediate_dense", "speech_encoder_intermediate_size"),
+                         ("intermediate_ffn.output_dense", "hidden")),
+    "adapter": (("adapter.layers.{j}.residual_conv", "2hidden"),
+                ("adapter.layers.{j}.self_attn.linear_out", "hidden"),
+                ("adapter.layers.{j}.ffn.intermediate_dense", "speech_encoder_intermediate_size"),
+                ("adapter.layers.{j}.ffn.output_dense", "hidden")),
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    stack: str
+    layer: int
+    name: str
+    path: str
+    dim: int
+    channel_axis: int
+    position: str
+    offset: int
+    #: "output" (the module's output) or "input" (its first input: a speech LLM's MLP intermediate)
+    reads: str = "output"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    components: tuple[Component, ...]
+
+    def stack(self, stack: str) -> tuple[Component, ...]:
+        if stack not in STACKS:
+            raise ValueError(f"stack '{stack}' is not one of {STACKS}")
+        return tuple(c for c in self.components if c.stack == stack)
+
+    def n_neurons(self, stack: str) -> int:
+        return sum(c.dim for c in self.stack(stack))
+
+    @property
+    def total(self) -> int:
+        return sum(c.dim for c in self.components)
+
+    def counts(self) -> dict[str, int]:
+        """Neurons per stack and ``total``."""
+        out = {s: self.n_neurons(s) for s in STACKS}
+        out["total"] = self.total
+        return out
+
+    def locate(self, stack: str, flat: np.ndarray) -> list[tuple[Component, np.ndarray]]:
+        """Group flat neuron indices of ``stack`` by component.
+
+        Returns ``(component, channels)`` pairs in catalog order, only for components that hold
+        at least one index; ``channels`` are int64 channel indices within the component, in the
+        order the indices were given. IndexError for indices outside ``[0, n_neurons(stack))``.
+        """
+        comps = self.stack(stack)
+        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+        n = sum(c.dim for c in comps)
+        if flat.size and (flat.min() < 0 or flat.max() >= n):
+            raise IndexError(f"neuron index out of range [0, {n}) for stack '{stack}'")
+        starts = np.array([c.offset for c in comps], dtype=np.int64)
+        which = np.searchsorted(starts, flat, side="right") - 1
+        out = []
+        for i in np.unique(which):
+            sel = flat[which == i]
+            out.append((comps[i], sel - comps[i].offset))
+        return out
+
+    def to_json(self) -> dict:
+        # "reads" is written only where it is not the default, so SeamlessM4T catalogs keep their bytes
+        return {"components": [{k: v for k, v in asdict(c).items() if k != "reads" or v != "output"}
+                               for c in self.components]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Catalog":
+        return cls(tuple(Component(**c) for c in d["components"]))
+
+
+def _width(config, spec: str) -> int:
+    if spec == "hidden":
+        return int(config.hidden_size)
+    if spec == "2hidden":
+        return 2 * int(config.hidden_size)
+    return int(getattr(config, spec))
+
+
+def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
+    """Catalog of a SeamlessM4T model (v1 ``SeamlessM4TModel`` or v2 ``SeamlessM4Tv2Model``) or
+    of its config (instantiated on the meta device, no weights).
+
+    The family comes from ``config.model_type``. ``extras`` may hold ``"ffn.act"``,
+    ``"intermediate_ffn"``, ``"adapter"``. Layer counts and widths are read from the
+    instantiated modules; every component path must exist in the module tree (ValueError
+    naming the first that does not).
+    """
+    import torch
+
+    from engine.model import speech_llm
+    from engine.model.loader import model_class, model_family
+
+    unknown = set(extras) - set(EXTRAS)
+    if unknown:
+        raise ValueError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
+    if isinstance(model_or_config, torch.nn.Module):
+        model = model_or_config
+    else:
+        with torch.device("meta"):
+            model = model_class(model_or_config)(model_or_config)
+    config = model.config
+    if speech_llm.is_speech_llm(config):
+        if extras:
+            raise ValueError(f"extras {sorted(extras)} exist only for SeamlessM4T models")
+        return _speech_llm_catalog(model, speech_llm.family(config))
+    speech_table = SPEECH_COMPONENTS_BY_FAMILY[model_family(config)]
+    layers = {
+        "speech_encoder": ("speech_encoder.encoder.layers", len(model.speech_encoder.encoder.layers), speech_table),
+        "text_encoder": ("text_encoder.layers", len(model.text_encoder.layers), TEXT_ENCODER_COMPONENTS),
+        "text_decoder": ("text_decoder.layers", len(model.text_decoder.layers), DECODER_COMPONENTS),
+    }
+    components: list[Component] = []
+    for stack in STACKS:
+        prefix, n_layers, table = layers[stack]
+        rows = list(table)
+        if "ffn.act" in extras and stack != "speech_encoder":
+            at = [n for n, _, _ in rows].index("ffn.fc1") + 1
+            rows.insert(at, ("ffn.act", rows[at - 1][1], -1))
+        offset = 0
+        for i in range(n_layers):
+            for name, width, axis in rows:
+                if stack == "text_decoder":
+                    position = "step_invariant" if name in STEP_INVARIANT else "decoder_step"
+                else:
+                    position = "encoder_pooled"
+                dim = _width(config, width)
+                _check_path(model, f"{prefix}.{i}.{name}")
+                components.append(Component(stack, i, name, f"{prefix}.{i}.{name}", dim, axis, position, offset))
+                offset += dim
+        if stack == "speech_encoder":
+            for extra in ("intermediate_ffn", "adapter"):
+                if extra not in extras:
+                    continue
+                if extra == "intermediate_ffn":
+                    n_rep = 1
+                else:
+                    adapter = model.speech_encoder.adapter
+                    n_rep = 0 if adapter is None else len(adapter.layers)
+                for j in range(n_rep):
+                    for tmpl, width in _SPEECH_POST[extra]:
+                        name = tmpl.format(j=j)
+                        axis = 1 if name.endswith("residual_conv") else -1
+                        dim = _width(config, width)
+                        # adapter outputs run at the sub-sampled (stride-8) rate: the recorder pools
+                        # them with the post-adapter mask.
+                        pos = "adapter_pooled" if extra == "adapter" else "encoder_pooled"
+                        components.append(Component(stack, -1, name, f"speech_encoder.{name}", dim, axis, pos, offset))
+                        offset += dim
+    return Catalog(tuple(components))
+
+
+def _speech_llm_catalog(model, fam) -> Catalog:
+    """A speech LLM's catalog (engine.model.speech_llm): audio encoder layers then the projector as
+    ``speech_encoder``, the token embedding as ``text_encoder``, the LM's layers as
+    ``text_decoder``."""
+    config = model.config
+    components: list[Component] = []
+    offsets = dict.fromkeys(STACKS, 0)
+
+    def add(stack, layer, name, path, dim, axis, position, reads="output"):
+        _check_path(model, path)
+        components.append(Component(stack, layer, name, path, int(dim), axis, position, offsets[stack], reads))
+        offsets[stack] += int(dim)
+
+    n_audio = len(model.get_submodule(fam.audio_layers))
+    for i in range(n_audio):
+        for name, width, axis in fam.audio_components:
+            add("speech_encoder", i, name, f"{fam.audio_layers}.{i}.{name}", width(config), axis, "encoder_pooled")
+    for path, width, axis in fam.projector:
+        add("speech_encoder", n_audio, "projector." + path.rsplit(".", 1)[-1], path, width(config), axis,
+            "projector_pooled")
+    add("text_encoder", 0, "embed_tokens", fam.embed, config.text_config.hidden_size, -1, "prompt_pooled")
+    for i in range(len(model.get_submodule(fam.lm_layers))):
+        for name, module, width, reads in fam.lm_components:
+            add("text_decoder", i, name, f"{fam.lm_layers}.{i}.{module}", width(config), -1, "decoder_step", reads)
+    return Catalog(tuple(components))
+
+
+def _check_path(model, path: str) -> None:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"component '{path}' is not a module of this {type(model).__name__}; "
+                         "the catalog's component list does not fit this model family") from None
+
+
+#: v1 medium's hyperparameters, as transformers' conversion script
+#: (models/seamless_m4t/convert_fairseq2_to_hf.py, ``_load_hf_config("medium")``) builds the
+#: config of facebook/hf-seamless-m4t-medium; everything else is SeamlessM4TConfig()'s default.
+V1_MEDIUM = {"vocab_size": 256206, "t2u_vocab_size": 10082, "hidden_size": 1024,
+             "max_position_embeddings": 4096, "encoder_layers": 12, "decoder_layers": 12,
+             "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096, "t2u_encoder_layers": 4,
+             "t2u_decoder_layers": 4, "speech_encoder_layers": 12}
+#: speech-LLM families by their --config name: the checkpoint's pinned config (engine.model.speech_llm)
+SPEECH_LLM_CONFIGS = {"qwen2-audio": "qwen2_audio", "voxtral": "voxtral"}
+CONFIGS = ("large", "tiny", "v1-large", "v1-medium", *SPEECH_LLM_CONFIGS)
+#: Hub ids whose architecture is one of the built-in configs (no download needed for counts).
+HUB_CONFIGS = {"facebook/seamless-m4t-v2-large": "large", "facebook/hf-seamless-m4t-large": "v1-large",
+               "facebook/hf-seamless-m4t-medium": "v1-medium", "Qwen/Qwen2-Audio-7B-Instruct": "qwen2-audio",
+               "mistralai/Voxtral-Mini-3B-2507": "voxtral"}
+
+
+def config_for(name: str):
+    """Built-in configs: ``"large"`` -> ``SeamlessM4Tv2Config()`` (v2 Large), ``"v1-large"`` ->
+    ``SeamlessM4TConfig()`` (facebook/hf-seamless-m4t-large; transformers' default is the
+    large one), ``"v1-medium"`` -> facebook/hf-seamless-m4t-medium's, ``"tiny"`` -> the
+    fixture's config; ``"qwen2-audio"`` and ``"voxtral"`` -> the pinned configs of
+    Qwen/Qwen2-Audio-7B-Instruct and mistralai/Voxtral-Mini-3B-2507 (engine.model.speech_llm)."""
+    from transformers import SeamlessM4TConfig, SeamlessM4Tv2Config
+
+    from engine.model import speech_llm
+
+    if name in SPEECH_LLM_CONFIGS:
+        return speech_llm.family(SPEECH_LLM_CONFIGS[name]).checkpoint_config()
+    if name == "large":
+        return SeamlessM4Tv2Config()
+    if name == "v1-large":
+        return SeamlessM4TConfig()
+    if name == "v1-medium":
+        return SeamlessM4TConfig(**V1_MEDIUM)
+    if name == "tiny":
+        from engine.model.loader import TINY_MODEL_DIR
+
+        return SeamlessM4Tv2Config.from_pretrained(TINY_MODEL_DIR)
+    raise ValueError(f"config '{name}' is not one of {CONFIGS}")
+
+
+def catalog_arguments(parser) -> None:
+    parser.add_argument("--config", choices=CONFIGS, default="large",
+                        help="built-in config to instantiate on the meta device (default: large)")
+    parser.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                        help="read the config of this model directory or Hub id instead (no weights)")
+    parser.add_argument("--extras", nargs="*", default=(), choices=EXTRAS,
+                        help="add components beyond the paper's table")
+    parser.add_argument("--json", action="store_true", help="print the full catalog as JSON before the counts")
+
+
+def catalog_command(args) -> int:
+
+    if getattr(args, "model", None):
+        from engine.model.loader import read_config
+
+        config = read_config(args.model)
+    else:
+        config = config_for(args.config)
+    catalog = build_catalog(config, extras=tuple(getattr(args, "extras", ()) or ()))
+    if getattr(args, "json", False):
+        print(json.dumps(catalog.to_json()))
+    else:
+        for stack in STACKS:
+            comps = catalog.stack(stack)
+            per_layer: dict[int, int] = {}
+            for c in comps:
+                per_layer[c.layer] = per_layer.get(c.layer, 0) + c.dim
+            layer_counts = sorted(set(per_layer.values()))
+            print(f"{stack}: {len(per_layer)} layers, {len(comps)} components, per layer {layer_counts}, "
+                  f"{catalog.n_neurons(stack):,} neurons")
+    print(json.dumps(catalog.counts()))
+    return 0
