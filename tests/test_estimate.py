@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
+from engine.files import REPO_ROOT
 from engine.pipeline.config import load_profile
 from engine.tools import estimate as estimate_mod
 from engine.tools.cli import main
-from engine.tools.estimate import STAGES, estimate
+from engine.tools.estimate import STAGES, calibrate, estimate
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def test_estimate_follows_overrides(paper, monkeypatch):
         # matrices on a CPU that emulates bf16 took 25 minutes there, then was thrown away
         def refuse(*a, **k):
             raise AssertionError("calibrated on the CPU for a GPU run")
-        monkeypatch.setattr(estimate_mod, "_calibrate_matmul", refuse)
-        monkeypatch.setattr(estimate_mod, "_calibrate_generate", refuse)
+        monkeypatch.setattr(calibrate, "matmul", refuse)
+        monkeypatch.setattr(calibrate, "generate", refuse)
     small = estimate(load_profile("paper", ["data.n_identify=100", "rank.n_boot=10"]))
     assert small["examples"]["record_per_task"] == 500
     assert small["disk_bytes"]["activation_store"] * 10 == paper["disk_bytes"]["activation_store"]
@@ -85,9 +86,9 @@ def test_cpu_matmul_calibration_shrinks_rows_when_products_are_slow(monkeypatch)
     # product fits the budget, so the calibration's own cost stays bounded on any CPU
     calls = []
     real = torch.nn.functional.linear
-    monkeypatch.setattr(estimate_mod, "MATMUL_CALL_BUDGET_S", 1e-9)  # every product "too slow"
+    monkeypatch.setattr(calibrate, "MATMUL_CALL_BUDGET_S", 1e-9)  # every product "too slow"
     monkeypatch.setattr(torch.nn.functional, "linear", lambda x, w: calls.append(x.shape[0]) or real(x, w))
-    out = estimate_mod._calibrate_matmul("cpu", torch.float32, 64, {4})
+    out = calibrate.matmul("cpu", torch.float32, 64, {4})
     assert set(calls) == {16, 4} and len(calls) <= 6  # the 16-row probe and B=4, once each after a warm-up
     assert out["encode"] > 0 and out["decode"][4] > 0
 
@@ -135,9 +136,9 @@ def test_a_speech_llm_prompt_is_measured_with_the_runs_processor(profile, per_s)
 
     cfg = load_profile(profile)
     mcfg = read_config(cfg["model"]["id"])
-    fixture = estimate_mod.config_mod.REPO_ROOT / cfg["model"]["id"]
-    w = estimate_mod._prompt_widths(cfg, mcfg, {"deu": ["Das Wetter ist heute schön."]}, fixture)
+    fixture = REPO_ROOT / cfg["model"]["id"]
+    w = estimate_mod.prompt_widths(cfg, mcfg, {"deu": ["Das Wetter ist heute schön."]}, fixture)
     assert w["source"] == "the run's processor" and w["speech_per_s"] == per_s
     assert w["speech_fixed"] > (375 if per_s == 0 else 0) and w["text"] > 5
     other = {**cfg, "model": {**cfg["model"], "id": "nobody/not-cached"}}  # offline, never downloaded
-    assert estimate_mod._prompt_widths(other, mcfg, None, fixture)["source"].startswith("the fixture's")
+    assert estimate_mod.prompt_widths(other, mcfg, None, fixture)["source"].startswith("the fixture's")
