@@ -19,8 +19,9 @@ from scipy.io import wavfile
 
 from engine.errors import UserError
 from engine.pipeline.completion import COMPLETE, is_complete, mark_complete, verify_complete
-from engine.pipeline.inputs import speech
-from engine.pipeline.inputs.speech import NaturalBackend, SpeechRequest, synthesize
+from engine.pipeline.inputs.speech import SpeechRequest, record_path, synthesize
+from engine.pipeline.inputs.tts import NaturalBackend
+from engine.pipeline.inputs.wav import load_waveform
 from engine.pipeline.store import MatrixStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,7 +257,7 @@ def test_truncated_cached_wav_is_synthesised_again_with_one_line(tmp_path, capsy
     assert capsys.readouterr().err.splitlines() == [
         f"speech cache {wav} is damaged (30000 bytes, not the {first.records[str(wav)]['size']} written); "
         "synthesising it again"]
-    np.testing.assert_array_equal(speech.load_waveform(wav), Tone().synthesize("zwei", "deu"))
+    np.testing.assert_array_equal(load_waveform(wav), Tone().synthesize("zwei", "deu"))
     assert second.records == first.records
     assert first.records[str(wav)]["n_samples"] == 16_000 + 4000
 
@@ -273,7 +274,7 @@ def test_altered_cached_wav_is_synthesised_again(tmp_path, capsys):
 
 def test_wav_without_its_record_is_not_trusted(tmp_path, capsys):
     first = synthesize(_requests(["eins"]), Tone(), tmp_path)
-    speech.record_path(Path(first.paths[("id0", "deu")])).unlink()  # e.g. killed between the two writes
+    record_path(Path(first.paths[("id0", "deu")])).unlink()  # e.g. killed between the two writes
     assert synthesize(_requests(["eins"]), Tone(), tmp_path).n_synthesized == 1
     assert capsys.readouterr().err == ""
 
@@ -336,7 +337,7 @@ def test_disk_full_while_synthesising_is_one_line_and_resumes(small_fs, capfd):
     assert result.n_cached >= 1 and result.n_cached + result.n_synthesized == 12
     assert "damaged" not in capfd.readouterr().err  # nothing half-written was left to be found
     for (sid, lang), path in result.paths.items():
-        np.testing.assert_array_equal(speech.load_waveform(path), Tone().synthesize(requests[int(sid[2:])].text, lang))
+        np.testing.assert_array_equal(load_waveform(path), Tone().synthesize(requests[int(sid[2:])].text, lang))
 
 
 @pytest.mark.slow

@@ -1,32 +1,29 @@
-"""Speech backends, the synthesis cache, waveform loading and SeamlessM4T features."""
+"""Speech backends, the synthesis cache, waveform loading and SeamlessM4T features (fixtures/speech_features.py)."""
+import importlib.util
 import json
 import re
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.io import wavfile
 
 from engine.errors import UserError
-from engine.pipeline.inputs import speech
 from engine.pipeline.inputs.corpus import embedded_corpus
-from engine.pipeline.inputs.speech import (
-    SAMPLE_RATE,
-    EspeakBackend,
-    NaturalBackend,
-    SpeechRequest,
-    XTTSBackend,
-    cache_key,
-    load_waveform,
-    make_backend,
-    resample,
-    speech_features,
-    synthesize,
-    synthesize_sentences,
-)
-from tests.conftest import assert_close_to_oracle
+from engine.pipeline.inputs.speech import SpeechRequest, cache_key, synthesize, synthesize_sentences
+from engine.pipeline.inputs.tts import EspeakBackend, NaturalBackend, XTTSBackend, make_backend, reading_for_espeak
+from engine.pipeline.inputs.wav import SAMPLE_RATE, load_waveform, resample
+from tests.helpers import assert_close_to_oracle
+
+# fixtures/ is not a package: load the fixture builders' feature helper by its path
+_spec = importlib.util.spec_from_file_location(
+    "speech_features", Path(__file__).resolve().parents[1] / "fixtures" / "speech_features.py")
+_features = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_features)
+speech_features = _features.speech_features
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 LANGS6 = ("eng", "deu", "spa", "fra", "cmn", "jpn")
@@ -121,10 +118,10 @@ def test_reading_for_fleurs_cjk_needs_optional_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "pypinyin", None)
     monkeypatch.setitem(sys.modules, "pykakasi", None)
     with pytest.raises(UserError, match="pip install pypinyin"):
-        speech.reading_for_espeak("我们", "cmn")
+        reading_for_espeak("我们", "cmn")
     with pytest.raises(UserError, match="pip install pykakasi"):
-        speech.reading_for_espeak("私は", "jpn")
-    assert speech.reading_for_espeak("Hola.", "spa") == "Hola."
+        reading_for_espeak("私は", "jpn")
+    assert reading_for_espeak("Hola.", "spa") == "Hola."
 
 
 def test_reading_for_fleurs_cmn_uses_tone3_pinyin(monkeypatch):
@@ -133,7 +130,7 @@ def test_reading_for_fleurs_cmn_uses_tone3_pinyin(monkeypatch):
     fake.lazy_pinyin = lambda text, style, neutral_tone_with_five: (
         ["wo3", "men5", "。"] if (style, neutral_tone_with_five) == ("tone3", True) else [])
     monkeypatch.setitem(sys.modules, "pypinyin", fake)
-    assert speech.reading_for_espeak("我们。", "cmn") == "wo3 men5 。"
+    assert reading_for_espeak("我们。", "cmn") == "wo3 men5 。"
 
 
 # ----------------------------------------------------------------------------- cache
@@ -188,7 +185,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         handle.write(b"RIFF partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(speech.wavfile, "write", broken_write)
+    monkeypatch.setattr(wavfile, "write", broken_write)  # the module engine.pipeline.inputs.wav writes with
     with pytest.raises(OSError, match="disk full"):
         synthesize(_requests(["eins"]), ToneBackend(), tmp_path)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -348,8 +345,6 @@ def test_natural_backend_reads_recordings(tmp_path):
 
 def test_fleurs_style_mandarin_and_japanese_get_readings_espeak_can_speak(tmp_path):
     """Real pypinyin / pykakasi (the `cjk` extra): Hanzi become tone-numbered pinyin, kanji kana."""
-    from engine.pipeline.inputs.speech import EspeakBackend, reading_for_espeak
-
     zh = reading_for_espeak("我们今天在公园学习英语。", "cmn")
     ja = reading_for_espeak("私は毎日東京で本を読みます。", "jpn")
     assert zh.startswith("wo3 men5 jin1 tian1") and not any("\u4e00" <= ch <= "\u9fff" for ch in zh)

@@ -1,4 +1,5 @@
 """The four task views built from one selection."""
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -6,10 +7,14 @@ import pytest
 from engine.errors import UserError
 from engine.pipeline.inputs.corpus import select_embedded
 from engine.pipeline.inputs.fleurs import select_fleurs
+from engine.pipeline.inputs.speech import SynthesisResult, synthesize_sentences
 from engine.pipeline.inputs.tasks import TASKS, build_tasks
+from engine.pipeline.inputs.tts import EspeakBackend
+from engine.pipeline.inputs.wav import load_waveform
 from engine.science.languages import LANGS
 
-ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "fleurs"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+ROOT = FIXTURES / "fleurs"
 
 
 def _fake_audio(selection, missing=()):
@@ -77,7 +82,6 @@ def test_missing_audio_excluded_and_counted():
 
 
 def test_accepts_synthesis_result_and_text_only():
-    from engine.pipeline.inputs.speech import SynthesisResult
     selection = select_embedded(n=4, seed=0)
     result = SynthesisResult(paths=_fake_audio(selection))
     assert len(build_tasks(selection, result)["ASR"]) == 4 * 5
@@ -104,7 +108,11 @@ def test_offline_pipeline_embedded_espeak(tmp_path):
     """Embedded corpus -> espeak cache -> task views -> waveforms -> features, with no network."""
     from transformers import SeamlessM4TFeatureExtractor
 
-    from engine.pipeline.inputs.speech import EspeakBackend, load_waveform, speech_features, synthesize_sentences
+    # fixtures/ is not a package: load the fixture builders' feature helper by its path
+    spec = importlib.util.spec_from_file_location("speech_features", FIXTURES / "speech_features.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    speech_features = module.speech_features
 
     selection = select_embedded(n=3, seed=0)
     result = synthesize_sentences(selection.sentences, selection.langs, EspeakBackend(), tmp_path)

@@ -14,6 +14,7 @@ import tomllib
 
 from engine.errors import UserError
 from engine.files import REPO_ROOT
+from engine.pipeline.inputs.corpus import corpus_size
 from engine.science.languages import ALL_LANGS, PAPER_LANGS, check_pairs, steering_pairs
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
@@ -182,8 +183,6 @@ def validate(cfg: dict) -> None:
         if d["fleurs_root"]:
             _fail("data.fleurs_root", d["fleurs_root"], "it is read only with data.source=fleurs; "
                   "set data.source=fleurs or data.fleurs_root=''")
-        from engine.pipeline.inputs.corpus import corpus_size
-
         room = corpus_size()
         if d["n_identify"] + d["n_steer"] > room:
             raise UserError(f"data.n_identify + data.n_steer = {d['n_identify'] + d['n_steer']} exceeds the "
@@ -192,7 +191,9 @@ def validate(cfg: dict) -> None:
     if cfg["speech"]["backend"] == "espeak" and cfg["speech"]["voice"]:
         import shutil
 
-        from engine.pipeline.inputs.speech import EspeakBackend
+        # imported here, not at the top: the backends pull in numpy and scipy (~1 s), which reading
+        # a profile otherwise never needs
+        from engine.pipeline.inputs.tts import EspeakBackend
 
         if shutil.which("espeak-ng"):  # absent: preflight names the missing binary
             known = EspeakBackend().variants()

@@ -19,6 +19,7 @@ from itertools import product
 import numpy as np
 
 from engine.errors import UserError
+from engine.science.languages import check_langs
 
 CORPUS_LANGS: tuple[str, ...] = ("eng", "deu", "spa", "fra", "cmn", "jpn")
 #: Sentences returned when ``n_per_lang`` is None.
@@ -268,8 +269,6 @@ def make_selection(sentences: list[Sentence], langs, *, source: str, seed: int,
     ``n_steer`` defaults to ``max(1, round(steer_fraction * len(sentences)))``; it must leave at
     least one sentence on each side. Ids must be unique.
     """
-    from engine.science.languages import check_langs
-
     langs = check_langs(langs)
     if "eng" in langs:
         raise UserError("eng is the X->En target, not a study language: remove it from the language list")
