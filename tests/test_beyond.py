@@ -15,6 +15,7 @@ from engine.pipeline import config
 from engine.science import langid, languages
 from engine.science import scripts as control
 from engine.science.languages import LANGUAGES, check_pairs
+from engine.science.steering_scores import PAIRS
 
 # transformers' convert_fairseq2_to_hf.py (models/seamless_m4t): the 96 text languages of v1
 # and v2 (text_decoder_lang_to_code_id keys of the released checkpoints)
@@ -130,10 +131,8 @@ def test_voices_exist_in_espeak():
         assert not r.espeak_voice or r.espeak_voice in voices, r.code
 
 
-def test_model_languages_are_checked_against_the_tokenizer():
-    from engine.model.loader import TINY_MODEL_DIR, load_model
-
-    lm = load_model(TINY_MODEL_DIR)
+def test_model_languages_are_checked_against_the_tokenizer(tiny_lm):
+    lm = tiny_lm
     lm.check_languages(["eng", "deu", "cmn"])
     with pytest.raises(UserError, match="cannot generate text in \\['rus'\\]"):
         lm.check_languages(["deu", "rus"])      # in the table, not in the tiny tokenizer
@@ -145,8 +144,6 @@ def test_model_languages_are_checked_against_the_tokenizer():
 
 
 def test_steer_pairs_default_is_the_papers_eight():
-    from engine.pipeline.steering_run import PAIRS
-
     for name in ("tiny", "paper"):
         cfg = config.load_profile(name)
         assert [tuple(p) for p in cfg["steer"]["pairs"]] == list(PAIRS)

@@ -5,9 +5,8 @@ import shutil
 
 import pytest
 
-from engine.pipeline import config
+from engine.pipeline import config, steering_run
 from engine.pipeline import runner as pipeline
-from engine.pipeline import steering_run as steering_eval
 from engine.pipeline.stages.steer import CHECKPOINT_SUBDIR
 
 SMALL = ["data.n_identify=4", "data.n_steer=2", "record.rows_per_block=2", "model.batch_size=2",
@@ -48,7 +47,7 @@ def test_stopped_steer_stage_redoes_only_unfinished_rows_and_is_byte_identical(t
     # the same upstream stages, without steer and report
     out = tmp_path / "out"
     shutil.copytree(reference, out, ignore=shutil.ignore_patterns("steer-*", "report-*", "wall_time.json"))
-    real_generate = steering_eval.generate
+    real_generate = steering_run.generate
     calls = []
 
     def stopping(*args, **kwargs):
@@ -57,7 +56,7 @@ def test_stopped_steer_stage_redoes_only_unfinished_rows_and_is_byte_identical(t
         calls.append(1)
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(steering_eval, "generate", stopping)
+    monkeypatch.setattr(steering_run, "generate", stopping)
     with pytest.raises(Stop):
         pipeline.run_pipeline(cfg, out=out)
     run = pipeline.Run(cfg, out)
@@ -69,7 +68,7 @@ def test_stopped_steer_stage_redoes_only_unfinished_rows_and_is_byte_identical(t
     saved[-1].write_bytes(saved[-1].read_bytes()[:20])
 
     resumed = []
-    monkeypatch.setattr(steering_eval, "generate", lambda *a, **kw: resumed.append(1) or real_generate(*a, **kw))
+    monkeypatch.setattr(steering_run, "generate", lambda *a, **kw: resumed.append(1) or real_generate(*a, **kw))
     capsys.readouterr()
     pipeline.run_pipeline(cfg, out=out)
     assert f"steer: checkpoint {saved[-1]} is damaged" in capsys.readouterr().out
@@ -86,13 +85,13 @@ def test_checkpoint_of_other_settings_is_not_reused(tmp_path):
     import numpy as np
 
     outs = [{"example_id": i, "sentence_id": i.split("/")[0], "text": "x"} for i in ids]
-    fp = steering_eval.row_fingerprint("deu>cmn/ASR/6/median", ids, np.array([1, 2]), np.float32([0.5, 1]), None, 8, 2)
-    steering_eval.save_checkpoint(tmp_path, "deu>cmn/ASR/6/median", fp, outs)
-    assert steering_eval.load_checkpoint(tmp_path, "deu>cmn/ASR/6/median", fp) == outs
+    fp = steering_run.row_fingerprint("deu>cmn/ASR/6/median", ids, np.array([1, 2]), np.float32([0.5, 1]), None, 8, 2)
+    steering_run.save_checkpoint(tmp_path, "deu>cmn/ASR/6/median", fp, outs)
+    assert steering_run.load_checkpoint(tmp_path, "deu>cmn/ASR/6/median", fp) == outs
     for changed in [dict(neurons=np.array([1, 3])), dict(values=np.float32([0.5, 2])), dict(from_position=6),
                     dict(max_new_tokens=9), dict(batch_size=4), dict(example_ids=ids[:1])]:
         args = dict(example_ids=ids, neurons=np.array([1, 2]), values=np.float32([0.5, 1]), from_position=None,
                     max_new_tokens=8, batch_size=2) | changed
-        other = steering_eval.row_fingerprint("deu>cmn/ASR/6/median", **args)
+        other = steering_run.row_fingerprint("deu>cmn/ASR/6/median", **args)
         assert other != fp, changed
-        assert steering_eval.load_checkpoint(tmp_path, "deu>cmn/ASR/6/median", other) is None
+        assert steering_run.load_checkpoint(tmp_path, "deu>cmn/ASR/6/median", other) is None

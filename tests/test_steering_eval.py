@@ -5,9 +5,12 @@ import pytest
 
 from engine.errors import UserError
 from engine.model.steering import DECODER
-from engine.pipeline import steering_run as steering_eval
 from engine.pipeline.inputs.tasks import Example
-from engine.pipeline.steering_run import check_held_out, effect_ratios, markdown_tables, run_steering
+from engine.pipeline.stages import steer as stage
+from engine.pipeline.stages.steer import markdown_tables, write_steering_artifacts
+from engine.pipeline.steering_run import run_steering
+from engine.science import scripts as control
+from engine.science.steering_scores import check_held_out, control_rate_ci, effect_ratios, score_outputs
 
 LANGS = ["deu", "spa", "fra", "cmn", "jpn"]
 TEXT = {"deu": "Kinder spielen im Park.", "fra": "Les enfants jouent dans le parc.",
@@ -108,22 +111,6 @@ def test_markdown_tables_shape():
 # --- end to end on the tiny model -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lm():
-    from engine.model.loader import TINY_MODEL_DIR, load_model
-
-    if not (TINY_MODEL_DIR / "config.json").exists():
-        pytest.skip("fixtures/tiny_model not built")
-    return load_model(TINY_MODEL_DIR)
-
-
-@pytest.fixture(scope="module")
-def catalog(lm):
-    from engine.model.catalog import build_catalog
-
-    return build_catalog(lm.model)
-
-
 def to_input(x):
     """ModelInput with a seeded synthetic waveform (no speech synthesis in unit tests)."""
     from engine.model.recorder import ModelInput
@@ -143,13 +130,13 @@ def planted_stats(n_decoder, steps=(1, 6)):
     return ap, on
 
 
-def test_run_steering_end_to_end(lm, catalog, tmp_path):
+def test_run_steering_end_to_end(tiny_lm, tiny_catalog, tmp_path):
     pytest.importorskip("engine.science.scripts")
-    ap, on = planted_stats(catalog.n_neurons(DECODER))
+    ap, on = planted_stats(tiny_catalog.n_neurons(DECODER))
     kwargs = dict(held_out=held_out(), identify=identify(), ap=ap, on_p50=on, langs=LANGS, k=20,
                   steps=(1, 6), pairs=[("deu", "cmn"), ("cmn", "deu")], batch_size=2, max_new_tokens=6,
                   to_input=to_input)
-    result = run_steering(lm, catalog, **kwargs)
+    result = run_steering(tiny_lm, tiny_catalog, **kwargs)
     rows = result.section["rows"]
     # 2 pairs x 2 tasks x 2 steps x {median, random} + 2 sources x 2 tasks baseline (one tgt each)
     assert len(rows) == 2 * 2 * 2 * 2 + 2 * 2
@@ -165,19 +152,23 @@ def test_run_steering_end_to_end(lm, catalog, tmp_path):
     assert q["gold"] == TEXT[q["src"]]
     assert q["asr"] == result.outputs[f"{q['src']}>{q['tgt']}/ASR/{q['step']}/median"][0]["text"]
     # deterministic, including the random control
-    again = run_steering(lm, catalog, **kwargs)
+    again = run_steering(tiny_lm, tiny_catalog, **kwargs)
     assert again.outputs == result.outputs
     # the steering does something on this model (else the test could not fail)
     assert any(result.outputs[f"deu>cmn/TR/{t}/median"] != result.outputs["deu/TR/none"] for t in (1, 6))
-    paths = steering_eval.save_artifacts(result, tmp_path)
+    # what the steer stage writes: the section, every text, and the tables
+    paths = write_steering_artifacts(result, tmp_path)
+    assert [p.name for p in paths] == ["steering.json", "steering_outputs.json", "steering_tables.md"]
     assert json.loads(paths[0].read_text())["rows"] == json.loads(json.dumps(rows))
+    assert json.loads(paths[1].read_text()) == json.loads(json.dumps(result.outputs))
+    assert paths[2].read_text(encoding="utf-8") == markdown_tables(result.section)
     assert "Table 1" in paths[2].read_text()
 
 
-def test_k0_steering_equals_baseline(lm, catalog):
+def test_k0_steering_equals_baseline(tiny_lm, tiny_catalog):
     pytest.importorskip("engine.science.scripts")
-    ap, on = planted_stats(catalog.n_neurons(DECODER), steps=(6,))
-    result = run_steering(lm, catalog, held_out=held_out(langs=("deu",)), identify=identify(langs=("deu",)),
+    ap, on = planted_stats(tiny_catalog.n_neurons(DECODER), steps=(6,))
+    result = run_steering(tiny_lm, tiny_catalog, held_out=held_out(langs=("deu",)), identify=identify(langs=("deu",)),
                           ap=ap, on_p50=on, langs=LANGS, k=0, steps=(6,), pairs=[("deu", "jpn")],
                           batch_size=2, max_new_tokens=6, to_input=to_input, positions="from_t")
     for task in ("ASR", "TR"):
@@ -185,25 +176,24 @@ def test_k0_steering_equals_baseline(lm, catalog):
         assert result.outputs[f"deu>jpn/{task}/6/random"] == result.outputs[f"deu/{task}/none"]
 
 
-def test_bad_arguments(lm, catalog):
-    ap, on = planted_stats(catalog.n_neurons(DECODER))
+def test_bad_arguments(tiny_lm, tiny_catalog):
+    ap, on = planted_stats(tiny_catalog.n_neurons(DECODER))
     base = dict(held_out=held_out(), identify=identify(), ap=ap, on_p50=on, langs=LANGS, steps=(1, 6),
                 to_input=to_input)
     with pytest.raises(UserError, match="positions"):
-        run_steering(lm, catalog, **base, positions="sometimes")
+        run_steering(tiny_lm, tiny_catalog, **base, positions="sometimes")
     with pytest.raises(UserError, match="intervention"):
-        run_steering(lm, catalog, **base, interventions=("zero",))
+        run_steering(tiny_lm, tiny_catalog, **base, interventions=("zero",))
     with pytest.raises(UserError, match=r"ap\[11\]"):
-        run_steering(lm, catalog, **{**base, "steps": (1, 11)})
+        run_steering(tiny_lm, tiny_catalog, **{**base, "steps": (1, 11)})
     with pytest.raises(UserError, match="held-out ASR examples for 'fra'"):
-        run_steering(lm, catalog, **base, pairs=[("fra", "cmn")])
+        run_steering(tiny_lm, tiny_catalog, **base, pairs=[("fra", "cmn")])
 
 
-def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
+def test_run_experiment_wiring(tiny_lm, tiny_catalog, tmp_path, monkeypatch):
     """The pipeline's steer stage: config keys, file names of the rank stage, outputs written."""
-    from engine.pipeline.stages import steer as stage
     steps = (6,)
-    ap, on = planted_stats(catalog.n_neurons(DECODER), steps=steps)
+    ap, on = planted_stats(tiny_catalog.n_neurons(DECODER), steps=steps)
     ap, on = {6: ap[6][:3]}, {6: on[6][:3]}  # rows of data.langs
     (tmp_path / "rank" / "ASR").mkdir(parents=True)
     np.save(tmp_path / "rank" / "ASR" / "decoder_t6_on_p50.npy", on[6])
@@ -226,12 +216,14 @@ def test_run_experiment_wiring(lm, catalog, tmp_path, monkeypatch):
             return tmp_path / stage
 
         def model(self):
-            return lm
+            return tiny_lm
 
         def catalog(self):
-            return catalog
+            return tiny_catalog
 
-    section = stage.run_experiment(FakeRun())
+    result = stage.run_experiment(FakeRun())
+    stage.write_steering_artifacts(result, tmp_path / "steer")
+    section = result.section
     assert {r["intervention"] for r in section["rows"]} == {"median", "none"}
     assert section["config"]["positions"] == "from_t" and section["config"]["k"] == 5
     assert {(r["src"], r["tgt"]) for r in section["rows"]} == {("deu", "cmn"), ("cmn", "deu")}
@@ -256,18 +248,15 @@ def test_pair_without_classified_tokens_is_excluded_not_fatal():
 def test_score_outputs_scripts_and_fasttext():
     pytest.importorskip("engine.science.scripts")
     texts = ["Kinder spielen im Park.", "孩子们在公园里玩。"]  # 4 Latin words, 8 Han characters
-    s = steering_eval.score_outputs(texts, "deu", "cmn")
+    s = score_outputs(texts, "deu", "cmn")
     assert s["latin"] == pytest.approx(100 * 4 / 12) and s["cjk"] == pytest.approx(100 * 8 / 12)
     assert s["control_rate"] == s["cjk"] and s["n"] == 2 and s["tokens"] == 12
     assert 40 < s["ft_src"] < 60 and 40 < s["ft_tgt"] < 60
-    empty = steering_eval.score_outputs(["", " "], "deu", "cmn")  # no text: fastText 0 too
+    empty = score_outputs(["", " "], "deu", "cmn")  # no text: fastText 0 too
     assert empty["control_rate"] is None and empty["latin"] is None and empty["ft_tgt"] == 0.0
 
 
 def test_control_rate_ci_brackets_the_rate_and_matches_a_brute_force_bootstrap():
-    from engine.pipeline.steering_run import control_rate_ci
-    from engine.science import scripts as control
-
     texts = ["我们 today 学习", "hello world", "中文中文", "", "mixed 中 text"]
     lo, hi = control_rate_ci(texts, "cjk", n_boot=300, seed=3)
     assert lo <= control.control_rate(texts, "cjk") <= hi

@@ -26,7 +26,7 @@ Language-ID control rate (``lid_control_rate``), for two languages written in on
   at ``. ! ? 。 ！ ？ …`` and line breaks (a segment must hold a letter), so a partly switched
   output counts partly, as tokens do in the script rate. Units are pooled over outputs;
 - the control rate is the percent of counted units that are ``tgt``'s; NaN with none. The
-  per-segment rate is the one used for the effect ratio (engine.pipeline.steering_run).
+  per-segment rate is the one used for the effect ratio (engine.science.steering_scores).
 """
 from __future__ import annotations
 

@@ -155,6 +155,17 @@ ALL_LANGS: tuple[str, ...] = ("eng",) + tuple(sorted(c for c in LANGUAGES if c !
 TARGET_LANG = "eng"
 
 
+#: The paper's names of its languages in its tables ("Chinese" where the language table says
+#: "Mandarin Chinese"); any other language is shown by its code (``table_name``).
+TABLE_NAMES: dict[str, str] = {"eng": "English", "deu": "German", "spa": "Spanish", "fra": "French",
+                               "cmn": "Chinese", "jpn": "Japanese"}
+
+
+def table_name(code: str) -> str:
+    """A language as the paper's tables name it, else its code."""
+    return TABLE_NAMES.get(code, code)
+
+
 def get_language(code: str) -> Language:
     """The table row of SeamlessM4T code ``code``; UserError naming the valid codes otherwise."""
     try:
