@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from engine.outputs import claims as C
+from engine.outputs.claims import representation
 from engine.tools import baselines as B
 
 REPO = Path(__file__).resolve().parent.parent
@@ -415,7 +416,7 @@ def test_R7_one_enriched_pointwise_conv_is_enough(sample, registry):
     # pointwise convolutional submodules" holds although the two pooled are under 1
     a = _with_pointwise(sample, pw1=20, pw2=80)
     d = a["distribution"]["speech_encoder"]
-    assert C._enrichment(d, C._is_pointwise) < 1
+    assert representation.enrichment(d, representation.is_pointwise) < 1
     verdict = C.check("R7", a, registry["claims"]["R7"])
     assert verdict.passed, verdict.detail
     assert verdict.measured["enrichment.conv_module.pointwise_conv2"] > 1

@@ -52,7 +52,7 @@ def test_on_the_papers_own_numbers_ours_reads_as_the_paper(sample, registry):
     lines = {}
     for cid, entry in registry["claims"].items():
         v = C.check(cid, sample, entry)
-        lines[cid] = G.headline(cid, v.measured, v.ci, entry["paper"], entry.get("tolerance"), sample,
+        lines[cid] = C.headline(cid, v.measured, v.ci, entry["paper"], entry.get("tolerance"), sample,
                                 (len(entry["paper"].get("cells", [])),) * 2)
     for cid in ("R1", "R5", "S5"):
         assert lines[cid]["ours"] == lines[cid]["paper"], (cid, lines[cid])
@@ -76,8 +76,8 @@ def test_nan_and_absent_values_never_print_nan(sample, registry):
     for cid in ("R1", "S5"):
         entry = registry["claims"][cid]
         v = C.check(cid, broken, entry)
-        line = G.headline(cid, v.measured, v.ci, entry["paper"], entry.get("tolerance"), broken)
+        line = C.headline(cid, v.measured, v.ci, entry["paper"], entry.get("tolerance"), broken)
         text = " ".join(line.values())
         assert "n/a" in text and not any(w in text for w in ("nan", "None")), line
-    assert G.headline("R1", None, None, registry["claims"]["R1"]["paper"], None)["ours"] == "n/a"
-    assert G.headline("R1", {}, None, registry["claims"]["R1"]["paper"], None)["interval"] == ""
+    assert C.headline("R1", None, None, registry["claims"]["R1"]["paper"], None)["ours"] == "n/a"
+    assert C.headline("R1", {}, None, registry["claims"]["R1"]["paper"], None)["interval"] == ""

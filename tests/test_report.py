@@ -12,6 +12,7 @@ import pytest
 
 from engine.outputs import claims as C
 from engine.outputs import report as R
+from engine.tools import claims_suite
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -174,9 +175,9 @@ def test_cli_runs_pytest_on_claims(monkeypatch, tmp_path, capsys):
     out = R.new_report_dir("paper", tmp_path)
     R.update_latest(out)
     parser = argparse.ArgumentParser()
-    R.claims_arguments(parser)
+    claims_suite.claims_arguments(parser)
     args = parser.parse_args(["--profile", "paper", "-n", "2", "--update-baselines", "--", "-k", "R1"])
-    assert R.claims_command(args) == 1
+    assert claims_suite.claims_command(args) == 1
     argv = calls[0]
     assert argv[0] == str(REPO / "claims") and argv[1:3] == ["--profile", "paper"]
     assert "--update-baselines" in argv and argv[argv.index("-n") + 1] == "2" and argv[-2:] == ["-k", "R1"]

@@ -103,7 +103,7 @@ def test_every_report_figure_is_the_open_run_plot(run):
     figures, missing = report.make_figures(run.analysis)
     assert not missing and set(figures) == set(report.FIGURES)
     for name, png in figures.items():
-        assert report._png(getattr(run, f"plot_{name}")()) == png, name
+        assert report.figures.png(getattr(run, f"plot_{name}")()) == png, name
 
 
 def test_bad_names_get_one_line_errors(run, tmp_path):

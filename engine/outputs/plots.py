@@ -15,6 +15,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from engine.errors import UserError
+from engine.model.catalog import group_labels
+from engine.science.scripts import pair_scripts
+
 
 def _figure(figsize):
     from matplotlib.figure import Figure
@@ -29,8 +33,6 @@ def _steps(section: Mapping, steps: Sequence | None) -> list[str]:
     wanted = [str(s) for s in steps]
     absent = [s for s in wanted if s not in present]
     if absent:
-        from engine.errors import UserError
-
         raise UserError(f"step(s) {absent} not in this run; it has steps {present}")
     return wanted
 
@@ -45,8 +47,6 @@ def paper_values(registry: Mapping) -> dict[str, dict]:
     Returns ``{figure name: kwargs for its function's paper=}``; a figure whose paper has no
     numbers (Fig. 6 is stated in words) maps to None.
     """
-    from engine.science.scripts import pair_scripts
-
     c = registry["claims"]
     t1 = {}
     for cell in c["T1"]["paper"]["cells"]:
@@ -65,7 +65,8 @@ def paper_values(registry: Mapping) -> dict[str, dict]:
     }
 
 
-def distribution(dist: Mapping, steps: Sequence | None = None, paper: Mapping | None = None):
+def distribution(dist: Mapping, steps: Sequence | None = None, paper: Mapping | None = None,
+                 model_type: str | None = None):
     """Bars of top-k counts per layer and per component (paper Figs. 2 and 3).
 
     ``dist``: analysis["distribution"] (speech_encoder, text_encoder, text_decoder[t][modality]).
@@ -73,27 +74,30 @@ def distribution(dist: Mapping, steps: Sequence | None = None, paper: Mapping | 
     expected), the paper's over/under-representation. ``paper``: {"speech_layers": (lo, hi),
     "text_peak": layer, "self": [...], "cross": [...]}: the paper's speech-encoder band is
     shaded, its text-encoder peak outlined, and the decoder's self- and cross-attention
-    components (Fig. 3's) coloured apart.
+    components (Fig. 3's) coloured apart. ``model_type`` names the panels for what the groups
+    are in that model (``engine.model.catalog.group_labels``; None: SeamlessM4T's stacks).
     """
-    panels = [("speech encoder", dist["speech_encoder"]), ("text encoder", dist["text_encoder"])]
+    label = group_labels(model_type)
+    panels = [("speech_encoder", label["speech_encoder"], dist["speech_encoder"]),
+              ("text_encoder", label["text_encoder"], dist["text_encoder"])]
     for t in _steps(dist.get("text_decoder", {}), steps):
         for mod, d in dist["text_decoder"][t].items():
-            panels.append((f"decoder t={t} ({mod})", d))
+            panels.append(("text_decoder", f"{label['text_decoder']} t={t} ({mod})", d))
     fig = _figure((12, 2.3 * len(panels)))
     axes = fig.subplots(len(panels), 2, squeeze=False)
     lang = dist.get("lang", "")
     self_c, cross_c = set((paper or {}).get("self", ())), set((paper or {}).get("cross", ()))
-    for (title, d), (ax_l, ax_c) in zip(panels, axes):
+    for (group, title, d), (ax_l, ax_c) in zip(panels, axes):
         layers = d["by_layer"]
         bars = ax_l.bar(range(len(layers)), layers, color="#4472c4")
         ax_l.set_title(f"{title}: {lang} top-{dist.get('k', '')} per layer", fontsize=9)
         ax_l.set_xlabel("layer (0-based)", fontsize=8)
         ax_l.set_xticks(range(len(layers)))
-        if paper and title == "speech encoder" and paper.get("speech_layers"):
+        if paper and group == "speech_encoder" and paper.get("speech_layers"):
             lo, hi = paper["speech_layers"]
             ax_l.axvspan(lo - 0.5, hi + 0.5, color="#999999", alpha=0.2, lw=0, label=f"paper: layers {lo}–{hi}")
             ax_l.legend(fontsize=7, loc="upper right")
-        if paper and title == "text encoder" and paper.get("text_peak") is not None \
+        if paper and group == "text_encoder" and paper.get("text_peak") is not None \
                 and paper["text_peak"] < len(layers):
             bars[paper["text_peak"]].set_edgecolor("k")
             bars[paper["text_peak"]].set_linewidth(1.5)
@@ -103,7 +107,7 @@ def distribution(dist: Mapping, steps: Sequence | None = None, paper: Mapping | 
         names = list(counts)
         total_c, total_s = sum(counts.values()) or 1, sum(sizes.values()) or 1
         enrich = [(counts[n] / total_c) / (sizes[n] / total_s) if sizes.get(n) else 0.0 for n in names]
-        decoder = title.startswith("decoder")  # Fig. 3's component names are the decoder's
+        decoder = group == "text_decoder"  # Fig. 3's component names are the decoder's
         colours = ["#4472c4" if decoder and n in self_c else "#c00000" if decoder and n in cross_c else "#ed7d31"
                    for n in names]
         ax_c.barh(range(len(names)), enrich, color=colours)
@@ -199,8 +203,6 @@ def _per_pair(steering: Mapping, value: str, paper: Mapping | None, ylabel: str,
     if steps is not None:
         absent = [int(s) for s in steps if int(s) not in present]
         if absent:
-            from engine.errors import UserError
-
             raise UserError(f"step(s) {absent} not in this run; it has steps {present}")
         present = [int(s) for s in steps]
     by = {(r["src"], r["tgt"], r["task"], int(r["step"])): r.get(value) for r in rows}

@@ -23,6 +23,12 @@ from typing import Sequence
 import numpy as np
 
 from engine.errors import UserError
+from engine.model.catalog import Catalog
+from engine.model.steering import control_neurons
+from engine.outputs import claims, plots
+from engine.pipeline.completion import verify_complete
+from engine.science.distribution import distribution
+from engine.science.ranking import bottom_k, top_k
 
 TASKS = ("S2T", "T2T", "ASR")
 ENCODER_OF = {"S2T": "speech_encoder", "ASR": "speech_encoder", "T2T": "text_encoder"}
@@ -30,7 +36,8 @@ ENCODER_OF = {"S2T": "speech_encoder", "ASR": "speech_encoder", "T2T": "text_enc
 
 @dataclass(frozen=True)
 class Neuron:
-    """One neuron: ``flat`` index in its stack's catalog order, where it lives, and its AP."""
+    """One neuron: ``flat`` index in its group's catalog order (the columns of its recorded matrix), the
+    stack, layer, component and channel it is, and its AP."""
     stack: str
     layer: int
     component: str
@@ -80,7 +87,6 @@ def _resolve_root(path_or_profile: str | Path, out: str | Path | None) -> Path:
 def _whole(directory: Path) -> Path:
     """``directory`` once its COMPLETE.json and every artifact it lists check out (nothing is
     changed: a read-only reader names the first damaged file and leaves the repair to a rerun)."""
-    from engine.pipeline.completion import verify_complete
 
     verdict = verify_complete(directory)
     if verdict.damaged:
@@ -164,8 +170,6 @@ class RunResults:
 
     @cached_property
     def catalog(self):
-        from engine.model.catalog import Catalog
-
         return Catalog.from_json(json.loads((self.stage_dir("record") / "catalog.json").read_text()))
 
     # -- rankings ----------------------------------------------------------------------------
@@ -193,25 +197,27 @@ class RunResults:
         name = "encoder" if step is None else f"decoder_t{int(step)}"
         return np.load(self.stage_dir("rank") / task / f"{name}_sep.npy")
 
-    def _stack(self, task: str, step: int | None) -> str:
+    def _group(self, task: str, step: int | None) -> str:
         return "text_decoder" if step is not None else ENCODER_OF[task]
 
     def neurons(self, task: str, flat: Sequence[int], lang: str, step: int | None = None) -> list[Neuron]:
-        """``flat`` indices of the task's stack as Neurons, with ``lang``'s AP, in the given order."""
+        """``flat`` indices of the task's group (the encoder its input went through, or the
+        decoder at ``step``) as Neurons, with ``lang``'s AP, in the given order. A Neuron's
+        ``stack`` is the stack its component is in, named for what it is (a speech LLM's
+        ``projector``, say)."""
         self._check(task, lang, step)
-        stack = self._stack(task, step)
+        group = self._group(task, step)
         row = self.ap(task, step)[self.langs.index(lang)]
         flat = np.asarray(flat, dtype=np.int64)
         where = {}
-        for comp, channels in self.catalog.locate(stack, flat):
+        for comp, channels in self.catalog.locate(group, flat):
             for ch in channels.tolist():
                 where[comp.offset + ch] = (comp, ch)
-        return [Neuron(stack, where[i][0].layer, where[i][0].name, int(where[i][1]), int(i), float(row[i]))
-                for i in flat.tolist()]
+        return [Neuron(where[i][0].stack, where[i][0].layer, where[i][0].name, int(where[i][1]), int(i),
+                       float(row[i])) for i in flat.tolist()]
 
     def top_k(self, task: str, lang: str, step: int | None = None, k: int | None = None) -> list[Neuron]:
         """``lang``'s k highest-AP neurons (k defaults to the run's), best first."""
-        from engine.science.ranking import top_k
 
         self._check(task, lang, step)
         i = self.langs.index(lang)
@@ -220,7 +226,6 @@ class RunResults:
 
     def bottom_k(self, task: str, lang: str, step: int | None = None, k: int | None = None) -> list[Neuron]:
         """``lang``'s k lowest-AP neurons, lowest first."""
-        from engine.science.ranking import bottom_k
 
         self._check(task, lang, step)
         i = self.langs.index(lang)
@@ -230,7 +235,6 @@ class RunResults:
     def control_set(self, lang: str, step: int, k: int | None = None) -> list[Neuron]:
         """Language-control neurons of ``lang`` at ``step``: ASR top-k ∪ bottom-k (k defaults to
         the steering k), in flat order: exactly the neurons the steer stage set."""
-        from engine.model.steering import control_neurons
 
         self._check("ASR", lang, step)
         k = k or int(self.analysis["steering"].get("config", {}).get("k", self.k))
@@ -261,7 +265,6 @@ class RunResults:
     def distribution(self, lang: str | None = None, k: int | None = None) -> dict:
         """Where ``lang``'s top-k neurons live (per layer, per component) in every stack: the
         analysis.json section for the run's own language and k, computed from AP otherwise."""
-        from engine.pipeline.stages.compare import distribution
 
         stored = self.analysis["distribution"]
         lang, k = lang or stored["lang"], k or int(stored["k"])
@@ -270,14 +273,14 @@ class RunResults:
         self._check("S2T", lang)
         i, cat = self.langs.index(lang), self.catalog
         out = {"lang": lang, "k": k,
-               "speech_encoder": distribution(self.ap("S2T")[i], cat.stack("speech_encoder"), k,
+               "speech_encoder": distribution(self.ap("S2T")[i], cat.group("speech_encoder"), k,
                                               self.separation("S2T")[i]),
-               "text_encoder": distribution(self.ap("T2T")[i], cat.stack("text_encoder"), k,
+               "text_encoder": distribution(self.ap("T2T")[i], cat.group("text_encoder"), k,
                                             self.separation("T2T")[i]),
                "text_decoder": {}}
         for t in self.steps:
             out["text_decoder"][str(t)] = {
-                side: distribution(self.ap(task, t)[i], cat.stack("text_decoder"), k, self.separation(task, t)[i])
+                side: distribution(self.ap(task, t)[i], cat.group("text_decoder"), k, self.separation(task, t)[i])
                 for side, task in (("speech", "S2T"), ("text", "T2T"))}
         return out
 
@@ -306,7 +309,6 @@ class RunResults:
     def verdicts(self) -> dict:
         """Each paper claim judged on this run against the paper's bounds: {id: Verdict}
         (computed on request from analysis.json; the claims suite adds the baselines)."""
-        from engine.outputs import claims
 
         registry = claims.load_registry()
         return {cid: claims.check(cid, self.analysis, entry) for cid, entry in registry["claims"].items()}
@@ -314,42 +316,27 @@ class RunResults:
     # -- figures (the report's, for any step, language or k) ---------------------------------
     # paper=True adds the paper's numbers exactly as the report draws them; False draws ours alone.
     def _paper(self, name: str, paper: bool):
-        from engine.outputs import claims, plots
-
         return plots.paper_values(claims.load_registry())[name] if paper else None
 
     def plot_overlap(self, steps: Sequence[int] | None = None, paper: bool = True):
-        from engine.outputs import plots
-
         return plots.overlap(self.analysis["overlap"], steps, paper=self._paper("overlap", paper))
 
     def plot_spearman(self, steps: Sequence[int] | None = None, paper: bool = True):
-        from engine.outputs import plots
-
         return plots.spearman(self.analysis["overlap"], steps, paper=self._paper("spearman", paper))
 
     def plot_k_sweep(self, steps: Sequence[int] | None = None):
-        from engine.outputs import plots
-
         return plots.k_sweep(self.analysis["k_sweep"], steps)
 
     def plot_distribution(self, lang: str | None = None, k: int | None = None,
                           steps: Sequence[int] | None = None, paper: bool = True):
-        from engine.outputs import plots
-
-        return plots.distribution(self.distribution(lang, k), steps, paper=self._paper("distribution", paper))
+        return plots.distribution(self.distribution(lang, k), steps, paper=self._paper("distribution", paper),
+                                  model_type=self.meta.get("model_type"))
 
     def plot_control_rate(self, steps: Sequence[int] | None = None, paper: bool = True):
-        from engine.outputs import plots
-
         return plots.control_rate(self.analysis["steering"], steps, paper=self._paper("control_rate", paper))
 
     def plot_fasttext(self, steps: Sequence[int] | None = None, paper: bool = True):
-        from engine.outputs import plots
-
         return plots.fasttext(self.analysis["steering"], steps, paper=self._paper("fasttext", paper))
 
     def plot_effect_ratio(self, paper: bool = True):
-        from engine.outputs import plots
-
         return plots.effect_ratio(self.analysis["steering"], paper=self._paper("effect_ratio", paper))

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rehearse": ("engine.tools.rehearse", "run every stage on a random-weight model of the real architecture and "
                  "compare with the estimate; last line is JSON"),
     "score": ("engine.science.scripts", "control rate (script, language ID) of a file of outputs; last line is JSON"),
-    "claims": ("engine.outputs.report", "run the claims suite (pytest claims/) and write the claims report"),
+    "claims": ("engine.tools.claims_suite", "run the claims suite (pytest claims/) and write the claims report"),
     "baselines": ("engine.tools.baselines", "measure the noise floor of a profile's regression baselines and record them "
                   "with a tolerance per number; last line is JSON"),
 }
@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def run_arguments(parser) -> None:
     from engine.pipeline.config import profile_arguments
-    from engine.pipeline.run import STAGES
+    from engine.pipeline.stages import STAGES
 
     profile_arguments(parser)
     parser.add_argument("--out", default=None, help="output root (default: the profile's output.root, 'runs')")
@@ -50,8 +50,8 @@ def run_arguments(parser) -> None:
 
 def run_command(args) -> int:
     from engine.pipeline import config as config_mod
-    from engine.pipeline.run import STAGES
     from engine.pipeline.runner import run_pipeline
+    from engine.pipeline.stages import STAGES
 
     cfg = config_mod.load_profile(args.profile, args.overrides)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())

@@ -34,7 +34,8 @@ from engine.pipeline.run import Run, barrier, load_ap, load_catalog, load_sep, m
 from engine.pipeline.store import MatrixStore
 from engine.science import crossmodal as cm
 from engine.science import intervals as iv
-from engine.science.ranking import on_device, resampled_average_precision, top_k
+from engine.science.distribution import distribution
+from engine.science.ranking import on_device, resampled_average_precision
 
 #: Each finished step's statistics inside the compare stage directory, so that a rerun after a
 #: kill starts at the first unfinished step; removed once the stage is complete.
@@ -132,21 +133,6 @@ class BootstrapFiles:
         shutil.rmtree(self.done_dir, ignore_errors=True)
 
 
-def distribution(ap_row: np.ndarray, components, k: int, separation: np.ndarray | None = None) -> dict:
-    """Where the top-k neurons of one AP row live: per layer, per component name, and sizes."""
-    chosen = np.sort(top_k(ap_row, k, separation))
-    n_layers = max(c.layer for c in components) + 1
-    by_layer = [0] * n_layers
-    by_component: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    for comp in components:
-        n = int(np.count_nonzero((chosen >= comp.offset) & (chosen < comp.offset + comp.dim)))
-        by_layer[comp.layer] += n
-        by_component[comp.name] = by_component.get(comp.name, 0) + n
-        sizes[comp.name] = sizes.get(comp.name, 0) + comp.dim
-    return {"by_layer": by_layer, "by_component": by_component, "component_sizes": sizes}
-
-
 def compare(run, catalog) -> dict | None:
     """Everything the claims about language-representation neurons read (analysis.json).
 
@@ -169,7 +155,7 @@ def compare(run, catalog) -> dict | None:
         name, step = f"decoder_t{t}", str(t)
         ap_s, ap_x = load_ap(run, "S2T", name), load_ap(run, "T2T", name)
         sep_s, sep_x = load_sep(run, "S2T", name), load_sep(run, "T2T", name)
-        dec = catalog.stack("text_decoder")
+        dec = catalog.group("text_decoder")
         result["distribution"].setdefault("text_decoder", {})[step] = {
             "speech": distribution(ap_s[focus], dec, k, sep_s[focus]),
             "text": distribution(ap_x[focus], dec, k, sep_x[focus])}
@@ -220,10 +206,10 @@ def compare(run, catalog) -> dict | None:
         return None
     result["step_differences"] = cm.step_differences(points, reps)
     result["distribution"]["speech_encoder"] = distribution(
-        load_ap(run, "S2T", "encoder")[focus], catalog.stack("speech_encoder"), k,
+        load_ap(run, "S2T", "encoder")[focus], catalog.group("speech_encoder"), k,
         load_sep(run, "S2T", "encoder")[focus])
     result["distribution"]["text_encoder"] = distribution(
-        load_ap(run, "T2T", "encoder")[focus], catalog.stack("text_encoder"), k,
+        load_ap(run, "T2T", "encoder")[focus], catalog.group("text_encoder"), k,
         load_sep(run, "T2T", "encoder")[focus])
     return result
 
