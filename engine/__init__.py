@@ -1,13 +1,11 @@
-"""Generation-step-aware cross-modal language neurons in SeamlessM4T v2.
+"""Generation-step-aware cross-modal language neurons in multilingual speech–text models.
 
-Data flows one way: ``data`` → ``stages`` (data, speech, record, rank, compare, steer,
-report, each reading earlier artifacts through ``run``) → ``pipeline`` (order, resume) →
-outputs (``claims``, ``report``, ``plots``, ``results``). The science works on plain arrays:
-``ranking`` (average precision, top/bottom-k), ``overlap`` (cross-modal set and rank
-statistics), ``intervals`` and ``crossmodal`` (their half-sample intervals; ``compare_activations``
-on anyone's arrays), ``control`` (script control rate), ``steering`` (median-value intervention),
-on the mechanics of ``catalog``, ``loader``, ``recorder`` and ``store``. A finished run opens
-read-only with ``engine.open_run``. README "Layout" has the whole map.
+The package is in layer folders, data flowing down: ``science/`` (statistics on plain arrays),
+``model/`` (a model's inside), ``pipeline/`` (runs and their stages), ``outputs/`` (what a reader
+sees), ``tools/`` (the commands). The table that opens README.md's "Layout" section is the one
+description of what each holds and may import; tests/test_architecture.py holds the code to it.
+A finished run opens read-only with ``engine.open_run``; anyone's activations get the compare
+stage's statistics with ``engine.compare_activations``.
 """
 from engine.errors import UserError
 
@@ -25,4 +23,6 @@ def __getattr__(name):
 
         return compare_activations
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"

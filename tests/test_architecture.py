@@ -108,12 +108,12 @@ def imports_of(source: str, known) -> set[str]:
 
 
 def graph(sources: dict[str, str] | None = None) -> dict[str, set[str]]:
-    """module -> the engine modules it imports (a package named only as a parent is left out)."""
+    """module -> the engine modules it imports. A package counts where an import names it (its
+    ``__init__`` runs for what it holds), not where it is only the parent of a named module."""
     sources = sources or {m: p.read_text(encoding="utf-8") for m, p in modules().items()}
     known = set(sources)
-    packages = {m for m in known if any(o.startswith(m + ".") for o in known)}
-    return {m: {d for d in imports_of(src, known) if d != m and not (d in packages and d != "engine")}
-            - ({"engine"} if m != "engine" else set()) for m, src in sources.items()}
+    return {m: {d for d in imports_of(src, known) if d != m} - ({"engine"} if m != "engine" else set())
+            for m, src in sources.items()}
 
 
 def disallowed(g: dict[str, set[str]], rows: list[Row]) -> list[str]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from transformers import SeamlessM4Tv2Config
 
-from engine.model.catalog import EXTRAS, STACKS, Catalog, build_catalog, catalog_command, config_for
+from engine.model.catalog import EXTRAS, GROUPS, Catalog, build_catalog, catalog_command, config_for
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_large_counts_match_paper(large):
 
 
 def test_offsets_are_contiguous_in_catalog_order(tiny):
-    for stack in STACKS:
+    for stack in GROUPS:
         comps = tiny.stack(stack)
         assert [c.offset for c in comps] == list(np.cumsum([0] + [c.dim for c in comps[:-1]]))
         assert [c.layer for c in comps] == sorted(c.layer for c in comps)
@@ -59,7 +59,7 @@ def test_extras_add_components_only_on_request(tiny):
 
 def test_locate_matches_slow_expansion(tiny):
     rng = np.random.default_rng(0)
-    for stack in STACKS:
+    for stack in GROUPS:
         owner = [(c, ch) for c in tiny.stack(stack) for ch in range(c.dim)]  # slow oracle
         flat = rng.choice(len(owner), size=50, replace=False)
         got = {(c.path, int(ch)) for c, chans in tiny.locate(stack, flat) for ch in chans}

@@ -12,6 +12,7 @@ from engine.files import CHUNK_BYTES, sha256_file
 from engine.model import fingerprint
 from engine.pipeline import config
 from engine.pipeline import run as pipeline
+from engine.pipeline.stages import STAGES
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model"
 
@@ -75,13 +76,13 @@ def test_run_hashes_the_weights_once_per_run_and_caches_under_the_output_root(tm
     monkeypatch.setattr(fingerprint, "sha256_file", lambda p, *a: calls.append(p) or real(p, *a))
     cfg = config.load_profile("tiny")
     run = pipeline.Run(cfg, tmp_path / "out")
-    keys = [run.key(s) for s in pipeline.STAGES]  # record and steer both need the weights
+    keys = [run.key(s) for s in STAGES]  # record and steer both need the weights
     assert run.weights_revision() == _whole_file_digest(TINY)
     n_files = sum(1 for f in TINY.rglob("*") if f.is_file())
     assert len(calls) == n_files
     calls.clear()
     again = pipeline.Run(cfg, tmp_path / "out")  # a later process of the same run
-    assert [again.key(s) for s in pipeline.STAGES] == keys and calls == []
+    assert [again.key(s) for s in STAGES] == keys and calls == []
     assert (tmp_path / "out" / "cache" / "weights-sha256.json").exists()
 
 

@@ -3,39 +3,34 @@ import pytest
 import torch
 
 from engine.errors import UserError
-from engine.model.loader import TINY_MODEL_DIR, load_model, parse_dtype
+from engine.model.loader import load_model, parse_dtype
 
 LANGS = ("eng", "deu", "spa", "fra", "cmn", "jpn")
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return load_model(str(TINY_MODEL_DIR))
-
-
-def test_tiny_model_loads_offline_for_all_tasks(lm):
+def test_tiny_model_loads_offline_for_all_tasks(tiny_lm):
     from transformers import SeamlessM4Tv2Model
 
-    assert isinstance(lm.model, SeamlessM4Tv2Model) and not lm.model.training
-    assert lm.dtype == torch.float32 and lm.device.type == "cpu"
-    table = lm.model.generation_config.text_decoder_lang_to_code_id
-    ids = [lm.lang_token_id(lang) for lang in LANGS]
+    assert isinstance(tiny_lm.model, SeamlessM4Tv2Model) and not tiny_lm.model.training
+    assert tiny_lm.dtype == torch.float32 and tiny_lm.device.type == "cpu"
+    table = tiny_lm.model.generation_config.text_decoder_lang_to_code_id
+    ids = [tiny_lm.lang_token_id(lang) for lang in LANGS]
     assert ids == [table[lang] for lang in LANGS] and len(set(ids)) == 6
-    assert lm.lang_token_id("__deu__") == lm.lang_token_id("deu")
-    assert lm.feature_extractor.sampling_rate == 16000
-    assert lm.model.config.feature_projection_input_dim == 160
+    assert tiny_lm.lang_token_id("__deu__") == tiny_lm.lang_token_id("deu")
+    assert tiny_lm.feature_extractor.sampling_rate == 16000
+    assert tiny_lm.model.config.feature_projection_input_dim == 160
 
 
-def test_tokenizer_prepends_language_and_never_emits_unk(lm):
-    ids = lm.tokenizer("Zürich 東京 𝄞 ŋ", src_lang="jpn")["input_ids"]
-    assert ids[0] == lm.lang_token_id("jpn") and ids[-1] == lm.tokenizer.eos_token_id
-    assert lm.tokenizer.unk_token_id not in ids  # byte fallback restored by the loader
-    assert lm.tokenizer.decode(ids, skip_special_tokens=True) == "Zürich 東京 𝄞 ŋ"
+def test_tokenizer_prepends_language_and_never_emits_unk(tiny_lm):
+    ids = tiny_lm.tokenizer("Zürich 東京 𝄞 ŋ", src_lang="jpn")["input_ids"]
+    assert ids[0] == tiny_lm.lang_token_id("jpn") and ids[-1] == tiny_lm.tokenizer.eos_token_id
+    assert tiny_lm.tokenizer.unk_token_id not in ids  # byte fallback restored by the loader
+    assert tiny_lm.tokenizer.decode(ids, skip_special_tokens=True) == "Zürich 東京 𝄞 ŋ"
 
 
-def test_unknown_language_is_a_user_error(lm):
+def test_unknown_language_is_a_user_error(tiny_lm):
     with pytest.raises(UserError, match="xyz"):
-        lm.lang_token_id("xyz")
+        tiny_lm.lang_token_id("xyz")
 
 
 def test_missing_directory_is_one_clear_error(tmp_path):

@@ -8,7 +8,7 @@ import engine.model.recorder as recorder_mod
 from engine.model.catalog import build_catalog
 from engine.model.loader import TINY_MODEL_DIR, load_model
 from engine.model.recorder import ModelInput, excluded_counts, masked_mean, record_batches
-from tests.conftest import assert_close_to_oracle, component_groups
+from tests.helpers import assert_close_to_oracle, component_groups
 
 ALL_STEPS = tuple(range(1, 12))
 TEXTS = [("deu", "Das Wetter ist heute schön, und wir gehen in den Park."), ("cmn", "今天天气很好。"),
@@ -23,16 +23,6 @@ def wave(n, seed):
     rng = np.random.default_rng(seed)
     t = np.arange(n) / 16000
     return (0.3 * np.sin(2 * np.pi * (180 + 40 * seed) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return load_model(str(TINY_MODEL_DIR))
-
-
-@pytest.fixture(scope="module")
-def catalog(lm):
-    return build_catalog(lm.model)
 
 
 def text_inputs(tgt=None):
@@ -76,33 +66,33 @@ def incremental_activity(lm, catalog, item, n_new):
 
 
 @pytest.mark.parametrize("modality", ["text", "speech"])
-def test_recording_equals_incremental_generate(lm, catalog, modality):
+def test_recording_equals_incremental_generate(tiny_lm, tiny_catalog, modality):
     items = text_inputs()[:3] if modality == "text" else speech_inputs(EVEN)
     for item in items:
-        (rec,) = record_batches(lm, catalog, [item], steps=ALL_STEPS, batch_size=1)
-        expected, sequence = incremental_activity(lm, catalog, item, n_new=max(ALL_STEPS))
+        (rec,) = record_batches(tiny_lm, tiny_catalog, [item], steps=ALL_STEPS, batch_size=1)
+        expected, sequence = incremental_activity(tiny_lm, tiny_catalog, item, n_new=max(ALL_STEPS))
         # greedy prefix equals transformers' own generate token for token
-        assert rec.output_ids[0] == [t for t in sequence[2:] if t != lm.tokenizer.eos_token_id][:len(rec.output_ids[0])]
-        assert sequence[:2] == [lm.model.generation_config.decoder_start_token_id, lm.lang_token_id(item.tgt_lang)]
+        assert rec.output_ids[0] == [t for t in sequence[2:] if t != tiny_lm.tokenizer.eos_token_id][:len(rec.output_ids[0])]
+        assert sequence[:2] == [tiny_lm.model.generation_config.decoder_start_token_id, tiny_lm.lang_token_id(item.tgt_lang)]
         for t in ALL_STEPS:
             assert rec.valid[t][0]
-            assert_close_to_oracle(rec.decoder[t][0], expected[t], groups=component_groups(catalog, "text_decoder"),
+            assert_close_to_oracle(rec.decoder[t][0], expected[t], groups=component_groups(tiny_catalog, "text_decoder"),
                                    what=f"{item.example_id} t={t}")
 
 
-def test_oracle_tolerance_catches_a_step_off_by_one(lm, catalog):
+def test_oracle_tolerance_catches_a_step_off_by_one(tiny_lm, tiny_catalog):
     # the summation-order bound is ~1e-4 of each component's scale: the next position's values,
     # what an off-by-one step would record, are far outside it
-    expected, _ = incremental_activity(lm, catalog, text_inputs()[0], n_new=3)
+    expected, _ = incremental_activity(tiny_lm, tiny_catalog, text_inputs()[0], n_new=3)
     with pytest.raises(AssertionError, match="beyond 256 eps"):
-        assert_close_to_oracle(expected[2], expected[1], groups=component_groups(catalog, "text_decoder"))
+        assert_close_to_oracle(expected[2], expected[1], groups=component_groups(tiny_catalog, "text_decoder"))
 
 
-def test_greedy_prefix_equals_generate_batched_text(lm, catalog):
+def test_greedy_prefix_equals_generate_batched_text(tiny_lm, tiny_catalog):
     items = text_inputs()
-    (rec,) = record_batches(lm, catalog, items, steps=(1, 6), batch_size=8, max_new_tokens=9)
+    (rec,) = record_batches(tiny_lm, tiny_catalog, items, steps=(1, 6), batch_size=8, max_new_tokens=9)
     for item, got in zip(items, rec.output_ids):
-        seq = lm.model.generate(**model_kwargs(lm, item), tgt_lang="eng", generate_speech=False,
+        seq = tiny_lm.model.generate(**model_kwargs(tiny_lm, item), tgt_lang="eng", generate_speech=False,
                                 max_new_tokens=9, do_sample=False, num_beams=1).sequences[0].tolist()
         assert got == seq[2:2 + len(got)] and len(got) == 9
     assert len({tuple(o) for o in rec.output_ids}) > 1  # outputs depend on the input
@@ -124,16 +114,16 @@ def assert_records_equal(batched, singles, catalog, encoder_stack):
 
 
 @pytest.mark.parametrize("modality", ["text", "speech"])
-def test_batched_equals_one_at_a_time(lm, catalog, modality):
+def test_batched_equals_one_at_a_time(tiny_lm, tiny_catalog, modality):
     # mixed lengths, so every batch is padded; odd frame counts too for speech
     items = text_inputs() if modality == "text" else speech_inputs([16000, 7000, 12960, 20100])
-    (batched,) = record_batches(lm, catalog, items, batch_size=len(items))
-    singles = list(record_batches(lm, catalog, items, batch_size=1))
-    assert_records_equal(batched, singles, catalog, "speech_encoder" if modality == "speech" else "text_encoder")
+    (batched,) = record_batches(tiny_lm, tiny_catalog, items, batch_size=len(items))
+    singles = list(record_batches(tiny_lm, tiny_catalog, items, batch_size=1))
+    assert_records_equal(batched, singles, tiny_catalog, "speech_encoder" if modality == "speech" else "text_encoder")
 
 
-def test_hook_coverage_and_unused_activation_fn(lm, catalog, monkeypatch):
-    extras = build_catalog(lm.model, extras=("ffn.act", "intermediate_ffn", "adapter"))
+def test_hook_coverage_and_unused_activation_fn(tiny_lm, tiny_catalog, monkeypatch):
+    extras = build_catalog(tiny_lm.model, extras=("ffn.act", "intermediate_ffn", "adapter"))
     hooked_paths = []
     real_hooked = recorder_mod.hooked
 
@@ -144,9 +134,9 @@ def test_hook_coverage_and_unused_activation_fn(lm, catalog, monkeypatch):
     monkeypatch.setattr(recorder_mod, "hooked", spy)
     unused_calls = []
     handles = [layer.activation_fn.register_forward_hook(lambda *a: unused_calls.append(1))
-               for layer in lm.model.text_decoder.layers if isinstance(layer.activation_fn, torch.nn.Module)]
+               for layer in tiny_lm.model.text_decoder.layers if isinstance(layer.activation_fn, torch.nn.Module)]
     try:
-        recs = list(record_batches(lm, extras, text_inputs()[:2] + speech_inputs([16000, 9000]), batch_size=4))
+        recs = list(record_batches(tiny_lm, extras, text_inputs()[:2] + speech_inputs([16000, 9000]), batch_size=4))
     finally:
         for h in handles:
             h.remove()
@@ -161,22 +151,22 @@ def test_hook_coverage_and_unused_activation_fn(lm, catalog, monkeypatch):
     dec = {c.path: c for c in extras.stack("text_decoder")}
     for rec in recs:
         for t, block in rec.decoder.items():
-            for layer in range(len(lm.model.text_decoder.layers)):
+            for layer in range(len(tiny_lm.model.text_decoder.layers)):
                 fc1, act = dec[f"text_decoder.layers.{layer}.ffn.fc1"], dec[f"text_decoder.layers.{layer}.ffn.act"]
                 np.testing.assert_allclose(block[:, act.offset:act.offset + act.dim],
                                            np.maximum(block[:, fc1.offset:fc1.offset + fc1.dim], 0), atol=1e-6)
 
 
-def test_channel_axes_and_dims_match_module_outputs(lm, catalog):
+def test_channel_axes_and_dims_match_module_outputs(tiny_lm, tiny_catalog):
     shapes = {}
     hooks = {c.path: (lambda m, i, o, p=c.path: shapes.setdefault(p, tuple(o.shape)) and None)
-             for c in catalog.components}
-    feats = lm.feature_extractor([wave(16000, 0)], sampling_rate=16000, return_tensors="pt")
-    ids = lm.tokenizer("Hallo Welt", src_lang="deu", return_tensors="pt")
-    with recorder_mod.hooked(lm.model, hooks), torch.no_grad():
-        lm.model(**feats, decoder_input_ids=torch.tensor([[3, 700, 5, 6, 7]]))
-        lm.model(**ids, decoder_input_ids=torch.tensor([[3, 700, 5]]))
-    for c in catalog.components:
+             for c in tiny_catalog.components}
+    feats = tiny_lm.feature_extractor([wave(16000, 0)], sampling_rate=16000, return_tensors="pt")
+    ids = tiny_lm.tokenizer("Hallo Welt", src_lang="deu", return_tensors="pt")
+    with recorder_mod.hooked(tiny_lm.model, hooks), torch.no_grad():
+        tiny_lm.model(**feats, decoder_input_ids=torch.tensor([[3, 700, 5, 6, 7]]))
+        tiny_lm.model(**ids, decoder_input_ids=torch.tensor([[3, 700, 5]]))
+    for c in tiny_catalog.components:
         assert shapes[c.path][c.channel_axis] == c.dim, c.path
         if c.channel_axis == 1:
             assert shapes[c.path][2] != c.dim
@@ -194,29 +184,29 @@ def test_pooling_ignores_planted_padding_values():
     assert_close_to_oracle(masked_mean(planted.transpose(1, 2), 1, mask), expected, what="pooled (B, C, T)")
 
 
-def test_speech_padding_frames_do_not_change_encoder_record(lm, catalog, monkeypatch):
+def test_speech_padding_frames_do_not_change_encoder_record(tiny_lm, tiny_catalog, monkeypatch):
     items = speech_inputs([16000, 9600])
-    (clean,) = record_batches(lm, catalog, items, batch_size=2)
-    real = lm.feature_extractor.__class__.__call__
+    (clean,) = record_batches(tiny_lm, tiny_catalog, items, batch_size=2)
+    real = tiny_lm.feature_extractor.__class__.__call__
 
     def plant(self, *args, **kwargs):  # huge values in padded feature frames
         out = real(self, *args, **kwargs)
         out["input_features"][out["attention_mask"] == 0] = 1e4
         return out
 
-    monkeypatch.setattr(lm.feature_extractor.__class__, "__call__", plant)
-    (dirty,) = record_batches(lm, catalog, items, batch_size=2)
-    assert_close_to_oracle(dirty.encoder, clean.encoder, groups=component_groups(catalog, "speech_encoder"),
+    monkeypatch.setattr(tiny_lm.feature_extractor.__class__, "__call__", plant)
+    (dirty,) = record_batches(tiny_lm, tiny_catalog, items, batch_size=2)
+    assert_close_to_oracle(dirty.encoder, clean.encoder, groups=component_groups(tiny_catalog, "speech_encoder"),
                            what="encoder")
     for t in clean.decoder:
-        assert_close_to_oracle(dirty.decoder[t], clean.decoder[t], groups=component_groups(catalog, "text_decoder"),
+        assert_close_to_oracle(dirty.decoder[t], clean.decoder[t], groups=component_groups(tiny_catalog, "text_decoder"),
                                what=f"decoder t={t}")
 
 
-def test_short_outputs_are_excluded_and_counted(lm, catalog):
+def test_short_outputs_are_excluded_and_counted(tiny_lm, tiny_catalog):
     items = text_inputs(tgt="deu")[:3]
     items[0].reference, items[1].reference, items[2].reference = "a", "Das Wetter ist heute schön und warm", "b c d e"
-    recs = list(record_batches(lm, catalog, items, prefix="gold", batch_size=2))
+    recs = list(record_batches(tiny_lm, tiny_catalog, items, prefix="gold", batch_size=2))
     lens = [len(o) for r in recs for o in r.output_ids]
     valid = {t: np.concatenate([r.valid[t] for r in recs]) for t in (1, 6, 11)}
     for t in (1, 6, 11):
@@ -228,31 +218,31 @@ def test_short_outputs_are_excluded_and_counted(lm, catalog):
     assert counts["TR"][6] == {"deu": 1}  # the one-token reference ends before step 6
     assert sum(sum(counts[task][11].values()) for task in counts) == int((~valid[11]).sum()) > 0
     # greedy decoding cut short by max_new_tokens is excluded the same way
-    (rec,) = record_batches(lm, catalog, items, batch_size=3, max_new_tokens=4)
+    (rec,) = record_batches(tiny_lm, tiny_catalog, items, batch_size=3, max_new_tokens=4)
     assert rec.valid[6].tolist() == [False] * 3 and rec.valid[1].all()
     assert rec.tasks == ["TR", "T2T", "T2T"]
 
 
-def test_bad_arguments_are_user_errors(lm, catalog):
+def test_bad_arguments_are_user_errors(tiny_lm, tiny_catalog):
     from engine.errors import UserError
 
     with pytest.raises(UserError):
-        list(record_batches(lm, catalog, text_inputs(), steps=(0, 6)))
+        list(record_batches(tiny_lm, tiny_catalog, text_inputs(), steps=(0, 6)))
     with pytest.raises(UserError):
-        list(record_batches(lm, catalog, text_inputs(), prefix="beam"))
+        list(record_batches(tiny_lm, tiny_catalog, text_inputs(), prefix="beam"))
     with pytest.raises(UserError):
-        list(record_batches(lm, catalog, text_inputs(), prefix="gold"))  # no references
+        list(record_batches(tiny_lm, tiny_catalog, text_inputs(), prefix="gold"))  # no references
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype, atol", [("float32", 1e-4), ("bfloat16", 0.1)])
-def test_cuda_recording_matches_cpu(catalog, dtype, atol):
+def test_cuda_recording_matches_cpu(tiny_lm, tiny_catalog, dtype, atol):
     """The paper runs on a GPU: same tokens and (within the dtype's precision) same activity."""
-    cpu = load_model(str(TINY_MODEL_DIR))
+    cpu = tiny_lm
     gpu = load_model(str(TINY_MODEL_DIR), device="cuda", dtype=dtype)
     items = text_inputs() + speech_inputs([16000, 23000])
-    ref = list(record_batches(cpu, catalog, items, batch_size=4))
-    got = list(record_batches(gpu, catalog, items, batch_size=4))
+    ref = list(record_batches(cpu, tiny_catalog, items, batch_size=4))
+    got = list(record_batches(gpu, tiny_catalog, items, batch_size=4))
     for a, b in zip(ref, got):
         if dtype == "float32":
             assert a.output_ids == b.output_ids

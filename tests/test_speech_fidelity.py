@@ -19,7 +19,7 @@ from engine.model.catalog import build_catalog
 from engine.model.hooks import hooked
 from engine.model.loader import TINY_MODEL_DIR, LoadedModel, check_attention, load_model
 from engine.model.recorder import ModelInput, record_batches
-from tests.conftest import assert_close_to_oracle, component_groups
+from tests.helpers import assert_close_to_oracle, component_groups
 
 STEPS = tuple(range(1, 12))
 N_NEW = max(STEPS)
@@ -110,7 +110,7 @@ def lone_truth(lm, catalog, item, n_new=N_NEW):
 
 def assert_equal_to_lone(lm, catalog, items, batch_size):
     """Every recorded value equals transformers' lone run of its example (encoder, and decoder at
-    every step the lone run has) up to summation order (tests/conftest.py), tokens identical."""
+    every step the lone run has) up to summation order (tests/helpers.py), tokens identical."""
     recs = list(record_batches(lm, catalog, items, steps=STEPS, batch_size=batch_size))
     rows = [(rec, k) for rec in recs for k in range(len(rec.example_ids))]
     enc_groups, dec_groups = component_groups(catalog, "speech_encoder"), component_groups(catalog, "text_decoder")
@@ -126,18 +126,16 @@ def assert_equal_to_lone(lm, catalog, items, batch_size):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    lm = load_model(str(TINY_MODEL_DIR))
-    return lm, build_catalog(lm.model, extras=("intermediate_ffn", "adapter"))
+def tiny(tiny_lm):
+    return tiny_lm, build_catalog(tiny_lm.model, extras=("intermediate_ffn", "adapter"))
 
 
-def second_model():
+def second_model(tiny_lm):
     """A random-weight SeamlessM4Tv2 of another shape: adapter kernel 6 > stride 3 (so the
     sub-sampled length exceeds the conv's output width), two adapter layers, small attention
     chunks, other widths and depths; the tiny fixture's tokenizer and feature extractor."""
     from transformers import SeamlessM4Tv2Config, SeamlessM4Tv2Model
 
-    tiny_lm = load_model(str(TINY_MODEL_DIR))
     base = tiny_lm.model.config
     config = SeamlessM4Tv2Config(
         vocab_size=base.vocab_size, t2u_vocab_size=base.t2u_vocab_size, char_vocab_size=base.char_vocab_size,
@@ -166,8 +164,8 @@ def second_model():
 
 
 @pytest.fixture(scope="module")
-def second():
-    lm = second_model()
+def second(tiny_lm):
+    lm = second_model(tiny_lm)
     return lm, build_catalog(lm.model, extras=("intermediate_ffn", "adapter"))
 
 
@@ -269,7 +267,7 @@ def test_speech_encoder_attention_equals_hand_computation(tiny, second, which):
 def test_other_attention_implementations_are_refused(tiny):
     with pytest.raises(UserError, match="attn_implementation 'eager' is not supported"):
         load_model(str(TINY_MODEL_DIR), attn_implementation="eager")
-    lm = load_model(str(TINY_MODEL_DIR))
+    lm = load_model(str(TINY_MODEL_DIR))  # its own: this test changes its attention
     check_attention(lm.model)  # what the loader pins passes
     lm.model.set_attn_implementation("eager")
     with pytest.raises(UserError, match="'eager' is not supported"):
@@ -279,9 +277,9 @@ def test_other_attention_implementations_are_refused(tiny):
         next(record_batches(lm, catalog, speech_items([16000])))
 
 
-def test_unreproducible_chunk_rows_are_refused_when_batched():
+def test_unreproducible_chunk_rows_are_refused_when_batched(tiny_lm):
     """left_chunk_num 0: a masked pad frame starting a chunk attends to nothing; batched, refused."""
-    lm = second_model()
+    lm = second_model(tiny_lm)
     lm.model.config.speech_encoder_left_chunk_num = 0
     catalog = build_catalog(lm.model)
     # 13300 samples: 40 valid frames + 1 masked; chunk size 9 does not divide 40, 8 does

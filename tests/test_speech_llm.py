@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model.catalog import build_catalog, catalog_command, config_for
+from engine.model.catalog import Catalog, build_catalog, catalog_command, config_for
 from engine.model.hooks import hooked
 from engine.model.lm_recorder import prompt_inputs, record_batches
 from engine.model.recorder import ModelInput
 from engine.model.speech_llm import family
-from tests.conftest import assert_close_to_oracle, component_groups, speech_llm
+from tests.helpers import assert_close_to_oracle, component_groups, speech_llm
 
 ALL_STEPS = tuple(range(1, 12))
 SENTENCES = [("deu", "Das Wetter ist heute schön, und wir gehen später in den Park."), ("fra", "Il fait beau."),
@@ -52,10 +52,26 @@ def test_checkpoint_catalog_counts_follow_the_pinned_config(name, model_type, ca
     assert cat.n_neurons("speech_encoder") == a.encoder_layers * per_audio + len(fam.projector) * t.hidden_size
     assert cat.n_neurons("text_encoder") == t.hidden_size
     assert cat.n_neurons("text_decoder") == t.num_hidden_layers * per_lm
+    # the stacks are named for what they are; each is ranked in one of the method's groups
+    assert cat.stacks() == ("audio_encoder", "projector", "token_embedding", "language_model")
+    assert sum(c.dim for c in cat.stack("projector")) == len(fam.projector) * t.hidden_size
     assert catalog_command(type("A", (), {"config": name, "model": None, "extras": (), "json": False})()) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == (
-        '{"speech_encoder": %d, "text_encoder": %d, "text_decoder": %d, "total": %d}'
-        % (cat.n_neurons("speech_encoder"), cat.n_neurons("text_encoder"), cat.n_neurons("text_decoder"), cat.total))
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == ('{"audio_encoder": %d, "projector": %d, "token_embedding": %d, "language_model": %d, "total": %d}'
+                       % (a.encoder_layers * per_audio, len(fam.projector) * t.hidden_size, t.hidden_size,
+                          t.num_hidden_layers * per_lm, cat.total))
+    assert out[2].startswith("token_embedding: 1 layer, 1 component,") and not any("text_encoder" in o for o in out)
+
+
+def test_a_catalog_written_before_stacks_were_named_still_opens():
+    """Speech-LLM catalogs of earlier runs named every component by its group: they still read."""
+    cat = build_catalog(config_for("voxtral"))
+    old = {"components": [{**c, "stack": c.pop("group", c["stack"])} for c in cat.to_json()["components"]]}
+    reread = Catalog.from_json(old)
+    assert [c.group for c in reread.components] == [c.group for c in cat.components]
+    assert reread.n_neurons("speech_encoder") == cat.n_neurons("speech_encoder")
+    assert reread.stacks() == ("speech_encoder", "text_encoder", "text_decoder")
+    assert Catalog.from_json(cat.to_json()) == cat
 
 
 def test_pinned_configs_are_the_checkpoints_not_the_class_defaults():
@@ -89,18 +105,18 @@ def generate_activity(lm, catalog, batch, n_new):
             seen.setdefault(path, []).append((args[0].detach().clone() if args else None, out.detach().clone()))
         return hook
 
-    paths = {c.path for c in catalog.stack("text_decoder")} | {c.path for c in catalog.stack(stack)}
+    paths = {c.path for c in catalog.group("text_decoder")} | {c.path for c in catalog.group(stack)}
     with hooked(model, {p: keep(p) for p in paths}):
         out = model.generate(**enc, max_new_tokens=n_new, do_sample=False, num_beams=1)
     decoder = []
-    for comp in catalog.stack("text_decoder"):
+    for comp in catalog.group("text_decoder"):
         calls = seen[comp.path]
         assert calls[0][1].shape[1] == enc["input_ids"].shape[1] and all(c[1].shape[1] == 1 for c in calls[1:])
         which = 0 if comp.reads == "input" else 1
         decoder.append(torch.stack([c[which][:, -1] for c in calls], dim=1))  # (B, steps, C)
     decoder = torch.cat(decoder, dim=2).numpy()
     encoder = []
-    for comp in catalog.stack(stack):
+    for comp in catalog.group(stack):
         x = seen[comp.path][0][1].float()
         if x.dim() == 2:
             x = x.reshape(len(batch), -1, x.shape[-1])
@@ -183,7 +199,7 @@ def test_steering_sets_lm_neurons_at_generating_positions_only(name, from_positi
 
     lm = speech_llm(name, "fixture")
     catalog = build_catalog(lm.model)
-    comps = {c.name: c for c in catalog.stack("text_decoder") if c.layer == 1}
+    comps = {c.name: c for c in catalog.group("text_decoder") if c.layer == 1}
     chosen = [comps["mlp.intermediate"], comps["self_attn.q_proj"], comps["input_layernorm"]]
     neurons = np.array([c.offset + j for c in chosen for j in (0, 5)], dtype=np.int64)
     values = np.linspace(2.0, 4.5, neurons.size).astype(np.float32)

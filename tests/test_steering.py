@@ -20,22 +20,6 @@ from engine.model.steering import DECODER, control_neurons, generate, median_act
 TEXTS = ["Das Wetter ist heute schön.", "Kinder spielen im Park.", "Ich hätte gern eine Tasse Kaffee."]
 
 
-@pytest.fixture(scope="module")
-def lm():
-    from engine.model.loader import TINY_MODEL_DIR, load_model
-
-    if not (TINY_MODEL_DIR / "config.json").exists():
-        pytest.skip("fixtures/tiny_model not built (python fixtures/build_tiny_model.py)")
-    return load_model(TINY_MODEL_DIR)
-
-
-@pytest.fixture(scope="module")
-def catalog(lm):
-    from engine.model.catalog import build_catalog
-
-    return build_catalog(lm.model)
-
-
 def text_inputs(texts=TEXTS, lang="deu"):
     return [ModelInput(example_id=str(i), lang=lang, modality="text", tgt_lang=lang, text=t)
             for i, t in enumerate(texts)]
@@ -90,19 +74,19 @@ def _record_steered(lm, catalog, neurons, values, from_position, inputs):
 
 
 @pytest.mark.parametrize("from_position", [None, 3])
-def test_recording_shows_medians_exactly_at_chosen_neurons_and_positions(lm, catalog, from_position):
+def test_recording_shows_medians_exactly_at_chosen_neurons_and_positions(tiny_lm, tiny_catalog, from_position):
     rng = np.random.default_rng(0)
-    neurons = _chosen(catalog, rng)
+    neurons = _chosen(tiny_catalog, rng)
     values = rng.normal(size=neurons.size).astype(np.float32) * 3.0
     value_of = dict(zip(neurons.tolist(), values.tolist()))
-    gens, before, after, calls = _record_steered(lm, catalog, neurons, values, from_position, text_inputs())
+    gens, before, after, calls = _record_steered(tiny_lm, tiny_catalog, neurons, values, from_position, text_inputs())
     # KV-cache decoding: positions 0..1, then one position per call; then the recorder's
     # teacher-forced forward over [start, tag] (no cache)
     assert calls[0] == (0, 2) and calls[-1] == (0, 2)
     assert [c for c in calls[1:-1]] == [(p, 1) for p in range(2, len(calls))]
     assert len(calls) > 3
     n_checked = 0
-    for comp in catalog.stack(DECODER):
+    for comp in tiny_catalog.stack(DECODER):
         mine = neurons[(neurons >= comp.offset) & (neurons < comp.offset + comp.dim)]
         channels = mine - comp.offset
         others = np.setdiff1d(np.arange(comp.dim), channels)
@@ -131,27 +115,27 @@ def test_recording_shows_medians_exactly_at_chosen_neurons_and_positions(lm, cat
     if from_position is not None:
         # the first call (positions 0..1) and the one at position 2 kept every neuron's own value
         assert [start for start, _ in calls[:2]] == [0, 2]
-        for comp in catalog.stack(DECODER):
+        for comp in tiny_catalog.stack(DECODER):
             if comp.position != "step_invariant":
                 for call in (0, 1):
                     assert torch.equal(after[comp.path][call], before[comp.path][call])
 
 
-def test_upstream_of_first_steered_layer_matches_unsteered_run(lm, catalog):
+def test_upstream_of_first_steered_layer_matches_unsteered_run(tiny_lm, tiny_catalog):
     rng = np.random.default_rng(1)
-    neurons = _chosen(catalog, rng, layers=(1,))
+    neurons = _chosen(tiny_catalog, rng, layers=(1,))
     values = np.full(neurons.size, 5.0, dtype=np.float32)
-    paths = [c.path for c in catalog.stack(DECODER)]
+    paths = [c.path for c in tiny_catalog.stack(DECODER)]
     plain = {}
-    handles = _register(lm.model, paths, plain)
+    handles = _register(tiny_lm.model, paths, plain)
     try:
-        generate(lm, catalog, text_inputs(), batch_size=3, max_new_tokens=8)
+        generate(tiny_lm, tiny_catalog, text_inputs(), batch_size=3, max_new_tokens=8)
     finally:
         for h in handles:
             h.remove()
-    _, before, after, _ = _record_steered(lm, catalog, neurons, values, None, text_inputs())
+    _, before, after, _ = _record_steered(tiny_lm, tiny_catalog, neurons, values, None, text_inputs())
     changed_downstream = False
-    for comp in catalog.stack(DECODER):
+    for comp in tiny_catalog.stack(DECODER):
         if comp.layer == 0:
             assert torch.equal(after[comp.path][0], plain[comp.path][0])
         elif not torch.equal(before[comp.path][0], plain[comp.path][0]):
@@ -160,40 +144,40 @@ def test_upstream_of_first_steered_layer_matches_unsteered_run(lm, catalog):
     assert changed_downstream
 
 
-def test_k0_reproduces_unsteered_output_token_for_token(lm, catalog):
+def test_k0_reproduces_unsteered_output_token_for_token(tiny_lm, tiny_catalog):
     inputs = text_inputs()
-    plain = generate(lm, catalog, inputs, batch_size=2, max_new_tokens=10)
-    with steer(lm, catalog, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)):
-        steered = generate(lm, catalog, inputs, batch_size=2, max_new_tokens=10)
+    plain = generate(tiny_lm, tiny_catalog, inputs, batch_size=2, max_new_tokens=10)
+    with steer(tiny_lm, tiny_catalog, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)):
+        steered = generate(tiny_lm, tiny_catalog, inputs, batch_size=2, max_new_tokens=10)
     assert [g.output_ids for g in steered] == [g.output_ids for g in plain]
     assert all(len(g.output_ids) == 10 for g in plain)
-    ap_row = np.random.default_rng(0).random(catalog.n_neurons(DECODER))
+    ap_row = np.random.default_rng(0).random(tiny_catalog.n_neurons(DECODER))
     assert control_neurons(ap_row, 0).size == 0
 
 
-def test_strong_steering_changes_output(lm, catalog):
+def test_strong_steering_changes_output(tiny_lm, tiny_catalog):
     """Guard against a steering that silently does nothing."""
     inputs = text_inputs()
-    plain = generate(lm, catalog, inputs, batch_size=3, max_new_tokens=10)
-    neurons = np.arange(catalog.n_neurons(DECODER))
+    plain = generate(tiny_lm, tiny_catalog, inputs, batch_size=3, max_new_tokens=10)
+    neurons = np.arange(tiny_catalog.n_neurons(DECODER))
     values = np.random.default_rng(3).normal(size=neurons.size).astype(np.float32) * 5
-    with steer(lm, catalog, neurons, values):
-        steered = generate(lm, catalog, inputs, batch_size=3, max_new_tokens=10)
+    with steer(tiny_lm, tiny_catalog, neurons, values):
+        steered = generate(tiny_lm, tiny_catalog, inputs, batch_size=3, max_new_tokens=10)
     assert [g.output_ids for g in steered] != [g.output_ids for g in plain]
 
 
-def test_full_sequence_forward_from_position(lm, catalog):
+def test_full_sequence_forward_from_position(tiny_lm, tiny_catalog):
     """Without a cache, one call covers positions 0..T-1: only positions >= t are set."""
-    comp = next(c for c in catalog.stack(DECODER) if c.name == "ffn.fc1" and c.layer == 1)
+    comp = next(c for c in tiny_catalog.stack(DECODER) if c.name == "ffn.fc1" and c.layer == 1)
     neurons = np.array([comp.offset + 7], dtype=np.int64)
-    enc = lm.tokenizer(TEXTS[:1], src_lang="deu", return_tensors="pt")
-    dec = torch.tensor([[3, lm.lang_token_id("deu"), 10, 11, 12, 13, 14]])
+    enc = tiny_lm.tokenizer(TEXTS[:1], src_lang="deu", return_tensors="pt")
+    dec = torch.tensor([[3, tiny_lm.lang_token_id("deu"), 10, 11, 12, 13, 14]])
     seen = {}
-    with steer(lm, catalog, neurons, np.array([9.5], dtype=np.float32), from_position=4):
-        h = _register(lm.model, [comp.path], seen)
+    with steer(tiny_lm, tiny_catalog, neurons, np.array([9.5], dtype=np.float32), from_position=4):
+        h = _register(tiny_lm.model, [comp.path], seen)
         try:
             with torch.no_grad():
-                lm.model(**enc, decoder_input_ids=dec, use_cache=False)
+                tiny_lm.model(**enc, decoder_input_ids=dec, use_cache=False)
         finally:
             h[0].remove()
     out = seen[comp.path][0][0, :, 7]
@@ -204,36 +188,36 @@ def _hook_counts(model):
     return [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
 
 
-def test_hooks_removed_even_on_error(lm, catalog):
-    baseline = _hook_counts(lm.model)
-    neurons = _chosen(catalog, np.random.default_rng(2))
+def test_hooks_removed_even_on_error(tiny_lm, tiny_catalog):
+    baseline = _hook_counts(tiny_lm.model)
+    neurons = _chosen(tiny_catalog, np.random.default_rng(2))
     values = np.ones(neurons.size, dtype=np.float32)
     with pytest.raises(RuntimeError, match="boom"):
-        with steer(lm, catalog, neurons, values, from_position=2):
-            assert _hook_counts(lm.model) != baseline
+        with steer(tiny_lm, tiny_catalog, neurons, values, from_position=2):
+            assert _hook_counts(tiny_lm.model) != baseline
             raise RuntimeError("boom")
-    assert _hook_counts(lm.model) == baseline
+    assert _hook_counts(tiny_lm.model) == baseline
 
 
-def test_steer_validates_input(lm, catalog):
-    baseline = _hook_counts(lm.model)
-    n = catalog.n_neurons(DECODER)
+def test_steer_validates_input(tiny_lm, tiny_catalog):
+    baseline = _hook_counts(tiny_lm.model)
+    n = tiny_catalog.n_neurons(DECODER)
     with pytest.raises(UserError, match="equal length"):
-        with steer(lm, catalog, np.array([1, 2]), np.array([1.0])):
+        with steer(tiny_lm, tiny_catalog, np.array([1, 2]), np.array([1.0])):
             pass
     with pytest.raises(UserError, match="range|lie in"):
-        with steer(lm, catalog, np.array([n]), np.array([1.0])):
+        with steer(tiny_lm, tiny_catalog, np.array([n]), np.array([1.0])):
             pass
     with pytest.raises(UserError, match="distinct"):
-        with steer(lm, catalog, np.array([1, 1]), np.array([1.0, 1.0])):
+        with steer(tiny_lm, tiny_catalog, np.array([1, 1]), np.array([1.0, 1.0])):
             pass
     with pytest.raises(UserError, match="finite"):
-        with steer(lm, catalog, np.array([1]), np.array([np.nan])):
+        with steer(tiny_lm, tiny_catalog, np.array([1]), np.array([np.nan])):
             pass
     with pytest.raises(UserError, match="from_position"):
-        with steer(lm, catalog, np.array([1]), np.array([1.0]), from_position=-1):
+        with steer(tiny_lm, tiny_catalog, np.array([1]), np.array([1.0]), from_position=-1):
             pass
-    assert _hook_counts(lm.model) == baseline
+    assert _hook_counts(tiny_lm.model) == baseline
 
 
 def test_control_neurons_is_top_union_bottom():
@@ -280,17 +264,17 @@ def test_median_activations_oracle():
         median_activations(act, langs, "spa")
 
 
-def test_recorder_sees_medians_while_steering(lm, catalog):
+def test_recorder_sees_medians_while_steering(tiny_lm, tiny_catalog):
     """A recording (engine.model.recorder) taken inside steer() shows the medians at the chosen
     neurons at every step, pooled cross-attention k/v included, and not elsewhere by chance."""
     rng = np.random.default_rng(5)
-    neurons = _chosen(catalog, rng, per_component=2)
+    neurons = _chosen(tiny_catalog, rng, per_component=2)
     values = (rng.normal(size=neurons.size) * 4 + 10).astype(np.float32)  # far from normal values
     inputs = text_inputs()
-    with steer(lm, catalog, neurons, values):
-        (rec,) = list(record_batches(lm, catalog, inputs, steps=(1, 6, 11), batch_size=3,
+    with steer(tiny_lm, tiny_catalog, neurons, values):
+        (rec,) = list(record_batches(tiny_lm, tiny_catalog, inputs, steps=(1, 6, 11), batch_size=3,
                                      max_new_tokens=11))
-    (plain,) = list(record_batches(lm, catalog, inputs, steps=(1, 6, 11), batch_size=3, max_new_tokens=11))
+    (plain,) = list(record_batches(tiny_lm, tiny_catalog, inputs, steps=(1, 6, 11), batch_size=3, max_new_tokens=11))
     for t in (1, 6, 11):
         assert rec.valid[t].all()
         np.testing.assert_allclose(rec.decoder[t][:, neurons], np.broadcast_to(values, (3, neurons.size)),

@@ -32,7 +32,26 @@ from typing import Sequence
 
 import numpy as np
 
-STACKS = ("speech_encoder", "text_encoder", "text_decoder")
+from engine.model import speech_llm
+from engine.model.loader import TINY_MODEL_DIR, model_class, model_family, read_config
+
+#: The method's three groups of neurons, each ranked on its own: the encoder that reads speech, the
+#: encoder that reads text, and the decoder both share. Named after SeamlessM4T's stacks, which
+#: they are for that model (and in every artifact); a speech LLM's are its audio encoder with its
+#: projector, its token embedding, and its language model (``group_labels``).
+GROUPS = ("speech_encoder", "text_encoder", "text_decoder")
+#: A speech LLM's stacks, named for what they are, and the group each is ranked in.
+SPEECH_LLM_STACKS = {"audio_encoder": "speech_encoder", "projector": "speech_encoder",
+                     "token_embedding": "text_encoder", "language_model": "text_decoder"}
+
+
+def group_labels(model_type: str | None) -> dict[str, str]:
+    """How a report names the three groups of a model of ``model_type`` (None: SeamlessM4T)."""
+    if model_type in speech_llm.FAMILIES:
+        return {"speech_encoder": "audio encoder + projector", "text_encoder": "token embedding",
+                "text_decoder": "language model"}
+    return {"speech_encoder": "speech encoder", "text_encoder": "text encoder", "text_decoder": "decoder"}
+
 
 # (component name, width attribute, channel axis); width "hidden" | "2hidden" | config attribute.
 SPEECH_COMPONENTS = (
@@ -102,6 +121,15 @@ _SPEECH_POST = {  # speech-encoder modules after the conformer stack, reported a
 
 @dataclass(frozen=True)
 class Component:
+    """One component: ``dim`` neurons, the channels of one module's output (or input) per layer.
+
+    ``stack``: the stack of modules it belongs to, named for what it is (SeamlessM4T's
+    ``speech_encoder``, ``text_encoder``, ``text_decoder``; a speech LLM's ``audio_encoder``,
+    ``projector``, ``token_embedding``, ``language_model``). ``group``: which of the method's three
+    groups (``GROUPS``) it is ranked in; for SeamlessM4T its stack. ``offset``: its first neuron in
+    its group's flat vector (catalog order).
+    """
+
     stack: str
     layer: int
     name: str
@@ -112,42 +140,59 @@ class Component:
     offset: int
     #: "output" (the module's output) or "input" (its first input: a speech LLM's MLP intermediate)
     reads: str = "output"
+    group: str = ""
+
+    def __post_init__(self):
+        if not self.group:  # SeamlessM4T, and catalogs written before groups were named
+            object.__setattr__(self, "group", self.stack)
 
 
 @dataclass(frozen=True)
 class Catalog:
     components: tuple[Component, ...]
 
+    def group(self, group: str) -> tuple[Component, ...]:
+        """The components of one of the method's groups (``GROUPS``), in catalog order."""
+        if group not in GROUPS:
+            raise ValueError(f"group '{group}' is not one of {GROUPS}")
+        return tuple(c for c in self.components if c.group == group)
+
     def stack(self, stack: str) -> tuple[Component, ...]:
-        if stack not in STACKS:
-            raise ValueError(f"stack '{stack}' is not one of {STACKS}")
+        """The components of one stack (``stacks()``), in catalog order."""
+        if stack not in self.stacks():
+            raise ValueError(f"stack '{stack}' is not one of {self.stacks()}")
         return tuple(c for c in self.components if c.stack == stack)
 
-    def n_neurons(self, stack: str) -> int:
-        return sum(c.dim for c in self.stack(stack))
+    def stacks(self) -> tuple[str, ...]:
+        """The model's stacks in catalog order, named for what they are."""
+        return tuple(dict.fromkeys(c.stack for c in self.components))
+
+    def n_neurons(self, group: str) -> int:
+        """Neurons in one of the method's groups: the width of its recorded matrix."""
+        return sum(c.dim for c in self.group(group))
 
     @property
     def total(self) -> int:
         return sum(c.dim for c in self.components)
 
     def counts(self) -> dict[str, int]:
-        """Neurons per stack and ``total``."""
-        out = {s: self.n_neurons(s) for s in STACKS}
+        """Neurons per stack (what they are) and ``total``."""
+        out = {s: sum(c.dim for c in self.stack(s)) for s in self.stacks()}
         out["total"] = self.total
         return out
 
-    def locate(self, stack: str, flat: np.ndarray) -> list[tuple[Component, np.ndarray]]:
-        """Group flat neuron indices of ``stack`` by component.
+    def locate(self, group: str, flat: np.ndarray) -> list[tuple[Component, np.ndarray]]:
+        """Group flat neuron indices of ``group`` by component.
 
         Returns ``(component, channels)`` pairs in catalog order, only for components that hold
         at least one index; ``channels`` are int64 channel indices within the component, in the
-        order the indices were given. IndexError for indices outside ``[0, n_neurons(stack))``.
+        order the indices were given. IndexError for indices outside ``[0, n_neurons(group))``.
         """
-        comps = self.stack(stack)
+        comps = self.group(group)
         flat = np.asarray(flat, dtype=np.int64).reshape(-1)
         n = sum(c.dim for c in comps)
         if flat.size and (flat.min() < 0 or flat.max() >= n):
-            raise IndexError(f"neuron index out of range [0, {n}) for stack '{stack}'")
+            raise IndexError(f"neuron index out of range [0, {n}) for group '{group}'")
         starts = np.array([c.offset for c in comps], dtype=np.int64)
         which = np.searchsorted(starts, flat, side="right") - 1
         out = []
@@ -157,8 +202,10 @@ class Catalog:
         return out
 
     def to_json(self) -> dict:
-        # "reads" is written only where it is not the default, so SeamlessM4T catalogs keep their bytes
-        return {"components": [{k: v for k, v in asdict(c).items() if k != "reads" or v != "output"}
+        # "reads" and "group" are written only where they are not the default (the output; the
+        # stack itself), so SeamlessM4T catalogs keep their bytes
+        return {"components": [{k: v for k, v in asdict(c).items()
+                                if not (k == "reads" and v == "output" or k == "group" and v == c.stack)}
                                for c in self.components]}
 
     @classmethod
@@ -185,9 +232,6 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
     """
     import torch
 
-    from engine.model import speech_llm
-    from engine.model.loader import model_class, model_family
-
     unknown = set(extras) - set(EXTRAS)
     if unknown:
         raise ValueError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
@@ -208,7 +252,7 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
         "text_decoder": ("text_decoder.layers", len(model.text_decoder.layers), DECODER_COMPONENTS),
     }
     components: list[Component] = []
-    for stack in STACKS:
+    for stack in GROUPS:
         prefix, n_layers, table = layers[stack]
         rows = list(table)
         if "ffn.act" in extras and stack != "speech_encoder":
@@ -248,29 +292,31 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
 
 
 def _speech_llm_catalog(model, fam) -> Catalog:
-    """A speech LLM's catalog (engine.model.speech_llm): audio encoder layers then the projector as
-    ``speech_encoder``, the token embedding as ``text_encoder``, the LM's layers as
-    ``text_decoder``."""
+    """A speech LLM's catalog (engine.model.speech_llm): the audio encoder's layers and then the
+    projector (one layer after the last encoder layer) ranked together as the speech-side group,
+    the token embedding as the text-side group, the language model's layers as the decoder group
+    (``SPEECH_LLM_STACKS``)."""
     config = model.config
     components: list[Component] = []
-    offsets = dict.fromkeys(STACKS, 0)
+    offsets = dict.fromkeys(GROUPS, 0)
 
     def add(stack, layer, name, path, dim, axis, position, reads="output"):
         _check_path(model, path)
-        components.append(Component(stack, layer, name, path, int(dim), axis, position, offsets[stack], reads))
-        offsets[stack] += int(dim)
+        group = SPEECH_LLM_STACKS[stack]
+        components.append(Component(stack, layer, name, path, int(dim), axis, position, offsets[group], reads, group))
+        offsets[group] += int(dim)
 
     n_audio = len(model.get_submodule(fam.audio_layers))
     for i in range(n_audio):
         for name, width, axis in fam.audio_components:
-            add("speech_encoder", i, name, f"{fam.audio_layers}.{i}.{name}", width(config), axis, "encoder_pooled")
+            add("audio_encoder", i, name, f"{fam.audio_layers}.{i}.{name}", width(config), axis, "encoder_pooled")
     for path, width, axis in fam.projector:
-        add("speech_encoder", n_audio, "projector." + path.rsplit(".", 1)[-1], path, width(config), axis,
+        add("projector", n_audio, "projector." + path.rsplit(".", 1)[-1], path, width(config), axis,
             "projector_pooled")
-    add("text_encoder", 0, "embed_tokens", fam.embed, config.text_config.hidden_size, -1, "prompt_pooled")
+    add("token_embedding", 0, "embed_tokens", fam.embed, config.text_config.hidden_size, -1, "prompt_pooled")
     for i in range(len(model.get_submodule(fam.lm_layers))):
         for name, module, width, reads in fam.lm_components:
-            add("text_decoder", i, name, f"{fam.lm_layers}.{i}.{module}", width(config), -1, "decoder_step", reads)
+            add("language_model", i, name, f"{fam.lm_layers}.{i}.{module}", width(config), -1, "decoder_step", reads)
     return Catalog(tuple(components))
 
 
@@ -306,8 +352,6 @@ def config_for(name: str):
     Qwen/Qwen2-Audio-7B-Instruct and mistralai/Voxtral-Mini-3B-2507 (engine.model.speech_llm)."""
     from transformers import SeamlessM4TConfig, SeamlessM4Tv2Config
 
-    from engine.model import speech_llm
-
     if name in SPEECH_LLM_CONFIGS:
         return speech_llm.family(SPEECH_LLM_CONFIGS[name]).checkpoint_config()
     if name == "large":
@@ -317,8 +361,6 @@ def config_for(name: str):
     if name == "v1-medium":
         return SeamlessM4TConfig(**V1_MEDIUM)
     if name == "tiny":
-        from engine.model.loader import TINY_MODEL_DIR
-
         return SeamlessM4Tv2Config.from_pretrained(TINY_MODEL_DIR)
     raise ValueError(f"config '{name}' is not one of {CONFIGS}")
 
@@ -334,10 +376,7 @@ def catalog_arguments(parser) -> None:
 
 
 def catalog_command(args) -> int:
-
     if getattr(args, "model", None):
-        from engine.model.loader import read_config
-
         config = read_config(args.model)
     else:
         config = config_for(args.config)
@@ -345,13 +384,14 @@ def catalog_command(args) -> int:
     if getattr(args, "json", False):
         print(json.dumps(catalog.to_json()))
     else:
-        for stack in STACKS:
+        for stack in catalog.stacks():
             comps = catalog.stack(stack)
             per_layer: dict[int, int] = {}
             for c in comps:
                 per_layer[c.layer] = per_layer.get(c.layer, 0) + c.dim
             layer_counts = sorted(set(per_layer.values()))
-            print(f"{stack}: {len(per_layer)} layers, {len(comps)} components, per layer {layer_counts}, "
-                  f"{catalog.n_neurons(stack):,} neurons")
+            plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")  # noqa: E731
+            print(f"{stack}: {plural(len(per_layer), 'layer')}, {plural(len(comps), 'component')}, "
+                  f"per layer {layer_counts}, {sum(c.dim for c in comps):,} neurons")
     print(json.dumps(catalog.counts()))
     return 0

@@ -43,6 +43,7 @@ from engine.model.recorder import (
     task_of,
 )
 from engine.model.speech_llm import family
+from engine.science.languages import get_language
 
 HOP = 160  # samples per feature frame of the Whisper feature extractor both families use
 
@@ -50,8 +51,6 @@ HOP = 160  # samples per feature frame of the Whisper feature extractor both fam
 def instruction_for(lm, item: ModelInput) -> str:
     """The instruction of ``item``'s task (``lm.instructions``), ``{target}`` filled with the
     English name of its target language."""
-    from engine.science.languages import get_language
-
     task = task_of(item.modality, item.lang, item.tgt_lang)
     return lm.instructions[task].format(target=get_language(item.tgt_lang).name)
 
@@ -135,9 +134,9 @@ class _Hooks:
     def hooks(self) -> dict:
         # one hook per module: the LM's mlp.down_proj is read twice (its input and its output)
         by_path: dict[str, list] = {}
-        for comp in self.catalog.stack(self.stack):
+        for comp in self.catalog.group(self.stack):
             by_path.setdefault(comp.path, []).append(self._pool(comp))
-        for comp in self.catalog.stack("text_decoder"):
+        for comp in self.catalog.group("text_decoder"):
             by_path.setdefault(comp.path, []).append(self._step(comp))
 
         def chain(fns):
@@ -240,7 +239,7 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
         with hooked(model, rec.hooks()):
             model.base_model(input_ids=ids, attention_mask=full_mask, position_ids=position_ids(full_mask),
                              use_cache=False, **forward)
-        missing = {c.path for c in catalog.stack(stack)} - rec.fired
+        missing = {c.path for c in catalog.group(stack)} - rec.fired
         if missing:
             raise RuntimeError(f"components never ran: {sorted(missing)[:3]}")
         encoder = rec.encoder.cpu().numpy()

@@ -24,6 +24,8 @@ import torch
 from engine.errors import UserError
 from engine.files import REPO_ROOT
 from engine.model import speech_llm
+from engine.model.speech_llm.shape import INSTRUCTIONS
+from engine.science.languages import check_langs, check_model_languages
 
 TINY_MODEL_DIR = REPO_ROOT / "fixtures" / "tiny_model"
 
@@ -103,8 +105,6 @@ class LoadedModel:
         """UserError unless every code is a language of engine.science.languages that this
         model's text decoder generates, with the same token id in tokenizer and
         generation_config (checked at load time, before any example runs)."""
-        from engine.science.languages import check_model_languages
-
         table = getattr(self.model.generation_config, "text_decoder_lang_to_code_id", None) or {}
         check_model_languages(codes, table, self.model_id)
         for code in codes:
@@ -142,8 +142,6 @@ class LoadedSpeechLLM:
         """UserError unless every code is a language of engine.science.languages that the family's
         checkpoint documents (``Family.languages``): a speech LLM has no language tokens to check,
         so its documented languages are what validates ``data.langs``."""
-        from engine.science.languages import check_langs
-
         check_langs(codes)
         documented = speech_llm.family(self.model.config).languages
         missing = [c for c in codes if c not in documented]
@@ -285,8 +283,6 @@ def load_model(model_id: str | os.PathLike, *, device: str | torch.device = "cpu
 
 def _load_speech_llm(config, source, name, revision, device, dtype, attn_implementation, langs, instructions):
     from transformers import AutoProcessor
-
-    from engine.model.speech_llm.shape import INSTRUCTIONS
 
     model = model_class(config).from_pretrained(source, revision=revision, dtype=dtype,
                                                 attn_implementation=attn_implementation)

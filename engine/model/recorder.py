@@ -260,7 +260,7 @@ class _Recorder:
 
     def encoder_hooks(self) -> dict:
         hooks = {}
-        for comp in self.catalog.stack(self.stack_name):
+        for comp in self.catalog.group(self.stack_name):
             hooks[comp.path] = self._pool_hook(comp)
         return hooks
 
@@ -278,7 +278,7 @@ class _Recorder:
     def decoder_hooks(self) -> dict:
         positions = list(self.steps)
         hooks = {}
-        for comp in self.catalog.stack("text_decoder"):
+        for comp in self.catalog.group("text_decoder"):
             sl = slice(comp.offset, comp.offset + comp.dim)
             if comp.position == "step_invariant":
                 def hook(module, inputs, output, sl=sl, comp=comp):

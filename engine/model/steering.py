@@ -37,6 +37,10 @@ import torch
 
 from engine.errors import UserError
 from engine.model.hooks import hooked
+from engine.model.lm_recorder import greedy_outputs
+from engine.model.recorder import record_batches
+from engine.model.speech_llm import family
+from engine.science.ranking import bottom_k, top_k
 
 DECODER = "text_decoder"
 
@@ -54,8 +58,6 @@ def control_neurons(ap_row: np.ndarray, k: int, separation: np.ndarray | None = 
     unique int64 flat indices (2k of them unless 2k > n_neurons, then all neurons); k = 0 gives
     none.
     """
-    from engine.science.ranking import bottom_k, top_k
-
     ap_row = np.asarray(ap_row)
     if ap_row.ndim != 1:
         raise UserError(f"ap_row must be one AP row [n_neurons], got shape {ap_row.shape}")
@@ -273,8 +275,6 @@ def steer(lm, catalog, neurons: np.ndarray, values: np.ndarray,
         else:
             hooks[component.path] = fn
     if decoder_only:
-        from engine.model.speech_llm import family
-
         decoder_module = family(model.config).lm
     else:
         decoder_module = DECODER
@@ -303,14 +303,11 @@ def generate(lm, catalog, inputs: Sequence, *, batch_size: int = 8,
     inside :func:`steer` for steered outputs, outside for the baseline. ``max_new_tokens``
     defaults to the model's generation config (256 if it has none).
     """
-    from engine.model.recorder import record_batches
-
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if max_new_tokens is None:
         max_new_tokens = getattr(_model_of(lm).generation_config, "max_new_tokens", None) or 256
     if getattr(lm, "decoder_only", False):  # a speech LLM: the recorder's greedy generate, nothing recorded
-        from engine.model.lm_recorder import greedy_outputs
 
         return [Generated(list(ids), text) for ids, text in
                 greedy_outputs(lm, list(inputs), batch_size=batch_size, max_new_tokens=int(max_new_tokens))]

@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Callable, Sequence, TypeVar
 
+from engine.errors import UserError
+
 T = TypeVar("T")
 
 #: How often each rank beats and looks for a failure (seconds).
@@ -66,8 +68,6 @@ class Ranks:
             try:
                 dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=2 * STALE_S))
             except Exception as exc:  # noqa: BLE001 - any failure to meet is this one line
-                from engine.errors import UserError
-
                 raise UserError(f"rank {self.rank} could not meet the other {self.world - 1} rank(s) at "
                                 f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within "
                                 f"{2 * STALE_S:.0f} s ({type(exc).__name__}); rerun the same launch") from None

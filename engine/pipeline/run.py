@@ -24,10 +24,18 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.files import Damaged, atomic_write_bytes, note, read_json
+from engine.model.catalog import Catalog, build_catalog
+from engine.model.fingerprint import directory_digest
+from engine.model.loader import load_model
+from engine.model.recorder import ModelInput
 from engine.pipeline import config as config_mod
+from engine.pipeline import launch
 from engine.pipeline.completion import covering, invalidate, mark_complete, verify_complete
+from engine.pipeline.inputs.corpus import Selection, corpus_digest
+from engine.pipeline.inputs.speech import cache_problem, record_path
+from engine.pipeline.inputs.tasks import build_tasks
+from engine.pipeline.inputs.wav import load_waveform
 
-STAGES = ("data", "speech", "record", "rank", "compare", "steer", "report")
 RECORD_TASKS = ("S2T", "T2T", "ASR")  # TR is only steered, never ranked
 
 TASK_MODALITY = {"S2T": "speech", "T2T": "text", "ASR": "speech", "TR": "text"}
@@ -62,11 +70,13 @@ def library_versions() -> dict:
             out[name] = None
     return out
 
+
 def progress(iterable=None, **kw):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=kw.pop("disable", False) or os.environ.get("STEP_NEURONS_QUIET") == "1",
                 dynamic_ncols=True, **kw)
+
 
 class Run:
     """One profile's run: its settings, output root, stage keys and directories."""
@@ -95,8 +105,6 @@ class Run:
         if self._weights is None:
             path = Path(config_mod.model_path(self.cfg))
             if path.is_dir():
-                from engine.model.fingerprint import directory_digest
-
                 self._weights = directory_digest(path, self.root.parent / "cache" / "weights-sha256.json")
             else:
                 self._weights = self.cfg["model"]["revision"] or "main"
@@ -108,8 +116,6 @@ class Run:
         payload = {"stage": stage, "settings": config_mod.section(self.cfg, *sections),
                    "upstream": {u: self.key(u) for u in upstream}, "versions": self.versions}
         if stage == "data" and self.cfg["data"]["source"] == "embedded":
-            from engine.pipeline.inputs.corpus import corpus_digest
-
             payload["corpus"] = corpus_digest()
         if stage == "record":
             payload["layout"] = RECORD_LAYOUT
@@ -163,8 +169,6 @@ class Run:
 
     def model(self):
         if self._lm is None:
-            from engine.model.loader import load_model
-
             device = self.cfg["model"]["device"]
             if device == "cuda" and self.world > 1:
                 device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -178,8 +182,6 @@ class Run:
 
     def catalog(self):
         if self._catalog is None:
-            from engine.model.catalog import build_catalog
-
             self._catalog = build_catalog(self.model().model)
         return self._catalog
 
@@ -210,8 +212,6 @@ def _report_damage(stage: str, directory: Path, damaged: Sequence[Damaged], show
 
 def _damaged_audio(run: Run) -> list[Damaged]:
     """Cached wavs of a complete speech stage that differ from the records in its manifest."""
-    from engine.pipeline.inputs.speech import cache_problem, record_path
-
     cache = speech_cache_dir(run)
     try:
         audio = read_json(run.dir("speech") / "manifest.json")["audio"]
@@ -233,27 +233,23 @@ def _damaged_audio(run: Run) -> list[Damaged]:
 # reading back what earlier stages wrote
 # ------------------------------------------------------------------------------------------------
 def load_selection(run: Run):
-    from engine.pipeline.inputs.corpus import Selection
-
     return Selection.from_json(run.selection())
+
 
 def speech_cache_dir(run: Run) -> Path:
     """Shared by every run under one output root: audio is keyed by (backend, voice, text)."""
     return run.root.parent / "cache" / "speech"
 
+
 def task_examples(run: Run, task: str, split: str) -> list:
     """The examples of one task and split, in store row order (selection order, then language)."""
-    from engine.pipeline.inputs.tasks import build_tasks
-
     cache = speech_cache_dir(run)
     paths = {(sid, lang): str(cache / p) for sid, lang, p in run.speech_manifest()["paths"]}
     views = build_tasks(load_selection(run), paths, langs=run.cfg["data"]["langs"], tasks=(task,))
     return views.split(split)[task]
 
-def model_inputs(run: Run, examples: list) -> list:
-    from engine.model.recorder import ModelInput
-    from engine.pipeline.inputs.speech import load_waveform
 
+def model_inputs(run: Run, examples: list) -> list:
     out = []
     for ex in examples:
         wav = None
@@ -267,10 +263,12 @@ def model_inputs(run: Run, examples: list) -> list:
                               waveform=wav, reference=ex.reference))
     return out
 
+
 def _fix_length(wav: np.ndarray, frames: int) -> np.ndarray:
     """Fixed temporal length in feature frames (stride 2 of 10 ms frames = 20 ms = 320 samples)."""
     n = frames * 320
     return wav[:n] if len(wav) >= n else np.pad(wav, (0, n - len(wav)))
+
 
 def matrices(run: Run, task: str) -> dict[str, Path]:
     """Store paths of ``task``'s matrices: ``encoder`` (one per encoder stack, shared by the
@@ -281,8 +279,10 @@ def matrices(run: Run, task: str) -> dict[str, Path]:
         names[f"decoder_t{t}"] = base / task / f"decoder_t{t}"
     return names
 
+
 def load_ap(run: Run, task: str, name: str) -> np.ndarray:
     return np.load(run.dir("rank") / task / f"{name}_ap.npy")
+
 
 def load_sep(run: Run, task: str, name: str) -> np.ndarray:
     """The point-biserial r ``[L, N]`` saved beside the AP: the secondary key of top-k."""
@@ -290,9 +290,8 @@ def load_sep(run: Run, task: str, name: str) -> np.ndarray:
 
 
 def load_catalog(run: Run):
-    from engine.model.catalog import Catalog
-
     return Catalog.from_json(json.loads((run.dir("record") / "catalog.json").read_text()))
+
 
 def ranking_device(cfg: dict) -> str:
     """Rank where the model runs: a GPU sorts the blocks far faster than 2 CPU cores."""
@@ -301,14 +300,14 @@ def ranking_device(cfg: dict) -> str:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return device
 
+
 def save_npy(path: Path, arr: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
 
+
 def barrier(run: Run, name: str = "stage") -> None:
     """Every rank of the launch waits here (``engine.pipeline.launch``; a failure anywhere ends the wait)."""
     if run.world > 1:
-        from engine.pipeline import launch
-
         launch.current().barrier(name)

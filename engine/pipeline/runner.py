@@ -26,9 +26,12 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.files import DISK_FULL, Damaged, atomic_write_json, note, os_error_message, read_json
+from engine.model.catalog import build_catalog
 from engine.pipeline import config as config_mod
 from engine.pipeline import launch
-from engine.pipeline.run import STAGE_INPUTS, STAGES, Run
+from engine.pipeline.inputs.fleurs import FLEURS_REPO, count_common
+from engine.pipeline.run import STAGE_INPUTS, Run
+from engine.pipeline.stages import STAGES
 from engine.pipeline.stages.compare import stage_compare
 from engine.pipeline.stages.data import stage_data
 from engine.pipeline.stages.rank import stage_rank
@@ -36,6 +39,7 @@ from engine.pipeline.stages.record import stage_record
 from engine.pipeline.stages.report import stage_report
 from engine.pipeline.stages.speech import stage_speech
 from engine.pipeline.stages.steer import stage_steer
+from engine.science.languages import get_language
 
 STAGE_FUNCS = {"data": stage_data, "speech": stage_speech, "record": stage_record, "rank": stage_rank,
                "compare": stage_compare, "steer": stage_steer}
@@ -189,10 +193,12 @@ class _disk_full_is_one_line:
             raise UserError(os_error_message(Path(exc.filename or self.directory), exc)) from exc
         return False
 
+
 def _total_wall(run: Run) -> float:
     """Seconds spent in the current keys' stages, summed over resumed invocations."""
     walls = _read_walls(run)
     return sum(walls.get(f"{s}-{run.key(s)}", 0.0) for s in STAGES if s != "report")
+
 
 def _read_walls(run: Run) -> dict:
     """Seconds per stage directory so far; a damaged record of them restarts from nothing."""
@@ -222,8 +228,6 @@ def _preflight(run: Run, stages=STAGES) -> None:
     """Refuse before any work: settings the requested stages need, then every missing resource
     on its own line, then contradictions with the model and the corpus."""
     import importlib.util
-
-    from engine.model.catalog import build_catalog
 
     cfg, missing = run.cfg, []
     config_mod.check_stages(cfg, stages)
@@ -265,9 +269,6 @@ def _preflight(run: Run, stages=STAGES) -> None:
         # cache look-up only: with the Hub out of reach, a download attempt would just time out
         from huggingface_hub import try_to_load_from_cache
 
-        from engine.pipeline.inputs.fleurs import FLEURS_REPO
-        from engine.science.languages import get_language
-
         absent = [get_language(lang).fleurs_config for lang in ["eng", *cfg["data"]["langs"]]]
         absent = [name for name in absent if not isinstance(
             try_to_load_from_cache(FLEURS_REPO, f"data/{name}/train.tsv", repo_type="dataset"), str)]
@@ -305,8 +306,6 @@ def _preflight(run: Run, stages=STAGES) -> None:
 def _check_fleurs_size(cfg: dict) -> None:
     """data.n_identify + data.n_steer must fit the FLEURS ids all languages share (reads the
     transcriptions the data stage would read next: a local copy, the Hub's cache or the Hub)."""
-    from engine.pipeline.inputs.fleurs import count_common
-
     d = cfg["data"]
     room = count_common(d["langs"], root=d["fleurs_root"] or None)
     if d["n_identify"] + d["n_steer"] > room:

@@ -53,6 +53,7 @@ _RANKED = ("spearman_diag_concentration", "spearman_diag_concentration_clipped")
 #: artifacts keep their bytes.
 CI_METHOD = "balanced half-samples; hull of percentile and basic 95% intervals (engine.intervals)"
 
+
 def overlap_sweep(ap_speech: np.ndarray, ap_text: np.ndarray, ks, sep_speech: np.ndarray | None = None,
                   sep_text: np.ndarray | None = None) -> np.ndarray:
     """Overlap matrices ``O[k_index, i, j] = |top_k(speech_i) ∩ top_k(text_j)|`` for every k in ``ks``.

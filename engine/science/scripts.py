@@ -49,7 +49,8 @@ from functools import lru_cache
 import regex
 
 from engine.errors import UserError
-from engine.science.languages import LANGUAGES
+from engine.science import langid
+from engine.science.languages import LANGUAGES, get_language
 
 __all__ = ["LATIN", "CJK", "SCRIPT_CLASSES", "SCRIPT_OF_LANG", "ScriptClass", "classify_tokens",
            "script_shares", "control_rate", "pair_scripts", "same_script", "effect_ratio",
@@ -260,7 +261,6 @@ def mean_effect_ratio(pairs: Iterable[Mapping], tau: float = DEFAULT_TAU) -> dic
     }
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Command line: score any file of outputs
 
@@ -275,9 +275,6 @@ def score_lines(lines: list[str], src: str, tgt: str, *, fasttext_model: str | N
     probabilities (percent; mean over lines overall). ``control_rate`` / ``control_by``: the
     script rate where the scripts differ, else the per-segment language-ID rate.
     """
-    from engine.science import langid
-    from engine.science.languages import get_language
-
     get_language(src), get_language(tgt)
     a, b = pair_scripts(src, tgt)
     has_lid = bool(get_language(src).fasttext_label and get_language(tgt).fasttext_label)
@@ -320,9 +317,6 @@ def score_command(args) -> int:
     import json
     import sys
     from pathlib import Path
-
-    from engine.errors import UserError
-    from engine.science.languages import get_language
 
     get_language(args.src), get_language(args.tgt)
     if args.src == args.tgt:

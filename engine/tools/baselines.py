@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.files import REPO_ROOT
 from engine.outputs import claims as C
-from engine.pipeline.config import REPO_ROOT
 
 FORMAT = 2
 BASELINES_DIR = REPO_ROOT / "fixtures" / "baselines"

@@ -49,8 +49,16 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.files import disk_usage
+from engine.files import REPO_ROOT, disk_usage
+from engine.model import speech_llm
+from engine.model.catalog import SPEECH_LLM_CONFIGS, config_for
+from engine.model.loader import model_class, parse_dtype, read_config
 from engine.pipeline import config as config_mod
+from engine.pipeline import runner as pipeline
+from engine.pipeline.stages import STAGES
+from engine.pipeline.store import resolve_store_dtype
+from engine.science.languages import PAPER_LANGS
+from engine.tools.estimate import estimate
 from engine.usage import cpu_seconds, peak_rss_bytes
 
 BUILDER_VERSION = 2  # part of the cache key: bump when the files a build writes change
@@ -58,7 +66,7 @@ SHARD_BYTES = 512 * 2**20
 STEER_TOKENS = 16
 #: A CPU whose bf16 matrix products are this many times slower than fp32 ones emulates bfloat16.
 EMULATED_BF16 = 4.0
-TINY_MODEL = config_mod.REPO_ROOT / "fixtures" / "tiny_model"
+TINY_MODEL = REPO_ROOT / "fixtures" / "tiny_model"
 STACK_LAYERS = ("speech_encoder_layers", "encoder_layers", "decoder_layers", "t2u_encoder_layers",
                 "t2u_decoder_layers")
 CJK_FIRST, CJK_COUNT = 0x4E00, 20902
@@ -74,16 +82,11 @@ def model_config(base: str | None = None, layers: int | None = None):
     every stack cut to ``layers`` layers."""
     from transformers import SeamlessM4Tv2Config
 
-    from engine.model import speech_llm
-    from engine.model.catalog import SPEECH_LLM_CONFIGS, config_for
-
     if base in (None, "large"):
         mcfg = SeamlessM4Tv2Config()
     elif base in SPEECH_LLM_CONFIGS:
         mcfg = config_for(base)
     elif Path(base).is_dir() and speech_llm.is_speech_llm(_json_type(Path(base) / "config.json")):
-        from engine.model.loader import read_config
-
         mcfg = read_config(Path(base))
     else:
         path = Path(base)
@@ -123,9 +126,7 @@ def _json_type(path: Path):
 
 
 def _speech_llm_fixture(mcfg) -> Path:
-    from engine.model import speech_llm
-
-    return config_mod.REPO_ROOT / "fixtures" / f"tiny_{speech_llm.family(mcfg).model_type}"
+    return REPO_ROOT / "fixtures" / f"tiny_{speech_llm.family(mcfg).model_type}"
 
 
 def model_key(mcfg, seed: int, dtype: str) -> str:
@@ -151,7 +152,6 @@ def build_model(mcfg, cache_root: Path, *, seed: int = 0, dtype: str = "bfloat16
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     n_bytes = write_random_weights(mcfg, tmp, seed=seed, dtype=dtype)
-    from engine.model import speech_llm
 
     if speech_llm.is_speech_llm(mcfg):
         write_processor(tmp, _speech_llm_fixture(mcfg), int(mcfg.text_config.vocab_size))
@@ -170,8 +170,6 @@ def _meta_model(mcfg):
     import torch
     from transformers.utils import logging as hf_logging
 
-    from engine.model.loader import model_class
-
     hf_logging.set_verbosity_error()  # the meta build warns about layer_idx, irrelevant here
     with torch.device("meta"):
         return model_class(mcfg)(mcfg)
@@ -187,8 +185,6 @@ def write_random_weights(mcfg, directory: Path, *, seed: int, dtype: str, shard_
     """
     import torch
     from safetensors.torch import save_file
-
-    from engine.model.loader import parse_dtype
 
     tdtype = parse_dtype(dtype, torch.device("cpu"))
     meta = _meta_model(mcfg)
@@ -337,8 +333,6 @@ def write_tokenizer(directory: Path, vocab_size: int) -> None:
     """
     from transformers import AutoFeatureExtractor, AutoTokenizer, GenerationConfig
 
-    from engine.science.languages import PAPER_LANGS
-
     spec = json.loads((TINY_MODEL / "tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]
     lang_tokens = [f"__{lang}__" for lang in PAPER_LANGS]
@@ -429,8 +423,6 @@ def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrid
     ``mcfg`` is the model's config (default: read from ``model_dir``)."""
     import torch
 
-    from engine.pipeline.store import resolve_store_dtype
-
     cfg = config_mod.load_profile(profile, overrides)
     if dtype is not None and dtype != cfg["model"]["dtype"]:
         cfg["record"]["store_dtype"] = resolve_store_dtype(cfg["record"]["store_dtype"], cfg["model"]["dtype"])
@@ -459,7 +451,6 @@ def rehearsal_profile(profile: str, model_dir: Path, *, n_per_lang: int, overrid
         cfg["record"]["max_new_tokens"] = max(cfg["record"]["steps"])
     if "steer.max_new_tokens" not in given:
         cfg["steer"]["max_new_tokens"] = min(cfg["steer"]["max_new_tokens"], STEER_TOKENS)
-    from engine.model.loader import read_config
 
     _speech_llm_settings(cfg, read_config(model_dir) if mcfg is None else mcfg, given)
     config_mod.validate(cfg)
@@ -477,8 +468,6 @@ def _speech_llm_settings(cfg: dict, mcfg, given: set) -> None:
     steer.pairs is set and some pair remains, steer the first two both ways. Its text encoder
     (the token embedding, hidden-size wide) is its smallest neuron group: unless rank.k_sweep
     is set, the sweep keeps the ks that fit it."""
-    from engine.model import speech_llm
-
     if not speech_llm.is_speech_llm(mcfg) or "data.langs" in given:
         return
     documented = speech_llm.family(mcfg).languages
@@ -504,8 +493,6 @@ def _stage_in_this_process(cfg_file: str, out: str, stage: str) -> dict:
     import transformers  # noqa: F401
     from transformers import SeamlessM4Tv2Model  # noqa: F401
 
-    from engine.pipeline import runner as pipeline
-
     c0, t0 = cpu_seconds(), time.perf_counter()
     pipeline.run_pipeline(cfg, out=out, stages=(stage,))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
@@ -526,7 +513,7 @@ def measure_stage(cfg_file: Path, out: Path, stage: str, *, skip: Path | None = 
     before = disk_usage(out, skip)
     env = {**os.environ, "STEP_NEURONS_QUIET": os.environ.get("STEP_NEURONS_QUIET", "1")}
     proc = subprocess.run([sys.executable, "-m", "engine.tools.rehearse", str(cfg_file), str(out), stage],
-                          stdout=subprocess.PIPE, text=True, env=env, cwd=config_mod.REPO_ROOT)
+                          stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
     if proc.returncode != 0:
         raise UserError(f"rehearsal stage {stage} failed (exit {proc.returncode}); its error is above")
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -553,9 +540,6 @@ def compare_figures(measured: dict, estimated: dict) -> dict:
 def rehearse(*, config: str | None = None, layers: int | None = None, n_per_lang: int = 2, profile: str = "paper",
              overrides=None, out: str | Path = "runs", seed: int = 0, dtype: str = "auto", log=print) -> dict:
     """Build (or reuse) the model, run every stage in its own process, and compare with the estimate."""
-    from engine.pipeline.run import STAGES
-    from engine.tools.estimate import estimate
-
     base_cfg = config_mod.load_profile(profile, overrides)
     out = Path(out).resolve()
     mcfg = model_config(config, layers)

@@ -18,6 +18,7 @@ import io
 import numpy as np
 
 from engine.errors import UserError
+from engine.science.languages import get_language
 
 
 def _wav64(waveform) -> str:
@@ -29,8 +30,6 @@ def _wav64(waveform) -> str:
 
 
 def voxtral_prompts(processor, items, instructions):
-    from engine.science.languages import get_language
-
     # ASR (engine.model.recorder.task_of): speech whose output language is its own
     asr = [item.modality == "speech" and item.lang == item.tgt_lang for item in items]
     processor.tokenizer.padding_side = "left"

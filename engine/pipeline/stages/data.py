@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from engine.files import atomic_write_json
+from engine.pipeline.inputs.corpus import select_embedded
+from engine.pipeline.inputs.fleurs import select_fleurs
 from engine.pipeline.run import Run
 
 
 def stage_data(run: Run) -> None:
-    from engine.pipeline.inputs.corpus import select_embedded
-    from engine.pipeline.inputs.fleurs import select_fleurs
-
     d = run.cfg["data"]
     n = d["n_identify"] + d["n_steer"]
     if d["source"] == "embedded":

@@ -17,9 +17,11 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.files import atomic_write_bytes, atomic_write_json, load_part, note, save_part
+from engine.model.steering import median_activations
 from engine.pipeline import launch
 from engine.pipeline.run import RECORD_TASKS, Run, barrier, matrices, progress, ranking_device, save_npy
 from engine.pipeline.store import MatrixStore
+from engine.science.ranking import average_precision, on_device
 
 #: Per-chunk results inside the rank stage directory; removed once the stage is complete.
 PARTS_SUBDIR = "parts"
@@ -73,9 +75,6 @@ def _plan(run: Run) -> tuple[list[_Matrix], dict[str, str]]:
 
 
 def _rank_chunk(m: _Matrix, chunk: int, langs: list, device: str) -> dict:
-    from engine.model.steering import median_activations
-    from engine.science.ranking import average_precision, on_device
-
     st = MatrixStore(m.path)
     # the stored type itself (bfloat16 too): 16-bit data takes AP's 16-bit path
     block = st.read(m.rows, st.col_chunk(chunk), tensor=True)

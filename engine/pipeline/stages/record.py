@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.files import atomic_write_json
+from engine.model import lm_recorder, recorder
 from engine.pipeline import launch
 from engine.pipeline.run import (
     ENCODER_STACK,
@@ -52,10 +53,8 @@ def _describer(cat, stack: str, where: str, example_ids: list[str]):
 
 def stage_record(run: Run) -> None:
     r = run.cfg["record"]
-    if getattr(run.model(), "decoder_only", False):  # a speech LLM (engine.model.speech_llm)
-        from engine.model.lm_recorder import record_shared_encoder
-    else:
-        from engine.model.recorder import record_shared_encoder
+    # a speech LLM (engine.model.speech_llm) records through its own recorder
+    record_shared_encoder = (lm_recorder if getattr(run.model(), "decoder_only", False) else recorder).record_shared_encoder
     cat = run.catalog()
     dtype = resolve_store_dtype(r["store_dtype"], run.model().dtype)
     steps = r["steps"]

@@ -8,7 +8,8 @@ import numpy as np
 from engine.files import atomic_write_json
 from engine.model.loader import read_config
 from engine.pipeline import config as config_mod
-from engine.pipeline.run import RECORD_TASKS, STAGES, Run, load_ap
+from engine.pipeline.run import RECORD_TASKS, Run, load_ap
+from engine.pipeline.stages import STAGES
 from engine.science.ranking import cut_ties
 
 

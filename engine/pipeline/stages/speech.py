@@ -9,12 +9,12 @@ from pathlib import Path
 
 from engine.files import atomic_write_json
 from engine.pipeline import launch
+from engine.pipeline.inputs.speech import synthesize_sentences
+from engine.pipeline.inputs.tts import NaturalBackend, make_backend
 from engine.pipeline.run import Run, barrier, load_selection, progress, speech_cache_dir
 
 
 def stage_speech(run: Run) -> None:
-    from engine.pipeline.inputs.speech import make_backend, synthesize_sentences
-
     s = run.cfg["speech"]
     options = {"speaker": s["voice"]} if (s["voice"] and s["backend"] == "xtts") else {}
     if s["voice"] and s["backend"] == "espeak":
@@ -22,8 +22,6 @@ def stage_speech(run: Run) -> None:
     if s["backend"] == "xtts" and run.cfg["model"]["device"].startswith("cuda"):
         options["device"] = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if run.world > 1 else "cuda"
     if s["backend"] == "natural":
-        from engine.pipeline.inputs.speech import NaturalBackend
-
         backend = NaturalBackend.from_fleurs(load_selection(run), s["voice"])
     else:
         backend = make_backend(s["backend"], **options)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from engine.errors import UserError
+from engine.science.ranking import average_precision
 from engine.usage import peak_rss_bytes, rss_bytes
 
 
@@ -59,8 +60,6 @@ def synthetic_matrix(n_examples: int, n_neurons: int, n_langs: int, seed: int, d
 
 def main(args) -> int:
     from sklearn.metrics import average_precision_score
-
-    from engine.science.ranking import average_precision
 
     n, n_neurons, L = int(args.examples), int(args.neurons), int(args.langs)
     if n < L or n_neurons < 1 or L < 1:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from engine.errors import UserError
+from engine.science.ranking import average_precision, resampled_average_precision
 from engine.tools.benchmarks.ap import synthetic_matrix
 from engine.usage import peak_rss_bytes, rss_bytes
 
@@ -40,8 +41,6 @@ def stratified_weights(labels: np.ndarray, n_boot: int, seed: int) -> np.ndarray
 
 def main(args) -> int:
     from sklearn.metrics import average_precision_score
-
-    from engine.science.ranking import average_precision, resampled_average_precision
 
     n, n_neurons, L, B = int(args.examples), int(args.neurons), int(args.langs), int(args.resamples)
     if n < L or n_neurons < 1 or L < 1 or B < 1:

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from engine.errors import UserError
+from engine.science.crossmodal import overlap_sweep, rank_statistics, replicate_statistics, statistics_of_overlap
 from engine.usage import peak_rss_bytes
 
 
@@ -35,8 +36,6 @@ def synthetic_ap(L: int, n_neurons: int, seed: int) -> tuple[np.ndarray, ...]:
 
 
 def main(args) -> int:
-    from engine.science.crossmodal import overlap_sweep, rank_statistics, replicate_statistics, statistics_of_overlap
-
     L, n_neurons, k = int(args.langs), int(args.neurons), int(args.k)
     ks = [int(v) for v in args.k_sweep.split(",") if v.strip()]
     if n_neurons < max([k, *ks]) or L < 1:

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import beta as beta_dist
 
+from engine.outputs import claims
 from engine.science import crossmodal as cm
 from engine.science import overlap as ov
 
@@ -130,7 +131,6 @@ def _lower_bound(hits: int, n: int) -> float:
 
 
 def _verdicts(analysis: dict) -> dict:
-    from engine.outputs import claims
     registry = claims.load_registry()["claims"]
     return {c: claims.check(c, analysis, registry[c]).passed for c in ("R1", "R2", "R3")}
 

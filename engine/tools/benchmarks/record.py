@@ -21,6 +21,10 @@ import time
 import numpy as np
 import torch
 
+from engine.model.catalog import build_catalog
+from engine.model.loader import TINY_MODEL_DIR, LoadedModel, load_model, parse_dtype
+from engine.model.recorder import ModelInput, encode_inputs, modality_batches, record_batches
+from engine.pipeline.inputs.corpus import embedded_corpus
 from engine.usage import peak_rss_bytes
 
 BENCH_VOCAB = 10_000
@@ -46,8 +50,6 @@ def bench_model(device: str, dtype, n_layers: int):
     """LoadedModel around a random real-width model, with the tiny fixture's preprocessing."""
     from transformers import SeamlessM4Tv2Model
 
-    from engine.model.loader import TINY_MODEL_DIR, LoadedModel, load_model, parse_dtype
-
     tiny = load_model(str(TINY_MODEL_DIR))
     torch.manual_seed(0)
     model = SeamlessM4Tv2Model(bench_config(n_layers)).eval()
@@ -63,12 +65,8 @@ def bench_model(device: str, dtype, n_layers: int):
 
 
 def bench_inputs(n: int, modality: str):
-    from engine.model.recorder import ModelInput
-
     langs = ("deu", "spa", "fra", "cmn", "jpn")
     if modality == "text":
-        from engine.pipeline.inputs.corpus import embedded_corpus
-
         sents = embedded_corpus()
         return [ModelInput(f"b{i}", langs[i % 5], "text", "eng", text=sents[i // 5 % len(sents)].texts[langs[i % 5]])
                 for i in range(n)]
@@ -83,8 +81,6 @@ def plain_generate(lm, inputs, batch_size: int, n_new: int) -> int:
     """transformers' greedy generate (encoder + KV-cache decoding); returns tokens generated."""
     from transformers import GenerationMixin
 
-    from engine.model.recorder import encode_inputs, modality_batches
-
     model, total = lm.model, 0
     for batch in modality_batches(inputs, batch_size):
         enc, _, _ = encode_inputs(lm, batch)
@@ -97,9 +93,6 @@ def plain_generate(lm, inputs, batch_size: int, n_new: int) -> int:
 
 
 def main(args) -> int:
-    from engine.model.catalog import build_catalog
-    from engine.model.recorder import record_batches
-
     device = getattr(args, "device", None) or "cpu"
     dtype = getattr(args, "dtype", None)
     batch_size = int(getattr(args, "batch_size", None) or 8)
