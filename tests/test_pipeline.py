@@ -335,9 +335,9 @@ def shared_record(tmp_path_factory):
     encoded = {"speech": [], "text": []}
     original = recorder._encode
 
-    def counting(lm, catalog, rec, batch):
+    def counting(lm, catalog, rec, batch, *options):
         encoded[batch[0].modality] += [(item.example_id.split("/")[0], item.lang) for item in batch]
-        return original(lm, catalog, rec, batch)
+        return original(lm, catalog, rec, batch, *options)
 
     recorder._encode = counting
     try:

@@ -298,8 +298,8 @@ class FakeTTS:
         self.calls = []
         self.synthesizer = types.SimpleNamespace(output_sample_rate=24000)
 
-    def tts(self, text, speaker, language):
-        self.calls.append((text, speaker, language))
+    def tts(self, text, language, speaker=None, speaker_wav=None):
+        self.calls.append((text, speaker or speaker_wav, language))
         return list(np.zeros(24000, dtype=np.float32))     # 1 s at 24 kHz
 
 
@@ -317,6 +317,22 @@ def test_xtts_control_flow_without_weights(tmp_path):
     assert load_waveform(result.paths[(sentences[0].sentence_id, "jpn")]).shape == (SAMPLE_RATE,)
     again = synthesize_sentences(sentences, LANGS6, XTTSBackend(tts_factory=lambda: pytest.fail("rebuilt")), tmp_path)
     assert again.n_cached == 12
+
+
+def test_xtts_clones_a_reference_recording_and_keys_the_cache_by_its_content(tmp_path):
+    """speech.voice = a WAV path: XTTS clones it (the authors' speaker_wav); its bytes name the voice."""
+    reference = tmp_path / "reference.wav"
+    reference.write_bytes(b"RIFF one recording")
+    fake = FakeTTS()
+    backend = XTTSBackend(str(reference), tts_factory=lambda: fake)
+    sentences = embedded_corpus(1, seed=0)
+    synthesize_sentences(sentences, ["deu"], backend, tmp_path / "cache")
+    assert fake.calls == [(sentences[0].texts["deu"], str(reference), "de")]
+    before = backend.voice("deu")
+    assert before.startswith("clone:") and before.endswith("@de")
+    reference.write_bytes(b"RIFF another recording")
+    assert backend.voice("deu") != before                      # another recording, another cache entry
+    assert XTTSBackend("Claribel Dervla").voice("deu") == "Claribel Dervla@de"
 
 
 def test_xtts_missing_package_is_user_error(monkeypatch):

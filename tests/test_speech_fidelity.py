@@ -17,9 +17,9 @@ import torch
 from engine.errors import UserError
 from engine.model.catalog import build_catalog
 from engine.model.hooks import hooked
-from engine.model.loader import TINY_MODEL_DIR, LoadedModel, check_attention, load_model
+from engine.model.loader import TINY_MODEL_DIR, check_attention, load_model
 from engine.model.recorder import ModelInput, record_batches
-from tests.helpers import assert_close_to_oracle, component_groups
+from tests.helpers import assert_close_to_oracle, component_groups, second_model
 
 STEPS = tuple(range(1, 12))
 N_NEW = max(STEPS)
@@ -128,39 +128,6 @@ def assert_equal_to_lone(lm, catalog, items, batch_size):
 @pytest.fixture(scope="module")
 def tiny(tiny_lm):
     return tiny_lm, build_catalog(tiny_lm.model, extras=("intermediate_ffn", "adapter"))
-
-
-def second_model(tiny_lm):
-    """A random-weight SeamlessM4Tv2 of another shape: adapter kernel 6 > stride 3 (so the
-    sub-sampled length exceeds the conv's output width), two adapter layers, small attention
-    chunks, other widths and depths; the tiny fixture's tokenizer and feature extractor."""
-    from transformers import SeamlessM4Tv2Config, SeamlessM4Tv2Model
-
-    base = tiny_lm.model.config
-    config = SeamlessM4Tv2Config(
-        vocab_size=base.vocab_size, t2u_vocab_size=base.t2u_vocab_size, char_vocab_size=base.char_vocab_size,
-        pad_token_id=base.pad_token_id, bos_token_id=base.bos_token_id, eos_token_id=base.eos_token_id,
-        decoder_start_token_id=base.decoder_start_token_id, hidden_size=48, encoder_layers=1, decoder_layers=3,
-        encoder_attention_heads=3, decoder_attention_heads=6, encoder_ffn_dim=80, decoder_ffn_dim=112,
-        speech_encoder_layers=3, speech_encoder_attention_heads=6, speech_encoder_intermediate_size=72,
-        feature_projection_input_dim=base.feature_projection_input_dim, conv_depthwise_kernel_size=5,
-        adaptor_kernel_size=6, adaptor_stride=3, num_adapter_layers=2, speech_encoder_chunk_size=9,
-        speech_encoder_left_chunk_num=1, left_max_position_embeddings=16, right_max_position_embeddings=4,
-        max_position_embeddings=256, t2u_encoder_layers=1, t2u_decoder_layers=1, t2u_encoder_ffn_dim=16,
-        t2u_decoder_ffn_dim=16, t2u_encoder_attention_heads=2, t2u_decoder_attention_heads=2,
-        t2u_max_position_embeddings=32, t2u_variance_predictor_embed_dim=16, t2u_variance_predictor_hidden_dim=8,
-        unit_embed_dim=8, unit_hifi_gan_vocab_size=8, upsample_initial_channel=8, upsample_rates=[5, 4],
-        upsample_kernel_sizes=[11, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
-        spkr_embed_dim=4, lang_embed_dim=4, vocoder_num_langs=6, vocoder_num_spkrs=2, initializer_range=0.2,
-        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, speech_encoder_dropout=0.0,
-        adaptor_dropout=0.0, attn_implementation="sdpa",
-    )
-    torch.manual_seed(20240514)
-    model = SeamlessM4Tv2Model(config).eval()
-    model.generation_config = tiny_lm.model.generation_config
-    return LoadedModel(model=model, tokenizer=tiny_lm.tokenizer, feature_extractor=tiny_lm.feature_extractor,
-                       model_id="random-second-config", revision=None, device=torch.device("cpu"),
-                       dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

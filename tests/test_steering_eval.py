@@ -1,10 +1,12 @@
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from engine.errors import UserError
 from engine.model.steering import DECODER
+from engine.pipeline.definitions import preset_values
 from engine.pipeline.inputs.tasks import Example
 from engine.pipeline.stages import steer as stage
 from engine.pipeline.stages.steer import markdown_tables, write_steering_artifacts
@@ -205,11 +207,17 @@ def test_run_experiment_wiring(tiny_lm, tiny_catalog, tmp_path, monkeypatch):
         (task, split), identify(langs) if (task, split) == ("ASR", "identify") else []))
     monkeypatch.setattr(stage, "load_ap", lambda run, task, name: {"decoder_t6": ap[6]}[name])
     monkeypatch.setattr(stage, "model_inputs", lambda run, xs: [to_input(x) for x in xs])
+    texts = {}
+    for x in held_out(("deu", "spa", "cmn")):
+        texts.setdefault(x.sentence_id, {})[x.lang] = x.text
+    monkeypatch.setattr(stage, "load_selection", lambda run: SimpleNamespace(
+        identify_ids=[], sentences=[SimpleNamespace(sentence_id=s, texts=t) for s, t in texts.items()]))
 
     class FakeRun:
         cfg = {"record": {"steps": list(steps)}, "data": {"langs": ["deu", "spa", "cmn"]}, "model": {"batch_size": 4},
                "steer": {"k": 5, "tau": 10.0, "positions": "from_t", "max_new_tokens": 5,
-                         "random_control": False, "seed": 0, "pairs": [["deu", "cmn"], ["cmn", "deu"]]}}
+                         "random_control": False, "seed": 0, "pairs": [["deu", "cmn"], ["cmn", "deu"]]},
+               "definitions": preset_values("paper_text")}
 
         def dir(self, stage):
             (tmp_path / stage).mkdir(exist_ok=True)

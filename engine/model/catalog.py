@@ -7,6 +7,14 @@ position t; ``step_invariant``: cross-attention k/v, which run over encoder posi
 mean-pooled like encoder components). Each stack's neurons form one flat vector whose layout is
 catalog order: layer, then component order below.
 
+Two module sets (``build_catalog``'s ``modules``): ``paper_table`` (default), the paper's table
+below, optionally with ``extras``; ``all_hooked``, the modules the authors' code records
+(``all_hooked_catalog``), which adds modules outside the conformer's convolution-attention-FFN
+blocks: the speech encoder's adapter, pooled at its own rates (``adapter_in_pooled``: an adapter
+layer's input norms, at the layer's input rate; ``adapter_pooled``: its other modules, at its output
+rate; ``final_pooled``: ``inner_layer_norm``, after the adapter), and v1's relative-position
+projection (``relative_pooled``). A component outside a numbered layer has layer -1.
+
 Model families (read from the config's ``model_type``, engine.model.loader.model_family):
 
 - ``seamless_m4t_v2`` (SeamlessM4T v2): the paper's component list (SPEC §2), as below.
@@ -32,6 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.errors import UserError
 from engine.model import speech_llm
 from engine.model.loader import TINY_MODEL_DIR, model_class, model_family, read_config
 
@@ -221,26 +230,36 @@ def _width(config, spec: str) -> int:
     return int(getattr(config, spec))
 
 
-def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
+def build_catalog(model_or_config, extras: Sequence[str] = (), modules: str = "paper_table") -> Catalog:
     """Catalog of a SeamlessM4T model (v1 ``SeamlessM4TModel`` or v2 ``SeamlessM4Tv2Model``) or
     of its config (instantiated on the meta device, no weights).
 
     The family comes from ``config.model_type``. ``extras`` may hold ``"ffn.act"``,
     ``"intermediate_ffn"``, ``"adapter"``. Layer counts and widths are read from the
     instantiated modules; every component path must exist in the module tree (ValueError
-    naming the first that does not).
+    naming the first that does not). ``modules="all_hooked"``: the authors' module set instead
+    of the paper's table (``all_hooked_catalog``; SeamlessM4T v2 and v1, no extras).
     """
     import torch
 
     unknown = set(extras) - set(EXTRAS)
     if unknown:
         raise ValueError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
+    if modules not in ("paper_table", "all_hooked"):
+        raise UserError(f"modules '{modules}' is not paper_table or all_hooked")
+    if modules == "all_hooked":  # before a speech LLM is instantiated, even on the meta device
+        _check_hooked_family(model_or_config.config if isinstance(model_or_config, torch.nn.Module)
+                             else model_or_config)
     if isinstance(model_or_config, torch.nn.Module):
         model = model_or_config
     else:
         with torch.device("meta"):
             model = model_class(model_or_config)(model_or_config)
     config = model.config
+    if modules == "all_hooked":
+        if extras:
+            raise ValueError("extras add to the paper's table; the authors' module set already holds them")
+        return all_hooked_catalog(model)
     if speech_llm.is_speech_llm(config):
         if extras:
             raise ValueError(f"extras {sorted(extras)} exist only for SeamlessM4T models")
@@ -289,6 +308,125 @@ def build_catalog(model_or_config, extras: Sequence[str] = ()) -> Catalog:
                         components.append(Component(stack, -1, name, f"speech_encoder.{name}", dim, axis, pos, offset))
                         offset += dim
     return Catalog(tuple(components))
+
+
+#: The authors' module classes (selfcond/models.py, _collect_responses_info_for_model): a module
+#: counts when the last part of its class's name is exactly one of these.
+HOOKED_KINDS = ("Linear", "Conv1d", "LayerNorm", "Embedding", "GLU")
+#: Module names the authors' reader skips (selfcond/responses.py, read_responses_from_cached).
+HOOKED_SKIP = ("self_attn.distance_embedding", "feature_projection")
+#: The convolution whose output a GLU of SeamlessM4T halves, by the GLU's name in its parent: the
+#: conformer's ``conv_module.glu`` and an adapter layer's ``activation``. The adapter's GLU runs
+#: twice, on ``residual_conv``'s output and then on ``self_attn_conv``'s (the same width); what is
+#: read is its second output, as the authors' hook, which keeps the last call, reads it.
+_GLU_INPUT = {"glu": "pointwise_conv1", "activation": "self_attn_conv"}
+#: An adapter layer's modules that run on its input, before its strided convolutions.
+ADAPTER_INPUT_NORMS = ("residual_layer_norm", "self_attn_layer_norm")
+
+
+def _class_name(module) -> str:
+    """A module's class name as the authors' code reads it (selfcond/models.py, ``_compute_response_infos``)."""
+    return str(module.__class__).split(".")[-1].split("'")[0]
+
+
+def all_hooked_catalog(model) -> Catalog:
+    """The authors' module set of a SeamlessM4T model (v2 or v1): every module under the three
+    stacks whose class name is exactly one of ``HOOKED_KINDS`` (so SeamlessM4T's scaled word
+    embeddings, ``*ScaledWordEmbedding``, are not), but the ``HOOKED_SKIP`` names; each output's
+    channels are neurons. Grouped into the three stacks (``GROUPS`` order), in ``named_modules``
+    order within each; widths from the modules' attributes.
+
+    The authors keep a module whose output in their dummy forward has 2 or 3 dims after the batch
+    dim: every module selected here outputs ``[B, T, C]`` or ``[B, C, T]`` (tests/
+    test_official_modules.py checks the whole rule against real forwards). Beyond the paper's
+    table this holds each conformer layer's ``final_layer_norm``, the speech encoder's final
+    ``encoder.layer_norm``, ``intermediate_ffn``, the adapter's modules, ``inner_layer_norm``, the
+    text encoder's and the decoder's final ``layer_norm``; on v1, each conformer layer's
+    ``self_attn.linear_pos`` (v1's ``conv_module.batch_norm`` is a BatchNorm1d, not one of the
+    classes). Modules outside a numbered layer, the adapter's included, get layer -1 (the authors'
+    figures count them as "other").
+
+    Channel axis: a Conv1d's output and a GLU's (``dim=1``) are ``[B, C, T]``, axis 1; every other
+    output's channels are its last axis. Positions: conformer-rate speech modules
+    ``encoder_pooled``; an adapter layer's ``ADAPTER_INPUT_NORMS`` at the layer's input rate
+    (``adapter_in_pooled``), its other modules at its output rate (``adapter_pooled``);
+    ``inner_layer_norm`` after the adapter (``final_pooled``); v1's ``linear_pos`` over the relative
+    positions between valid frames (``relative_pooled``: its output is ``[1, 2T - 1, C]``, one row
+    per relative position); text encoder modules ``encoder_pooled``; decoder modules
+    ``decoder_step``, cross-attention k/v ``step_invariant``. UserError for a speech LLM: the
+    authors' code covers SeamlessM4T only.
+    """
+    _check_hooked_family(model.config)
+    per_stack: dict[str, list] = {g: [] for g in GROUPS}
+    for path, module in model.named_modules():
+        stack = path.split(".")[0]
+        kind = _class_name(module)
+        if stack not in GROUPS or kind not in HOOKED_KINDS or any(s in path for s in HOOKED_SKIP):
+            continue
+        per_stack[stack].append((path, module, kind))
+    components: list[Component] = []
+    for stack in GROUPS:
+        offset = 0
+        for path, module, kind in per_stack[stack]:
+            layer, name, position = _hooked_place(stack, path)
+            dim, axis = _hooked_channels(model, path, module, kind)
+            components.append(Component(stack, layer, name, path, dim, axis, position, offset))
+            offset += dim
+    return Catalog(tuple(components))
+
+
+def _check_hooked_family(config) -> None:
+    if speech_llm.is_speech_llm(config) or model_family(config) not in ("seamless_m4t", "seamless_m4t_v2"):
+        raise UserError(f"the authors' module set (modules=all_hooked) is defined by their code for SeamlessM4T "
+                        f"only (v2 and v1); this model is a {config.model_type}: use modules=paper_table")
+
+
+def _hooked_place(stack: str, path: str) -> tuple[int, str, str]:
+    """``(layer, component name, position)`` of a module of the authors' set (``all_hooked_catalog``):
+    in a numbered layer its layer and its name there, elsewhere layer -1 and its path in its stack."""
+    rest = path[len(stack) + 1:]
+    layered = {"speech_encoder": "encoder.layers.", "text_encoder": "layers.", "text_decoder": "layers."}[stack]
+    if rest.startswith(layered):
+        layer, _, name = rest[len(layered):].partition(".")
+        if stack == "text_decoder":
+            position = "step_invariant" if name in STEP_INVARIANT else "decoder_step"
+        elif name == "self_attn.linear_pos":  # v1: one row per relative position, not per frame
+            position = "relative_pooled"
+        else:
+            position = "encoder_pooled"
+        return int(layer), name, position
+    if stack == "text_decoder":
+        return -1, rest, "decoder_step"
+    if stack == "text_encoder":
+        return -1, rest, "encoder_pooled"
+    if rest.startswith("adapter.layers."):
+        name = rest.split(".", 3)[3]
+        return -1, rest, "adapter_in_pooled" if name in ADAPTER_INPUT_NORMS else "adapter_pooled"
+    if rest == "inner_layer_norm":
+        return -1, rest, "final_pooled"
+    if rest == "encoder.layer_norm" or rest.startswith("intermediate_ffn."):
+        return -1, rest, "encoder_pooled"  # after the conformer layers, before the adapter: frame rate
+    raise ValueError(f"speech encoder module '{path}' has no known rate to pool it at; "
+                     "the authors' module set does not fit this model")
+
+
+def _hooked_channels(model, path: str, module, kind: str) -> tuple[int, int]:
+    """``(channels, channel axis)`` of one module's output, from its attributes."""
+    if kind == "Linear":
+        return int(module.out_features), -1
+    if kind == "Conv1d":
+        return int(module.out_channels), 1
+    if kind == "LayerNorm":
+        if len(module.normalized_shape) != 1:
+            raise ValueError(f"'{path}' normalises {tuple(module.normalized_shape)}, not one channel axis")
+        return int(module.normalized_shape[0]), -1
+    if kind == "Embedding":
+        return int(module.embedding_dim), -1
+    parent, _, own = path.rpartition(".")
+    if own not in _GLU_INPUT or module.dim not in (1, -1):
+        raise ValueError(f"GLU '{path}': which convolution it halves is not known")
+    conv = model.get_submodule(f"{parent}.{_GLU_INPUT[own]}")
+    return int(conv.out_channels) // 2, 1 if module.dim == 1 else -1
 
 
 def _speech_llm_catalog(model, fam) -> Catalog:
@@ -372,6 +510,8 @@ def catalog_arguments(parser) -> None:
                         help="read the config of this model directory or Hub id instead (no weights)")
     parser.add_argument("--extras", nargs="*", default=(), choices=EXTRAS,
                         help="add components beyond the paper's table")
+    parser.add_argument("--modules", choices=("paper_table", "all_hooked"), default="paper_table",
+                        help="the paper's component table (default) or every module the authors' code records")
     parser.add_argument("--json", action="store_true", help="print the full catalog as JSON before the counts")
 
 
@@ -380,7 +520,8 @@ def catalog_command(args) -> int:
         config = read_config(args.model)
     else:
         config = config_for(args.config)
-    catalog = build_catalog(config, extras=tuple(getattr(args, "extras", ()) or ()))
+    catalog = build_catalog(config, extras=tuple(getattr(args, "extras", ()) or ()),
+                            modules=getattr(args, "modules", None) or "paper_table")
     if getattr(args, "json", False):
         print(json.dumps(catalog.to_json()))
     else:
@@ -388,10 +529,13 @@ def catalog_command(args) -> int:
             comps = catalog.stack(stack)
             per_layer: dict[int, int] = {}
             for c in comps:
-                per_layer[c.layer] = per_layer.get(c.layer, 0) + c.dim
+                if c.layer >= 0:
+                    per_layer[c.layer] = per_layer.get(c.layer, 0) + c.dim
             layer_counts = sorted(set(per_layer.values()))
             plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")  # noqa: E731
+            outside = sum(c.dim for c in comps if c.layer < 0)  # layer -1: outside a numbered layer
             print(f"{stack}: {plural(len(per_layer), 'layer')}, {plural(len(comps), 'component')}, "
-                  f"per layer {layer_counts}, {sum(c.dim for c in comps):,} neurons")
+                  f"per layer {layer_counts}, " + (f"{outside:,} outside them, " if outside else "")
+                  + f"{sum(c.dim for c in comps):,} neurons")
     print(json.dumps(catalog.counts()))
     return 0

@@ -35,6 +35,7 @@ from engine.model.recorder import (
     DEFAULT_STEPS,
     BatchRecord,
     ModelInput,
+    RecordOptions,
     check_steps,
     length_mask,
     masked_mean,
@@ -256,13 +257,18 @@ def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps:
 @torch.no_grad()
 def record_shared_encoder(lm, catalog: Catalog, inputs_per_task: Sequence[Sequence[ModelInput]], *,
                           steps: Sequence[int] = DEFAULT_STEPS, batch_size: int = 8, prefix: str = "greedy",
-                          max_new_tokens: int | None = None) -> Iterator[tuple[BatchRecord, ...]]:
+                          max_new_tokens: int | None = None, options: RecordOptions = RecordOptions()
+                          ) -> Iterator[tuple[BatchRecord, ...]]:
     """``engine.model.recorder.record_shared_encoder``'s interface for a speech LLM.
 
     A speech LLM has no encoder pass to share: the instruction is part of the LM's input, so each
     task is a prompt of its own. The audio encoder and projector see the same audio in S2T and
     ASR, so their pooled values agree to rounding; the record stage stores the first task's.
+    ``options``: only the paper's text's (``RecordOptions()``): the authors' definitions of what is
+    recorded are their code's, written for SeamlessM4T (the pipeline refuses them at preflight).
     """
+    if options != RecordOptions():
+        raise UserError(f"a speech LLM records by the paper's text; {options} is defined for SeamlessM4T only")
     if not inputs_per_task or any(len(task) != len(inputs_per_task[0]) for task in inputs_per_task):
         raise UserError("tasks sharing an encoder need the same number of examples, aligned row by row")
     streams = [record_batches(lm, catalog, task, steps=steps, batch_size=batch_size, prefix=prefix,

@@ -101,6 +101,24 @@ class LoadedModel:
         """``"seamless_m4t"`` (v1) or ``"seamless_m4t_v2"``."""
         return model_family(self.model.config)
 
+    def pieces(self, text: str) -> list[str]:
+        """``text`` as the tokenizer's SentencePiece pieces, no special tokens ("▁" marks a word start),
+        as the authors' control rate counts them (utils/codemix_seamless_regex_metrics.py)."""
+        return self.tokenizer.convert_ids_to_tokens(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_as_loaded(self, text: str) -> list[int]:
+        """``encode(text)`` of a freshly loaded tokenizer, as the authors' data loader tokenizes
+        text (selfcond/data.py ``pre_process_sequence``). SeamlessM4T's tokenizer ends its
+        ``__init__`` in its *target* template, so a fresh one's ``encode`` gives
+        ``[</s>, __eng__, ..., </s>]`` for every language (transformers 4.44, the authors', and 5.x
+        alike); a call with ``src_lang`` (as this project's own) switches it to ``[__xx__, ..., </s>]``
+        for good. A separate instance, never called, keeps the fresh state."""
+        if getattr(self, "_as_loaded", None) is None:
+            from transformers import AutoTokenizer
+
+            self._as_loaded = AutoTokenizer.from_pretrained(self.tokenizer.name_or_path, revision=self.revision)
+        return list(self._as_loaded.encode(text))
+
     def check_languages(self, codes) -> None:
         """UserError unless every code is a language of engine.science.languages that this
         model's text decoder generates, with the same token id in tokenizer and
@@ -137,6 +155,12 @@ class LoadedSpeechLLM:
     @property
     def family(self) -> str:
         return model_family(self.model.config)
+
+    def pieces(self, text: str) -> list[str]:
+        """``text`` as the tokenizer's tokens, each decoded to its own text (byte-level BPE keeps a
+        CJK character's bytes in one token or spreads them; decoding shows what a token writes)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.decode([i]) for i in ids]
 
     def check_languages(self, codes) -> None:
         """UserError unless every code is a language of engine.science.languages that the family's

@@ -70,6 +70,43 @@ class ModelInput:
     reference: str | None = None
 
 
+ACTIVITIES = ("position", "prefix_mean")
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """How a record pass defines what it records, where the paper's text and its authors' code
+    differ (``engine.pipeline.definitions``); the defaults are the paper's text.
+
+    ``activities``: decoder activity at step t kept per example, any of ``"position"`` (the
+    component's output at position t) and ``"prefix_mean"`` (its mean over positions 0..t, what
+    one forward on the prefix of length t + 1 averages: the decoder is causal, so one pass gives
+    every prefix). ``keep_short``: an output that ended before step t keeps a prefix mean over its
+    whole sequence, EOS included, instead of having no step t. ``text_length``: text inputs padded
+    to this many tokens, the pads inside every mean over encoder positions (0: none).
+    ``default_source_tag``: text inputs tokenized as a freshly loaded tokenizer's ``encode`` does
+    (``LoadedModel.encode_as_loaded``: SeamlessM4T's ``[</s>, __eng__, ...]``) instead of with their
+    own ``__xx__`` tag. ``pool_masked``: every mean over encoder positions (encoder components,
+    cross-attention k/v) runs over every position the example has alone, masked ones included
+    (text pads up to ``text_length``, the masked pad frame of an odd-length utterance), as a mean
+    that does not read the attention mask gives.
+    """
+
+    activities: tuple[str, ...] = ("position",)
+    keep_short: bool = False
+    text_length: int = 0
+    default_source_tag: bool = False
+    pool_masked: bool = False
+
+    def __post_init__(self):
+        bad = [a for a in self.activities if a not in ACTIVITIES]
+        if not self.activities or bad:
+            raise UserError(f"decoder activities {list(self.activities)} must be some of {list(ACTIVITIES)}")
+        if self.keep_short and "prefix_mean" not in self.activities:
+            raise UserError("keeping outputs that end before a step needs the prefix_mean activity: an output "
+                            "that ended has no position t")
+
+
 @dataclass
 class BatchRecord:
     example_ids: list[str]
@@ -83,6 +120,11 @@ class BatchRecord:
     modality: str = ""
     tgt_langs: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
+    #: ``{t: [B, N]}`` and ``{t: [B] bool}`` of the prefix_mean activity, when it was recorded
+    prefix_mean: dict[int, np.ndarray] | None = None
+    valid_prefix_mean: dict[int, np.ndarray] | None = None
+    #: each example's encoder input length alone: feature frames (speech) or tokens (text)
+    frames: list[int] = field(default_factory=list)
 
 
 def task_of(modality: str, lang: str, tgt_lang: str) -> str:
@@ -208,22 +250,31 @@ def _check_chunk_rows(model, geometry: _SpeechGeometry, width: int, batch: list[
                 "lone encoding; record with batch_size 1")
 
 
-def encode_inputs(lm, batch: list[ModelInput]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+def encode_inputs(lm, batch: list[ModelInput], options: RecordOptions = RecordOptions()
+                  ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Encoder inputs for ``batch``, the valid length of each example (encoder positions) and the
-    width a lone run of each example has (text: its length)."""
+    width a lone run of each example has (text: its length, or ``options.text_length``)."""
     modality = batch[0].modality
     if modality == "text":
         rows = []
         for item in batch:
             if item.text is None:
                 raise UserError(f"example '{item.example_id}' has modality text but no text")
-            # the tokenizer prepends __lang__ and appends </s>; per example since src_lang differs
-            rows.append(list(lm.tokenizer(item.text, src_lang=item.lang)["input_ids"]))
-        width = max(len(r) for r in rows)
+            # the tokenizer prepends __lang__ and appends </s>; per example since src_lang differs.
+            # The authors' encode(text) on a fresh tokenizer: its initial template, whatever the language
+            rows.append(lm.encode_as_loaded(item.text) if options.default_source_tag
+                        else list(lm.tokenizer(item.text, src_lang=item.lang)["input_ids"]))
+        if options.text_length:
+            long = [(item.example_id, len(r)) for item, r in zip(batch, rows) if len(r) > options.text_length]
+            if long:
+                raise UserError(f"example '{long[0][0]}' has {long[0][1]} tokens, more than definitions.text_length="
+                                f"{options.text_length}; raise it (the authors' loader drops such sentences)")
+        width = options.text_length or max(len(r) for r in rows)
         pad = lm.tokenizer.pad_token_id
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=lm.device)
         lengths = torch.tensor([len(r) for r in rows], device=lm.device)
-        return {"input_ids": ids, "attention_mask": length_mask(lengths, width, torch.long)}, lengths, lengths
+        lone = torch.full_like(lengths, width) if options.text_length else lengths
+        return {"input_ids": ids, "attention_mask": length_mask(lengths, width, torch.long)}, lengths, lone
     if modality == "speech":
         feats = []
         for item in batch:
@@ -256,6 +307,9 @@ class _Recorder:
         self.enc_mask: torch.Tensor | None = None  # (B, T) at the encoder component's rate
         self.adapter_masks: list[torch.Tensor] = []  # (B, T_j) valid outputs of adapter layer j
         self.cross_mask: torch.Tensor | None = None  # (B, T_enc) encoder positions seen by the decoder
+        self.kv_mask: torch.Tensor | None = None  # (B, T_enc) encoder positions cross-attention k/v are pooled over
+        self.prefix: torch.Tensor | None = None  # (B, S, N) prefix means, when asked for
+        self.frames: list[int] = []  # each example's encoder input length alone
         self.fired: set[str] = set()
 
     def encoder_hooks(self) -> dict:
@@ -264,34 +318,74 @@ class _Recorder:
             hooks[comp.path] = self._pool_hook(comp)
         return hooks
 
+    def _mask(self, comp: Component, width: int) -> torch.Tensor:
+        """The positions an encoder component is pooled over, at its own rate; ``width``: the
+        positions its hooked output has.
+
+        ``adapter_pooled``: adapter layer j's outputs, ``adapter_masks[j]``; ``adapter_in_pooled``: its
+        input, the previous layer's outputs (layer 0: the conformer's frames); ``final_pooled``: the
+        adapter's output (no adapter: the frames); ``relative_pooled``: v1's relative-position rows,
+        ``2 T - 1`` for T frames, row k holding relative position T - 1 - k: the rows between the
+        example's n pooled frames, |T - 1 - k| < n; otherwise the frames, ``enc_mask``."""
+        if comp.position in ("adapter_pooled", "adapter_in_pooled"):  # name "adapter.layers.{j}. ..."
+            j = int(comp.name.split(".")[2])
+            if comp.position == "adapter_pooled":
+                return self.adapter_masks[j]
+            return self.adapter_masks[j - 1] if j else self.enc_mask  # the layer's input: the one before
+        if comp.position == "final_pooled":  # after the adapter
+            return self.adapter_masks[-1] if self.adapter_masks else self.enc_mask
+        if comp.position == "relative_pooled":
+            frames = (width + 1) // 2
+            n = self.enc_mask[:, :frames].sum(1).round().long()[:, None]
+            k = torch.arange(width, device=n.device)[None, :]
+            return ((k >= frames - n) & (k < frames + n - 1)).float()
+        return self.enc_mask
+
     def _pool_hook(self, comp: Component):
         def hook(module, inputs, output):
-            if comp.position == "adapter_pooled":  # name "adapter.layers.{j}. ..."
-                mask = self.adapter_masks[int(comp.name.split(".")[2])]
-            else:
-                mask = self.enc_mask
             x = output[0] if isinstance(output, tuple) else output
+            mask = self._mask(comp, x.shape[2] if comp.channel_axis == 1 else x.shape[1])
+            if comp.position == "relative_pooled":  # one row for the whole batch: the table is not per example
+                x = x.expand(mask.shape[0], *x.shape[1:])
             self.encoder[:, comp.offset: comp.offset + comp.dim] = masked_mean(x, comp.channel_axis, mask)
             self.fired.add(comp.path)
         return hook
 
-    def decoder_hooks(self) -> dict:
+    def decoder_hooks(self, activities=("position",), ends: torch.Tensor | None = None) -> dict:
+        """Hooks that write each decoder component into ``self.decoder`` (the output at position t,
+        when ``"position"`` is asked for) and ``self.prefix`` (its mean over positions 0..t, or
+        over 0..``ends[b]`` where an example's sequence ends earlier, for ``"prefix_mean"``)."""
         positions = list(self.steps)
+        if "prefix_mean" in activities:
+            self.prefix = torch.full_like(self.decoder, float("nan"))
+            steps = torch.tensor(positions, device=self.decoder.device)
+            last = steps[None, :] if ends is None else torch.minimum(steps[None, :], ends[:, None])  # (B, S)
         hooks = {}
         for comp in self.catalog.group("text_decoder"):
             sl = slice(comp.offset, comp.offset + comp.dim)
             if comp.position == "step_invariant":
                 def hook(module, inputs, output, sl=sl, comp=comp):
-                    pooled = masked_mean(output, comp.channel_axis, self.cross_mask)
-                    self.decoder[:, :, sl] = pooled[:, None, :]
+                    pooled = masked_mean(output, comp.channel_axis, self.kv_mask)
+                    for buffer in self._buffers(activities):
+                        buffer[:, :, sl] = pooled[:, None, :]
                     self.fired.add(comp.path)
             else:
                 def hook(module, inputs, output, sl=sl, comp=comp):
                     x = output.transpose(1, 2) if comp.channel_axis == 1 else output
-                    self.decoder[:, :, sl] = x[:, positions, :].float()
+                    if "position" in activities:
+                        self.decoder[:, :, sl] = x[:, positions, :].float()
+                    if "prefix_mean" in activities:
+                        sums = x.float().cumsum(1)  # (B, W, C): sums[:, p] = positions 0..p
+                        idx = last.expand(x.shape[0], -1)
+                        picked = torch.gather(sums, 1, idx[:, :, None].expand(-1, -1, sums.shape[2]))
+                        self.prefix[:, :, sl] = picked / (idx[:, :, None] + 1).float()
                     self.fired.add(comp.path)
             hooks[comp.path] = hook
         return hooks
+
+    def _buffers(self, activities) -> list[torch.Tensor]:
+        return ([self.decoder] if "position" in activities else []) + \
+               ([self.prefix] if "prefix_mean" in activities else [])
 
 
 def _adapter_padding_hooks(model, geometry: _SpeechGeometry) -> dict:
@@ -308,6 +402,16 @@ def _adapter_padding_hooks(model, geometry: _SpeechGeometry) -> dict:
         for name in ("residual_layer_norm", "self_attn_layer_norm"):
             hooks[f"speech_encoder.adapter.layers.{j}.{name}"] = zero_beyond
     return hooks
+
+
+def _then(first, second):
+    """One forward hook running ``first`` (which may replace the output) and then ``second`` on it."""
+    def hook(module, inputs, output):
+        replaced = first(module, inputs, output)
+        output = output if replaced is None else replaced
+        second(module, inputs, output)
+        return replaced
+    return hook
 
 
 def _adapter_attention_masks(model, geometry: _SpeechGeometry) -> dict:
@@ -333,31 +437,44 @@ def _adapter_attention_masks(model, geometry: _SpeechGeometry) -> dict:
     return hooks
 
 
-def _encode(lm, catalog: Catalog, rec: _Recorder, batch: list[ModelInput]):
-    """Run the encoder once with pooling hooks; return (encoder states, decoder-side encoder mask)."""
+def _encode(lm, catalog: Catalog, rec: _Recorder, batch: list[ModelInput], options: RecordOptions = RecordOptions()):
+    """Run the encoder once with pooling hooks; return (encoder states, decoder-side encoder mask).
+
+    Sets ``rec.frames`` (each example's lone input width) and, with ``options.pool_masked``, pools
+    over every position of each example's lone run instead of its valid ones."""
     model = lm.model
-    enc_inputs, lengths, lone_widths = encode_inputs(lm, batch)
+    enc_inputs, lengths, lone_widths = encode_inputs(lm, batch, options)
     modality = batch[0].modality
     width = enc_inputs["attention_mask"].shape[1]
-    rec.enc_mask = length_mask(lengths, width)
+    rec.frames = [int(w) for w in lone_widths.tolist()]
+    rec.enc_mask = length_mask(lone_widths if options.pool_masked else lengths, width)
     if modality == "speech":
         geometry = _speech_geometry(model, lengths, lone_widths)
         _check_chunk_rows(model, geometry, width, batch)
         hooks = _adapter_padding_hooks(model, geometry)
-        hooks.update(rec.encoder_hooks())
+        for path, pool in rec.encoder_hooks().items():
+            # a module both zeroed and recorded (the authors' set holds the adapter's input norms):
+            # recorded after the zeroing, which only touches positions its mask leaves out anyway
+            hooks[path] = _then(hooks[path], pool) if path in hooks else pool
         n_out = torch.tensor([width], device=lengths.device)
-        for layer in (model.speech_encoder.adapter.layers if model.speech_encoder.adapter is not None else ()):
+        adapter = model.speech_encoder.adapter
+        for j, layer in enumerate(adapter.layers if adapter is not None else ()):
             n_out = _conv_widths(layer.self_attn_conv, n_out)
-            rec.adapter_masks.append(length_mask(geometry.adapter_valid[len(rec.adapter_masks)], int(n_out)))
+            pooled = geometry.widths[j + 1] if options.pool_masked else geometry.adapter_valid[j]
+            rec.adapter_masks.append(length_mask(pooled, int(n_out)))
         with hooked(model, hooks, kw_pre_hooks=_adapter_attention_masks(model, geometry)):
             states = model.speech_encoder(input_features=enc_inputs["input_features"],
                                           attention_mask=enc_inputs["attention_mask"]).last_hidden_state
         cross_mask = length_mask(geometry.cross_valid, states.shape[1])
+        if options.pool_masked:  # cross-attention k/v over every encoder output of the lone run
+            rec.kv_mask = length_mask(geometry.widths[-1], states.shape[1])
     else:
         with hooked(model, rec.encoder_hooks()):
             states = model.text_encoder(input_ids=enc_inputs["input_ids"],
                                         attention_mask=enc_inputs["attention_mask"]).last_hidden_state
-        cross_mask = rec.enc_mask
+        cross_mask = length_mask(lengths, width)
+        if options.pool_masked:
+            rec.kv_mask = rec.enc_mask
     return states, cross_mask
 
 
@@ -408,18 +525,19 @@ def _strip(tokens: Sequence[int], eos: int, pad: int) -> list[int]:
 
 @torch.no_grad()
 def record_batches(lm, catalog: Catalog, inputs: Sequence[ModelInput], *, steps: Sequence[int] = DEFAULT_STEPS,
-                   batch_size: int = 8, prefix: str = "greedy", max_new_tokens: int | None = None
-                   ) -> Iterator[BatchRecord]:
+                   batch_size: int = 8, prefix: str = "greedy", max_new_tokens: int | None = None,
+                   options: RecordOptions = RecordOptions()) -> Iterator[BatchRecord]:
     """Record ``inputs`` batch by batch (consecutive inputs of one modality, at most ``batch_size``).
 
     Yields one ``BatchRecord`` per batch: ``encoder`` [B, n_neurons(encoder stack)] and
     ``decoder[t]`` [B, n_neurons("text_decoder")] float32 in catalog order. ``prefix="greedy"``
     decodes greedily for ``max_new_tokens`` (default ``max(steps)``: the tokens steps need) new
     tokens after the language tag; ``prefix="gold"`` teacher-forces each input's ``reference``.
-    Only one batch of activations is alive at a time.
+    Only one batch of activations is alive at a time. ``options`` (``RecordOptions``): which decoder
+    activities, and the text inputs, where the paper's text and its authors' code differ.
     """
     for (record,) in record_shared_encoder(lm, catalog, [inputs], steps=steps, batch_size=batch_size,
-                                           prefix=prefix, max_new_tokens=max_new_tokens):
+                                           prefix=prefix, max_new_tokens=max_new_tokens, options=options):
         yield record
 
 
@@ -436,7 +554,8 @@ def _check_shared(batch: list[ModelInput], other: list[ModelInput]) -> None:
 @torch.no_grad()
 def record_shared_encoder(lm, catalog: Catalog, inputs_per_task: Sequence[Sequence[ModelInput]], *,
                           steps: Sequence[int] = DEFAULT_STEPS, batch_size: int = 8, prefix: str = "greedy",
-                          max_new_tokens: int | None = None) -> Iterator[tuple[BatchRecord, ...]]:
+                          max_new_tokens: int | None = None, options: RecordOptions = RecordOptions()
+                          ) -> Iterator[tuple[BatchRecord, ...]]:
     """Record tasks that feed the same encoder inputs (S2T and ASR), running the encoder once.
 
     ``inputs_per_task[j][i]`` is example ``i`` of task ``j``; for every ``i`` all tasks must
@@ -469,20 +588,23 @@ def record_shared_encoder(lm, catalog: Catalog, inputs_per_task: Sequence[Sequen
         modality = first[0].modality
         stack = "speech_encoder" if modality == "speech" else "text_encoder"
         rec = _Recorder(catalog, stack, len(first), steps, lm.device)
-        states, cross_mask = _encode(lm, catalog, rec, first)
+        states, cross_mask = _encode(lm, catalog, rec, first, options)
         rec.cross_mask = cross_mask
+        if rec.kv_mask is None:
+            rec.kv_mask = cross_mask
         encoder = rec.encoder.cpu().numpy()
         records = []
         for j, batch in enumerate(batches):
             if j:  # a fresh decoder buffer: the previous task's record must not be overwritten
                 rec.decoder = torch.full_like(rec.decoder, float("nan"))
             records.append(_decode(lm, rec, states, batch, encoder, steps=steps, prefix=prefix,
-                                   n_new=n_new, start=start, eos=eos, pad=pad))
+                                   n_new=n_new, start=start, eos=eos, pad=pad, options=options))
         yield tuple(records)
 
 
 def _decode(lm, rec: _Recorder, states, batch: list[ModelInput], encoder: np.ndarray, *,
-            steps, prefix: str, n_new: int, start: int, eos: int, pad: int) -> BatchRecord:
+            steps, prefix: str, n_new: int, start: int, eos: int, pad: int,
+            options: RecordOptions = RecordOptions()) -> BatchRecord:
     """The decoder side of one batch on its precomputed encoder ``states``: prefix, then the
     teacher-forced pass recording ``steps``."""
     model = lm.model
@@ -492,27 +614,36 @@ def _decode(lm, rec: _Recorder, states, batch: list[ModelInput], encoder: np.nda
     if prefix == "greedy":
         sequences = greedy(lm, states, cross_mask, tags, n_new).tolist()
         outputs = [_strip(seq[2:], eos, pad) for seq in sequences]
+        ended = [eos in seq[2:] for seq in sequences]
     else:
         outputs = []
         for item in batch:
             if item.reference is None:
                 raise UserError(f"prefix 'gold' needs a reference for example '{item.example_id}'")
             outputs.append(list(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"]))
-    # positions 0..max(steps): [start, tag, y1 .. y_{max-1}], right-padded
+        ended = [True] * len(outputs)
+    # positions 0..max(steps): [start, tag, y1 .. y_{max-1}] (and the EOS of an output that ended,
+    # when short outputs are kept: the authors' prefix of it includes its EOS), right-padded
     width = max(steps) + 1
-    rows = []
-    for tag, ys in zip(tags, outputs):
-        row = ([start, tag] + ys)[:width]
+    rows, ends = [], []
+    for tag, ys, done in zip(tags, outputs, ended):
+        row = ([start, tag] + ys + ([eos] if options.keep_short and done else []))[:width]
+        ends.append(len(row) - 1)
         rows.append(row + [pad] * (width - len(row)))
     dec_in = torch.tensor(rows, device=lm.device)
-    with hooked(model, rec.decoder_hooks()):
+    ends_t = torch.tensor(ends, device=lm.device) if options.keep_short else None
+    with hooked(model, rec.decoder_hooks(options.activities, ends_t)):
         model.text_decoder(input_ids=dec_in, encoder_hidden_states=states, encoder_attention_mask=cross_mask,
                            use_cache=False)
     valid, dec_out = step_rows(rec.decoder.cpu().numpy(), steps, outputs)
-    return BatchRecord(
+    record = BatchRecord(
         example_ids=[item.example_id for item in batch], langs=[item.lang for item in batch],
-        encoder=encoder, encoder_stack=rec.stack_name, decoder=dec_out, valid=valid,
-        output_ids=outputs, output_text=lm.tokenizer.batch_decode(outputs, skip_special_tokens=True),
+        encoder=encoder, encoder_stack=rec.stack_name, decoder=dec_out if "position" in options.activities else {},
+        valid=valid, output_ids=outputs, output_text=lm.tokenizer.batch_decode(outputs, skip_special_tokens=True),
         modality=modality, tgt_langs=[item.tgt_lang for item in batch],
-        tasks=[task_of(modality, item.lang, item.tgt_lang) for item in batch],
+        tasks=[task_of(modality, item.lang, item.tgt_lang) for item in batch], frames=list(rec.frames),
     )
+    if "prefix_mean" in options.activities:
+        kept = [[0] * (max(steps) - 1)] * len(outputs) if options.keep_short else outputs  # every step exists
+        record.valid_prefix_mean, record.prefix_mean = step_rows(rec.prefix.cpu().numpy(), steps, kept)
+    return record

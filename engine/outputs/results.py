@@ -27,6 +27,8 @@ from engine.model.catalog import Catalog
 from engine.model.steering import control_neurons
 from engine.outputs import claims, plots
 from engine.pipeline.completion import verify_complete
+from engine.pipeline.inputs.corpus import Selection
+from engine.pipeline.store import MatrixStore
 from engine.science.distribution import distribution
 from engine.science.ranking import bottom_k, top_k
 
@@ -261,6 +263,70 @@ class RunResults:
                       diagonal_ratio={int(t): list(v) for t, v in s["diagonal_ratio"].items()},
                       diagonal_ratio_ci={int(t): [tuple(c) if c is not None else () for c in v]
                                          for t, v in (s.get("diagonal_ratio_ci") or {}).items()})
+
+    # -- the recorded activity itself ---------------------------------------------------------
+    def _record_meta(self, task: str) -> dict:
+        self._check(task)
+        return json.loads((self.stage_dir("record") / task / "meta.json").read_text())
+
+    def recorded_activities(self, task: str = "S2T") -> list[str]:
+        """The decoder activities this run recorded: ``"position"`` and/or ``"prefix_mean"``."""
+        record = self.stage_dir("record") / task
+        t = self.steps[0]
+        return [a for a, name in (("position", f"decoder_t{t}"), ("prefix_mean", f"decoder_t{t}_prefix_mean"))
+                if (record / name / "layout.json").is_file()]
+
+    def activations(self, task: str, step: int | None = None, activity: str | None = None) -> np.ndarray:
+        """A task's stored activations as float32 ``[n, N]``, exactly as the record stage stored them.
+
+        Rows are ``examples(task)`` in order; columns the catalog's order (``self.catalog``):
+        ``step=None`` gives the encoder the task's input went through (S2T and ASR share the
+        speech encoder's), an int the decoder at that step, where a row whose output ended before
+        the step is NaN. ``activity``: ``"position"`` (the output at position t) or
+        ``"prefix_mean"`` (its mean over positions 0..t), required only where both were recorded.
+        The whole matrix is read into memory: at the paper's sizes a decoder step of one task is
+        5,000 x 491,520 values (9.8 GB as float32).
+        """
+        self._check(task, step=step)
+        record = self.stage_dir("record")
+        if step is None:
+            return self._read(record / ENCODER_OF[task])
+        have = self.recorded_activities(task)
+        if activity is None:
+            if len(have) > 1:
+                raise UserError(f"this run recorded both decoder activities {have}: pass activity='position' or "
+                                "activity='prefix_mean'")
+            activity = have[0]
+        if activity not in have:
+            raise UserError(f"activity '{activity}' was not recorded by this run; it has {have}")
+        suffix = "" if activity == "position" else f"_{activity}"
+        return self._read(record / task / f"decoder_t{int(step)}{suffix}")
+
+    @staticmethod
+    def _read(path: Path) -> np.ndarray:
+        return np.asarray(MatrixStore(path).read(), dtype=np.float32)
+
+    def examples(self, task: str) -> list[dict]:
+        """One dict per row of ``activations(task, ...)``, in the same order: ``sentence_id``,
+        ``lang``, ``text`` (the input text; for speech, the text it was synthesised from) and
+        ``audio`` (the cached waveform's path, None for text input)."""
+        meta = self._record_meta(task)
+        selection = Selection.from_json(json.loads((self.stage_dir("data") / "selection.json").read_text()))
+        sentences = {s.sentence_id: s for s in selection.sentences}
+        speech = meta["modality"] == "speech"
+        spoken = speech and (self.meta.get("definitions") or {}).get("synthesis_text") == "normalized"
+        paths = {}
+        if speech:
+            manifest = json.loads((self.stage_dir("speech") / "manifest.json").read_text())
+            cache = self.root.parent / "cache" / "speech"
+            paths = {(sid, lang): str(cache / rel) for sid, lang, rel in manifest["paths"]}
+        out = []
+        for eid in meta["example_ids"]:
+            sid, lang = eid.split("/")[:2]
+            sentence = sentences[sid].spoken() if spoken else sentences[sid]
+            out.append({"sentence_id": sid, "lang": lang, "text": sentence.texts[lang],
+                        "audio": paths.get((sid, lang)) if speech else None})
+        return out
 
     def distribution(self, lang: str | None = None, k: int | None = None) -> dict:
         """Where ``lang``'s top-k neurons live (per layer, per component) in every stack: the

@@ -14,6 +14,7 @@ import tomllib
 
 from engine.errors import UserError
 from engine.files import REPO_ROOT
+from engine.pipeline import definitions as definitions_mod
 from engine.pipeline.inputs.corpus import corpus_size
 from engine.science.languages import ALL_LANGS, PAPER_LANGS, check_pairs, steering_pairs
 
@@ -49,7 +50,9 @@ def load_profile(name_or_path: str, overrides: list[str] | dict | None = None) -
             if section != "profile" and key not in schema.get(section, {}):
                 raise UserError(f"profile {path} has unknown setting [{section}] {key}; remove it or fix its name "
                                 f"(settings are in {PROFILE_DIR / 'tiny.toml'})")
-    for dotted, value in _parse_overrides(overrides).items():
+    file_definitions = dict(cfg["definitions"])
+    parsed = _parse_overrides(overrides)
+    for dotted, value in parsed.items():
         section, _, key = dotted.partition(".")
         if section not in schema or key not in schema[section]:
             raise UserError(f"unknown setting '{dotted}'; settings are "
@@ -60,6 +63,9 @@ def load_profile(name_or_path: str, overrides: list[str] | dict | None = None) -
         if type(value) is not type(old):
             raise UserError(f"setting '{dotted}' must be {type(old).__name__} like {old!r}, got {value!r}")
         cfg[section][key] = value
+    # the preset in force sets every definition the profile file and --set leave to it
+    set_here = {d.partition(".")[2] for d in parsed if d.startswith("definitions.")}
+    cfg["definitions"] = definitions_mod.resolve(file_definitions, set_here, cfg["definitions"])
     validate(cfg)
     return cfg
 
@@ -89,6 +95,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "record.prefix": ("greedy", "gold"),
     "record.store_dtype": ("float16", "bfloat16", "float32", "auto"),  # engine.pipeline.store.STORE_DTYPES + auto
     "steer.positions": ("all", "from_t"),
+    "definitions.preset": definitions_mod.PRESETS,
+    **{f"definitions.{d.name}": d.choices for d in definitions_mod.DEFINITIONS if d.choices},
 }
 #: Also accepted (the loader's short names), not advertised.
 ALIASES: dict[str, tuple[str, ...]] = {"model.dtype": ("fp32", "bf16", "fp16")}
@@ -173,6 +181,7 @@ def validate(cfg: dict) -> None:
     if cfg["record"]["max_new_tokens"] < max(steps):
         raise UserError(f"record.max_new_tokens={cfg['record']['max_new_tokens']} is below the last step "
                         f"{max(steps)}; raise it")
+    _check_definitions(cfg)
     sweep = cfg["rank"]["k_sweep"]
     if not sweep or sorted(set(sweep)) != sweep or sweep[0] < 1:
         _fail("rank.k_sweep", sweep, "give increasing integers >= 1, e.g. [10, 25, 50]")
@@ -207,6 +216,18 @@ def validate(cfg: dict) -> None:
         if not cfg["speech"]["voice"]:
             _fail("speech.voice", "", "the natural backend reads recordings from speech.voice: set it to the "
                   "directory holding <config>/audio/<split>/*.wav")
+
+
+def _check_definitions(cfg: dict) -> None:
+    """The ``[definitions]`` combinations that have a meaning (engine.pipeline.definitions)."""
+    defs = cfg["definitions"]
+    activities = definitions_mod.BY_NAME["decoder_activity"].choices
+    bad = [a for a in cfg["record"]["decoder_activity"] if a not in activities]
+    if bad:
+        _fail("record.decoder_activity", cfg["record"]["decoder_activity"], f"list some of {', '.join(activities)}")
+    if defs["short_outputs"] == "keep" and defs["decoder_activity"] != "prefix_mean":
+        _fail("definitions.short_outputs", "keep", "an output that ended before step t has no position t: keep "
+              "needs definitions.decoder_activity=prefix_mean (the mean over its shorter prefix), or use drop")
 
 
 def check_stages(cfg: dict, stages) -> None:

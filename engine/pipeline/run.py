@@ -29,7 +29,7 @@ from engine.model.fingerprint import directory_digest
 from engine.model.loader import load_model
 from engine.model.recorder import ModelInput
 from engine.pipeline import config as config_mod
-from engine.pipeline import launch
+from engine.pipeline import definitions, launch
 from engine.pipeline.completion import covering, invalidate, mark_complete, verify_complete
 from engine.pipeline.inputs.corpus import Selection, corpus_digest
 from engine.pipeline.inputs.speech import cache_problem, record_path
@@ -119,6 +119,17 @@ class Run:
             payload["corpus"] = corpus_digest()
         if stage == "record":
             payload["layout"] = RECORD_LAYOUT
+            # the decoder activities recorded, not the setting that asks for extra ones: recording
+            # "position" alone (all there was before) keeps the key it always had
+            del payload["settings"]["record"]["decoder_activity"]
+            activities = definitions.recorded_activities(self.cfg)
+            if activities != ["position"]:
+                payload["activities"] = activities
+        changed = definitions.key_settings(self.cfg["definitions"], stage)
+        if stage == "speech" and self.cfg["data"]["source"] != "fleurs":
+            changed.pop("synthesis_text", None)  # only FLEURS has a normalised transcription
+        if changed:  # a definition at its paper_text value leaves the key as it was
+            payload["definitions"] = changed
         if "model" in sections:
             # device and batch size are part of the settings: bit-identical reruns are promised
             # on the same setup only, since both change float rounding
@@ -182,7 +193,7 @@ class Run:
 
     def catalog(self):
         if self._catalog is None:
-            self._catalog = build_catalog(self.model().model)
+            self._catalog = build_catalog(self.model().model, modules=self.cfg["definitions"]["modules"])
         return self._catalog
 
     def selection(self) -> dict:
@@ -270,14 +281,31 @@ def _fix_length(wav: np.ndarray, frames: int) -> np.ndarray:
     return wav[:n] if len(wav) >= n else np.pad(wav, (0, n - len(wav)))
 
 
-def matrices(run: Run, task: str) -> dict[str, Path]:
+def matrices(run: Run, task: str, activity: str | None = None) -> dict[str, Path]:
     """Store paths of ``task``'s matrices: ``encoder`` (one per encoder stack, shared by the
-    tasks of its ``RECORD_GROUPS`` group) and ``decoder_t{t}`` for every recorded step."""
+    tasks of its ``RECORD_GROUPS`` group) and ``decoder_t{t}`` for every recorded step, the decoder
+    activity ``activity`` (default: the one ``definitions.decoder_activity`` uses; the position
+    matrices keep the names they always had, prefix means are ``decoder_t{t}_prefix_mean``)."""
+    activity = activity or run.cfg["definitions"]["decoder_activity"]
+    suffix = "" if activity == "position" else f"_{activity}"
     base = run.dir("record")
     names = {"encoder": base / ENCODER_STACK[task]}
     for t in run.cfg["record"]["steps"]:
-        names[f"decoder_t{t}"] = base / task / f"decoder_t{t}"
+        names[f"decoder_t{t}"] = base / task / f"decoder_t{t}{suffix}"
     return names
+
+
+def step_valid(meta: dict, step, activity: str = "position") -> list[bool]:
+    """Whether each row of a task's record has step ``step`` in decoder activity ``activity``
+    (``meta.json``'s ``valid``, or ``valid_prefix_mean``: kept short outputs have a prefix mean)."""
+    key = "valid" if activity == "position" else f"valid_{activity}"
+    return meta[key][str(step)]
+
+
+def encoder_valid(meta: dict) -> list[bool]:
+    """Whether each row of a task's record is on its encoder's side of the comparison (all, unless
+    ``definitions.long_speech_frames`` left long utterances out)."""
+    return meta.get("encoder_valid") or [True] * len(meta["example_ids"])
 
 
 def load_ap(run: Run, task: str, name: str) -> np.ndarray:

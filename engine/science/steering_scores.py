@@ -22,12 +22,12 @@ Decisions:
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from engine.errors import UserError
-from engine.science import langid, scripts
+from engine.science import evaluation, langid, scripts
 from engine.science.languages import PAPER_PAIRS
 from engine.science.scripts import SCRIPT_OF_LANG
 
@@ -77,22 +77,34 @@ def _json_float(value: float) -> float | None:
 
 
 def score_outputs(texts: Sequence[str], src: str, tgt: str, *,
-                  fasttext_model: str | None = None) -> dict:
+                  fasttext_model: str | None = None, pieces: Callable[[str], list[str]] | None = None,
+                  by_pieces: bool = False, target_refs: Sequence[str] | None = None,
+                  source_refs: Sequence[str] | None = None) -> dict:
     """Scores of one condition's outputs (all percentages, pooled over ``texts``).
 
     When src and tgt are written in different scripts: the token shares of both script classes
     (keys named by class: "latin" and "cjk" for the paper's pairs, "cyrillic", "arabic", ...;
     engine.science.scripts.script_shares); control_rate: share of tgt's script; tokens: classified
-    tokens. When they share a script (German -> French): "script" (the shared class),
-    control_rate = the per-segment language-ID rate (engine.science.langid.lid_control_rate), with
-    lid_output_rate / lid_segment_rate and segments beside it, control_by "langid".
-    Always: ft_src / ft_tgt (mean fastText probability), n (outputs), control_rate_ci
-    ([low, high] percent, or None). ``fasttext_model``: path of lid.176.bin; None: the
-    bundled lid.176.ftz. Rates are None when nothing could be classified.
+    tokens. With ``by_pieces`` (``definitions.control_rate = "sentencepiece"``) those shares count
+    the model tokenizer's ``pieces`` instead, as the authors did (control_by "pieces";
+    engine.science.evaluation.piece_control_rate). When they share a script (German -> French):
+    "script" (the shared class), control_rate = the per-segment language-ID rate
+    (engine.science.langid.lid_control_rate), with lid_output_rate / lid_segment_rate and
+    segments beside it, control_by "langid". Always: ft_src / ft_tgt (mean fastText
+    probability), n (outputs), control_rate_ci ([low, high] percent, or None). ``fasttext_model``:
+    path of lid.176.bin; None: the bundled lid.176.ftz. Rates are None when nothing could be
+    classified.
+
+    And, where given: ``pieces`` -> "code_mixing" (the authors' M- and I-index over the pieces of
+    the two scripts, means with intervals; a pair of one script has none); ``target_refs`` (one
+    reference per output in tgt) -> "content" (BLEU, chrF++ and 0.6 BLEU + 0.4 chrF++ against
+    them, 0-100); ``source_refs`` (the input sentence in src) -> "errors" (WER and CER against
+    them, fractions). Each with a 95% interval over sentences.
     """
     texts = list(texts)
     ft = langid.mean_probabilities(texts, [src, tgt], model_path=fasttext_model)
-    common = {"ft_src": _json_float(ft[src]), "ft_tgt": _json_float(ft[tgt]), "n": len(texts)}
+    common = {"ft_src": _json_float(ft[src]), "ft_tgt": _json_float(ft[tgt]), "n": len(texts),
+              **_evaluation(texts, src, tgt, pieces, target_refs, source_refs)}
     a, b = scripts.pair_scripts(src, tgt)
     if a == b:
         lid = langid.lid_control_rate(texts, src, tgt, model_path=fasttext_model)
@@ -101,11 +113,43 @@ def score_outputs(texts: Sequence[str], src: str, tgt: str, *,
         return {"script": a, "control_by": "langid", "control_rate": _json_float(lid["segment"]),
                 "control_rate_ci": _bootstrap_ci(counts), "lid_segment_rate": _json_float(lid["segment"]),
                 "lid_output_rate": _json_float(lid["output"]), "segments": lid["segments"], **common}
+    if by_pieces:
+        if pieces is None:
+            raise UserError("the control rate by pieces needs the model tokenizer's pieces")
+        rate = evaluation.piece_control_rate(texts, pieces, b, source=a, n_boot=BOOTSTRAP_N)
+        share = _json_float(rate["value"])
+        return {a: None if share is None else 100.0 - share, b: share, "control_by": "pieces",
+                "control_rate": share, "control_rate_ci": rate["ci"], "pieces": rate["pieces"], **common}
     shares = scripts.script_shares(texts, (a, b))
     return {a: _json_float(shares[a]), b: _json_float(shares[b]),
             "control_rate": _json_float(shares[b]),
             "control_rate_ci": control_rate_ci(texts, b, source=a),
             "tokens": int(shares["tokens"]), **common}
+
+
+def _evaluation(texts: list[str], src: str, tgt: str, pieces, target_refs, source_refs) -> dict:
+    """The content, error and code-mixing scores ``score_outputs`` adds where it is given what they need."""
+    out = {}
+    if pieces is not None and not scripts.same_script(src, tgt):
+        out["code_mixing"] = _finite(evaluation.code_mixing(texts, pieces, scripts.pair_scripts(src, tgt),
+                                                            n_boot=BOOTSTRAP_N))
+    if target_refs is not None:
+        out["content"] = _finite(evaluation.translation_scores(texts, target_refs, target_lang=tgt, n_boot=BOOTSTRAP_N))
+    if source_refs is not None:
+        out["errors"] = {"wer": _finite(evaluation.wer(source_refs, texts, n_boot=BOOTSTRAP_N)),
+                         "cer": _finite(evaluation.cer(source_refs, texts, n_boot=BOOTSTRAP_N))}
+    return out
+
+
+def _finite(obj):
+    """``obj`` with NaN floats as None (strict JSON in the artifacts)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def control_rate_ci(texts: Sequence[str], script: str, *, source: str | None = None,

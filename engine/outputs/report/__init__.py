@@ -35,6 +35,7 @@ from engine.outputs.report.summary import claim_records, glance, glance_rows, he
 from engine.outputs.report.tables import (
     MISS,
     NOT_STEERED,
+    content_table,
     excluded_table,
     qualitative_table,
     steering_tables,
@@ -73,7 +74,8 @@ def write_report(analysis: dict | None, verdicts: Mapping[str, Any], outcomes: M
     tables = steering_tables(analysis, registry)
     gl = glance_rows(profile, records, analysis, tables)
     report = Report(profile, g, header, records, gl, figures, missing, tables, qualitative_table(analysis),
-                    excluded_table(analysis), ties_table(analysis), step_tokens_table(analysis), registry)
+                    content_table(analysis), excluded_table(analysis), ties_table(analysis),
+                    step_tokens_table(analysis), registry)
     counts = {}
     for r in records.values():
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 
 from engine.outputs.glance import NA, VERDICT_TEXT, interval
 from engine.outputs.report.figures import FIGURES, caption
-from engine.outputs.report.tables import MISS, STEP_TOKENS_NOTE, TIES_NOTE, fmt
+from engine.outputs.report.tables import CONTENT_NOTE, MISS, STEP_TOKENS_NOTE, TIES_NOTE, fmt
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Report:
     missing: dict       # figure name -> why it was not drawn
     tables: list        # the paper's steering tables, measured (``tables.steering_tables``)
     qualitative: tuple  # (header, rows) of Table 2's examples
+    content: tuple      # (header, rows): content kept beside language changed (tables.content_table)
     excluded: tuple     # (header, rows): examples excluded per step
     ties: tuple         # (header, rows): ties at the cuts
     step_tokens: tuple  # (header, rows): tokens at the recorded steps
@@ -96,7 +97,7 @@ def _measured_rows(r: dict) -> list[list[str]]:
 
 def markdown(report: Report) -> str:
     """``claims-report.md``: figures referenced as ``figures/<name>.png`` beside it."""
-    profile, g, header, records, gl, figures, missing, tables, q_table, x_table, t_table, s_table, registry = \
+    profile, g, header, records, gl, figures, missing, tables, q_table, c_table, x_table, t_table, s_table, registry = \
         report.parts()
     md = [f"# Claims report: profile `{profile}`", ""]
     if g["paper"].get("caveat"):
@@ -116,6 +117,8 @@ def markdown(report: Report) -> str:
             md += [f"{t['title']}; {MISS}: beyond the claim's tolerance; {t['within']} of {t['total']} paper cells within.",
                    "", _md_table(t["header"], t["rows"]), ""]
     md += ["### Table 2: qualitative examples", "", _md_table(*q_table) if q_table[1] else "_none in the artifact_", ""]
+    md += ["### Content kept, language changed", "", CONTENT_NOTE, "",
+           _md_table(*c_table) if c_table[1] else "_not scored in this artifact_", ""]
     md += ["## The run", ""] + [f"- **{k}**: {v}" for k, v in header]
     md += ["", "### Ties at the top-k / bottom-k cuts", "", TIES_NOTE, "",
            _md_table(*t_table) if t_table[1] else "_none recorded_", "",
@@ -143,7 +146,7 @@ def markdown(report: Report) -> str:
 
 def html_document(report: Report) -> str:
     """``claims-report.html``: one file, figures inline as base64 PNG, no external resource."""
-    profile, g, header, records, gl, figures, missing, tables, q_table, x_table, t_table, s_table, registry = \
+    profile, g, header, records, gl, figures, missing, tables, q_table, c_table, x_table, t_table, s_table, registry = \
         report.parts()
     e = html.escape
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -184,6 +187,8 @@ def html_document(report: Report) -> str:
         parts.append("</section>")
     parts.append("<h3>Table 2: qualitative examples</h3>"
                  + (_html_table(*q_table) if q_table[1] else "<p><i>none in the artifact</i></p>"))
+    parts.append(f"<h3 id='content'>Content kept, language changed</h3><p class='caption'>{e(CONTENT_NOTE)}</p>"
+                 + (_html_table(*c_table) if c_table[1] else "<p><i>not scored in this artifact</i></p>"))
     parts.append("<h2 id='run'>The run</h2><table>"
                  + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in header) + "</table>")
     parts.append("<details><summary>Ties at the top-k / bottom-k cuts</summary>" + f"<p>{e(TIES_NOTE)}</p>"

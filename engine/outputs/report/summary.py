@@ -12,6 +12,7 @@ from engine.outputs.claims import headline, information_only
 from engine.outputs.glance import NA
 from engine.outputs.report.figures import CLAIM_FIGURE
 from engine.outputs.report.tables import excluded_summary, fmt, ties_summary
+from engine.pipeline.definitions import differing, preset_values
 
 
 def claim_records(profile: str, registry: dict, verdicts: Mapping[str, Any], outcomes: Mapping[str, dict],
@@ -148,6 +149,7 @@ def header_lines(profile: str, analysis: dict | None, run_info: dict) -> list[tu
         ("model", f"{meta.get('model_id', NA)} @ {meta.get('revision') or 'unpinned'}"
                   + (f" (model type {meta['model_type']})" if meta.get("model_type") else "")),
         *([("judged", "information only: " + other_model)] if other_model else []),
+        ("definitions", definitions_line(meta.get("definitions"))),
         ("data", f"{meta.get('data', NA)}: {len(langs)} languages ({', '.join(langs) or NA}), "
                  f"{meta.get('n_identify', NA)} sentences per language to find neurons, "
                  f"{meta.get('n_steer', NA)} held out per language to steer"),
@@ -174,6 +176,18 @@ def header_lines(profile: str, analysis: dict | None, run_info: dict) -> list[tu
     if run_info.get("error"):
         lines.insert(0, ("ERROR", run_info["error"]))
     return lines
+
+
+def definitions_line(defs: Mapping | None) -> str:
+    """Which definitions the run computed: its preset and every setting away from the paper's text
+    (README "Definitions"). An artifact written before they were settings is the paper's text."""
+    if not defs:
+        return "paper_text (the paper's text; written before the definitions were settings)"
+    what = {"paper_text": "the paper's text", "official_code": "as the authors' code computed it"}
+    away = differing({k: v for k, v in defs.items() if k != "preset"} | {k: v for k, v in preset_values(
+        "paper_text").items() if k not in defs})
+    return (f"{defs.get('preset', 'paper_text')} ({what.get(defs.get('preset'), 'custom')})"
+            + (": " + ", ".join(f"{k}={v}" for k, v in away.items()) if away else ": every setting as the paper's text"))
 
 
 def suite_versions() -> dict[str, str]:

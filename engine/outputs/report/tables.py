@@ -4,6 +4,7 @@ run excluded, tied and predicted at each step."""
 from __future__ import annotations
 
 import json
+from typing import Mapping
 
 import numpy as np
 
@@ -234,3 +235,41 @@ def qualitative_table(analysis: dict | None) -> tuple[list[str], list[list[str]]
     for q in (analysis or {}).get("steering", {}).get("qualitative", []):
         rows.append([f"{q.get('src')}→{q.get('tgt')}", str(q.get("step")), q.get("gold", ""), q.get("asr", ""), q.get("tr", "")])
     return ["pair", "step", "gold", "ASR (steered)", "text repetition (steered)"], rows
+
+
+CONTENT_NOTE = ("Content kept beside language changed (paper Table 2 states it qualitatively): each steered "
+                "output against the same sentence in the target language (chrF++ and BLEU, 0-100; BLEU's "
+                "tokenizer follows the target language), with the control rate beside it; unsteered outputs "
+                "against their input sentence (WER and CER, fractions, after lower-casing as the authors did). "
+                "Brackets: 95% intervals over sentences.")
+
+
+def _scored(d: Mapping | None, digits: int = 1) -> str:
+    """``value [lo, hi]`` of one score dict (``{"value", "ci"}``), "n/a" without a value."""
+    v = finite((d or {}).get("value"))
+    if v is None:
+        return NA
+    ci = (d or {}).get("ci")
+    band = f" [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]" if ci and None not in ci else ""
+    return f"{fmt(v, digits)}{band}"
+
+
+def content_table(analysis: dict | None) -> tuple[list[str], list[list[str]]]:
+    """Per steered row (median intervention): pair, step, task, control rate, chrF++ and BLEU against
+    the target-language sentence; then per unsteered row: its WER and CER against the input. Rows
+    written before these scores existed are left out."""
+    rows = []
+    for r in (analysis or {}).get("steering", {}).get("rows", []):
+        if r.get("intervention", "median") == "median" and "content" in r:
+            c = r["content"]
+            rows.append([f"{table_name(r['src'])}→{table_name(r['tgt'])}", str(r["step"]), r["task"],
+                         fmt(r.get("control_rate"), 1), _scored(c.get("chrf_pp")), _scored(c.get("bleu")), "", ""])
+    seen = set()
+    for r in (analysis or {}).get("steering", {}).get("rows", []):
+        if r.get("intervention") == "none" and "errors" in r and (r["src"], r["task"]) not in seen:
+            seen.add((r["src"], r["task"]))  # one per source and task: the unsteered output has no target
+            e = r["errors"]
+            rows.append([table_name(r["src"]), "unsteered", r["task"], "", "", "", _scored(e.get("wer"), 3),
+                         _scored(e.get("cer"), 3)])
+    return ["pair", "step", "task", "control rate (%)", "chrF++ vs target", "BLEU vs target",
+            "WER vs input", "CER vs input"], rows

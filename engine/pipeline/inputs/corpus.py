@@ -28,11 +28,20 @@ DEFAULT_N = 600
 
 @dataclass(frozen=True)
 class Sentence:
-    """One sentence in several languages: ``texts[lang]`` and its espeak-ng ``readings[lang]``."""
+    """One sentence in several languages: ``texts[lang]``, its espeak-ng ``readings[lang]`` and,
+    where the data has one (FLEURS' ``transcription`` column), its ``normalized[lang]`` form."""
 
     sentence_id: str
     texts: dict[str, str] = field(hash=False)
     readings: dict[str, str] = field(hash=False)
+    normalized: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def spoken(self) -> "Sentence":
+        """The sentence as synthesised from its normalised forms (``definitions.synthesis_text``):
+        texts, and the readings of languages espeak-ng reads as text, replaced where one exists."""
+        texts = {lang: self.normalized.get(lang, text) for lang, text in self.texts.items()}
+        readings = {lang: texts[lang] for lang in self.readings}
+        return Sentence(self.sentence_id, texts, readings, self.normalized)
 
 
 # Filler columns: eng, deu, spa, fra, cmn (Hanzi), cmn pinyin, jpn (kanji/kana), jpn kana.
@@ -231,15 +240,16 @@ class Selection:
 
     def to_json(self) -> dict:
         """The ``selection.json`` artifact of the data stage; ``from_json`` reads it back."""
-        return {"sentences": [{"sentence_id": s.sentence_id, "texts": s.texts, "readings": s.readings}
-                              for s in self.sentences],
+        return {"sentences": [{"sentence_id": s.sentence_id, "texts": s.texts, "readings": s.readings,
+                               **({"normalized": s.normalized} if s.normalized else {})} for s in self.sentences],
                 "langs": list(self.langs), "identify_ids": list(self.identify_ids), "steer_ids": list(self.steer_ids),
                 "source": self.source, "seed": self.seed,
                 "audio_files": [[sid, lang, f] for (sid, lang), f in sorted(self.audio_files.items())]}
 
     @classmethod
     def from_json(cls, d: dict) -> "Selection":
-        return cls(sentences=tuple(Sentence(s["sentence_id"], s["texts"], s["readings"]) for s in d["sentences"]),
+        return cls(sentences=tuple(Sentence(s["sentence_id"], s["texts"], s["readings"], s.get("normalized", {}))
+                                   for s in d["sentences"]),
                    langs=tuple(d["langs"]), identify_ids=tuple(d["identify_ids"]),
                    steer_ids=tuple(d["steer_ids"]), source=d["source"], seed=d["seed"],
                    audio_files={(sid, lang): f for sid, lang, f in d["audio_files"]})

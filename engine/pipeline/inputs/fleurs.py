@@ -153,7 +153,7 @@ def select_fleurs(langs: Sequence[str] = LANGS, n: int = DEFAULT_N, seed: int = 
     ``n`` taken, so the same inputs give the same selection on every run. Each Sentence has
     ``texts`` (raw transcriptions) for ``langs`` and "eng" (the X->En reference) and
     ``readings`` for the Latin-script languages (Mandarin and Japanese readings for espeak-ng are
-    made by the speech layer). The last ``n_steer`` (default ``steer_fraction`` of ``n``) are the
+    made by the speech layer), and ``normalized``: FLEURS' normalised transcriptions. The last ``n_steer`` (default ``steer_fraction`` of ``n``) are the
     held-out steering set. UserError stating the count when fewer than ``n`` ids are common.
     """
     langs = check_langs(langs)
@@ -173,7 +173,9 @@ def select_fleurs(langs: Sequence[str] = LANGS, n: int = DEFAULT_N, seed: int = 
     for sentence_id in chosen:
         texts = {lang: table[sentence_id].raw_transcription for lang, table in tables.items()}
         readings = {lang: text for lang, text in texts.items() if get_language(lang).reading == "text"}
-        sentences.append(Sentence(sentence_id, texts, readings))
+        normalized = {lang: table[sentence_id].transcription for lang, table in tables.items()
+                      if table[sentence_id].transcription.strip()}
+        sentences.append(Sentence(sentence_id, texts, readings, normalized))
         for lang, table in tables.items():
             row = table[sentence_id]
             audio_files[(sentence_id, lang)] = f"{row.split}/{row.audio_file}"

@@ -18,11 +18,13 @@ import os
 import shutil
 import subprocess
 import wave
+from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
 from engine.errors import UserError
+from engine.files import sha256_file
 from engine.pipeline.inputs.corpus import Sentence
 from engine.pipeline.inputs.fleurs import natural_audio_index
 from engine.pipeline.inputs.wav import load_waveform, resample, to_float_mono
@@ -155,7 +157,9 @@ def reading_for_espeak(text: str, lang: str) -> str:
 
 
 class XTTSBackend:
-    """coqui-tts XTTS v2, one fixed built-in speaker for every language.
+    """coqui-tts XTTS v2, one fixed speaker for every language: a built-in speaker, or a voice cloned
+    from a reference recording when ``speaker`` is the path of a WAV file (the authors clone one
+    reference recording: their utils/xtts_vc.py, ``speaker_wav``).
 
     ``tts_factory`` builds the synthesiser (default: ``TTS.api.TTS(model_name)``); tests pass a
     stand-in to exercise this class without the package or its weights.
@@ -191,8 +195,16 @@ class XTTSBackend:
                             "set COQUI_TOS_AGREED=1 to accept it and let coqui-tts download the model")
         return TTS(self.MODEL_NAME).to(self.device)
 
+    def _reference(self) -> Path | None:
+        """The WAV a voice is cloned from, or None for a built-in speaker."""
+        path = Path(self.speaker)
+        return path if path.suffix.lower() == ".wav" and path.is_file() else None
+
     def voice(self, lang: str) -> str:
-        return f"{self.speaker}@{self._language_code(lang)}"
+        reference = self._reference()
+        # a cloned voice is named by its recording's content, so the cache follows the recording
+        name = f"clone:{sha256_file(reference)[:16]}" if reference else self.speaker
+        return f"{name}@{self._language_code(lang)}"
 
     def _language_code(self, lang: str) -> str:
         get_language(lang)
@@ -211,8 +223,9 @@ class XTTSBackend:
     def synthesize(self, text: str, lang: str) -> np.ndarray:
         check_text(text, lang)
         tts = self._model()
-        waveform = np.asarray(tts.tts(text=text, speaker=self.speaker,
-                                      language=self._language_code(lang)), dtype=np.float32)
+        reference = self._reference()
+        voice = {"speaker_wav": str(reference)} if reference else {"speaker": self.speaker}
+        waveform = np.asarray(tts.tts(text=text, language=self._language_code(lang), **voice), dtype=np.float32)
         rate = int(getattr(getattr(tts, "synthesizer", None), "output_sample_rate", 24_000))
         waveform = resample(waveform.reshape(-1), rate)
         if waveform.size == 0:

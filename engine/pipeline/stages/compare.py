@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.files import atomic_write_bytes, atomic_write_json, load_part, save_part
 from engine.pipeline import launch
-from engine.pipeline.run import Run, barrier, load_ap, load_catalog, load_sep, matrices, ranking_device
+from engine.pipeline.run import Run, barrier, load_ap, load_catalog, load_sep, matrices, ranking_device, step_valid
 from engine.pipeline.store import MatrixStore
 from engine.science import crossmodal as cm
 from engine.science import intervals as iv
@@ -42,13 +42,15 @@ from engine.science.ranking import on_device, resampled_average_precision
 STEPS_SUBDIR = "steps"
 
 
-def half_sample_rows(meta: dict, step: str, splits: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a modality's store valid at ``step`` and every half-sample's 0/1 weights on them.
+def half_sample_rows(meta: dict, step: str, splits: dict, activity: str = "position"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a modality's store valid at ``step`` (in decoder activity ``activity``) and every
+    half-sample's 0/1 weights on them.
 
     Returns ``(rows, weights)``: ``rows`` int64 ``[m]`` ascending, ``weights`` int64
     ``[n_boot, m]`` (``intervals.half_sample_weights`` of the rows' sentence ids).
     """
-    valid = np.array(meta["valid"][step], bool)
+    valid = np.array(step_valid(meta, step, activity), bool)
     rows = np.flatnonzero(valid).astype(np.int64)
     sids = [meta["example_ids"][r].split("/")[0] for r in rows]
     return rows, iv.half_sample_weights(sids, splits)
@@ -56,7 +58,7 @@ def half_sample_rows(meta: dict, step: str, splits: dict) -> tuple[np.ndarray, n
 
 def bootstrap_ap(store: MatrixStore, meta: dict, step: str, splits: dict, study: list[str],
                  path: Path, device: str = "cpu", *, chunks: Sequence[int] | None = None,
-                 resume: bool = False) -> "BootstrapFiles":
+                 resume: bool = False, activity: str = "position") -> "BootstrapFiles":
     """AP and point-biserial r ``[n_boot, L, N]`` of every half-sample, one store pass, one sort per neuron.
 
     Written to ``path.with_suffix(".ap")`` (float64) and ``".sep"`` (float32) in C order, block by
@@ -64,9 +66,10 @@ def bootstrap_ap(store: MatrixStore, meta: dict, step: str, splits: dict, study:
     ``chunks``: only these column chunks of the store, into files another process has created
     (``BootstrapFiles.prepare``); None: every chunk, into files created here. ``resume``: skip
     the chunks an earlier, interrupted call finished (each is marked once its bytes are on disk).
+    ``activity``: the decoder activity the store holds (its rows valid at ``step``).
     """
     labels_all = np.array([study.index(lang) for lang in meta["langs"]])
-    rows, weights = half_sample_rows(meta, step, splits)
+    rows, weights = half_sample_rows(meta, step, splits, activity)
     B, L, N = len(weights), len(study), store.shape[1]
     files = BootstrapFiles(Path(path), B, L, N)
     if chunks is None:
@@ -181,7 +184,8 @@ def compare(run, catalog) -> dict | None:
         for task, side in (("S2T", "speech"), ("T2T", "text")):
             st = stores[side]
             bootstrap_ap(st, metas[task], step, splits, study, work / f"boot_{side}_t{t}", ranking_device(cfg),
-                         chunks=launch.current().mine(range(st.n_col_chunks)), resume=True)
+                         chunks=launch.current().mine(range(st.n_col_chunks)), resume=True,
+                         activity=cfg["definitions"]["decoder_activity"])
         barrier(run, f"compare/t{t}/written")
         if run.rank != 0:
             continue

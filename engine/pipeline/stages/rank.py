@@ -19,7 +19,17 @@ from engine.errors import UserError
 from engine.files import atomic_write_bytes, atomic_write_json, load_part, note, save_part
 from engine.model.steering import median_activations
 from engine.pipeline import launch
-from engine.pipeline.run import RECORD_TASKS, Run, barrier, matrices, progress, ranking_device, save_npy
+from engine.pipeline.run import (
+    RECORD_TASKS,
+    Run,
+    barrier,
+    encoder_valid,
+    matrices,
+    progress,
+    ranking_device,
+    save_npy,
+    step_valid,
+)
 from engine.pipeline.store import MatrixStore
 from engine.science.ranking import average_precision, on_device
 
@@ -49,6 +59,7 @@ def _plan(run: Run) -> tuple[list[_Matrix], dict[str, str]]:
     Refuses (UserError) before any work when a step has no valid example of some language.
     """
     langs = run.cfg["data"]["langs"]
+    activity = run.cfg["definitions"]["decoder_activity"]
     plan, copies, ranked = [], {}, {}
     for task in RECORD_TASKS:
         meta = json.loads((run.dir("record") / task / "meta.json").read_text())
@@ -60,9 +71,10 @@ def _plan(run: Run) -> tuple[list[_Matrix], dict[str, str]]:
                 continue
             if name == "encoder":
                 ranked[path] = (task, meta["langs"])
-            valid = np.ones(len(labels), bool)
             if name.startswith("decoder_t"):
-                valid = np.array(meta["valid"][name.removeprefix("decoder_t")], bool)
+                valid = np.array(step_valid(meta, name.removeprefix("decoder_t"), activity), bool)
+            else:
+                valid = np.array(encoder_valid(meta), bool)
             present = set(labels[valid].tolist())
             if len(present) < len(langs):
                 missing = [langs[i] for i in range(len(langs)) if i not in present]
@@ -121,8 +133,9 @@ def stage_rank(run: Run) -> None:
     for task in RECORD_TASKS:
         meta = json.loads((run.dir("record") / task / "meta.json").read_text())
         labels = np.array([langs.index(lang) for lang in meta["langs"]])
-        counts = {k: {lang: int(np.sum(~np.array(v, bool)[labels == i])) for i, lang in enumerate(langs)}
-                  for k, v in meta["valid"].items()}
+        activity = run.cfg["definitions"]["decoder_activity"]
+        counts = {k: {lang: int(np.sum(~np.array(step_valid(meta, k, activity), bool)[labels == i]))
+                      for i, lang in enumerate(langs)} for k in meta["valid"]}
         atomic_write_json(out / task / "excluded.json", counts)
     # every chunk is in the artifacts now; removed before the marker, which lists every file
     shutil.rmtree(parts, ignore_errors=True)

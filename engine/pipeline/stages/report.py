@@ -26,7 +26,11 @@ def stage_report(run: Run, wall_time_s: float = 0.0) -> None:
                  "k": run.cfg["rank"]["k"], "steps": run.cfg["record"]["steps"], "langs": run.cfg["data"]["langs"],
                  "n_identify": run.cfg["data"]["n_identify"], "n_steer": run.cfg["data"]["n_steer"],
                  "seeds": {s: run.cfg[s]["seed"] for s in ("data", "rank", "steer") if "seed" in run.cfg[s]},
-                 "stage_keys": {s: run.key(s) for s in STAGES}},
+                 "stage_keys": {s: run.key(s) for s in STAGES},
+                 # where the paper's text and its authors' code differ, which this run computed
+                 "definitions": dict(run.cfg["definitions"]),
+                 **({"long_speech": {task: meta["long_speech"] for task, meta in recorded.items() if "long_speech" in meta}}
+                    if any("long_speech" in meta for meta in recorded.values()) else {})},
         **compare,
         "steering": steering,
         "excluded": excluded,

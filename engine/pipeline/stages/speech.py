@@ -4,9 +4,11 @@ Under torchrun every rank synthesises its share of the sentences into the shared
 then finds them all there and writes the manifest, byte for byte what one process writes."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+from engine.errors import UserError
 from engine.files import atomic_write_json
 from engine.pipeline import launch
 from engine.pipeline.inputs.speech import synthesize_sentences
@@ -26,6 +28,12 @@ def stage_speech(run: Run) -> None:
     else:
         backend = make_backend(s["backend"], **options)
     sel = load_selection(run)
+    if run.cfg["definitions"]["synthesis_text"] == "normalized" and sel.source == "fleurs":
+        # the authors synthesise FLEURS' normalised transcription (the embedded corpus has none)
+        if not all(s.normalized for s in sel.sentences):
+            raise UserError(f"{run.dir('data') / 'selection.json'} has no normalised transcriptions (written "
+                            "before they were kept): rerun the data stage with --stages data --force")
+        sel = dataclasses.replace(sel, sentences=tuple(s.spoken() for s in sel.sentences))
     if run.world > 1:
         synthesize_sentences(launch.current().mine(sel.sentences), sel.langs, backend, speech_cache_dir(run))
         barrier(run, "speech/synthesised")

@@ -18,7 +18,16 @@ import numpy as np
 from engine.errors import UserError
 from engine.files import atomic_write_bytes, atomic_write_json, note
 from engine.pipeline import launch
-from engine.pipeline.run import RECORD_TASKS, Run, barrier, load_ap, load_sep, model_inputs, task_examples
+from engine.pipeline.run import (
+    RECORD_TASKS,
+    Run,
+    barrier,
+    load_ap,
+    load_selection,
+    load_sep,
+    model_inputs,
+    task_examples,
+)
 from engine.pipeline.steering_run import SteeringResult, run_steering
 from engine.science.languages import steering_pairs, table_name
 from engine.science.steering_scores import PAIRS, TASK_MODALITY
@@ -42,7 +51,13 @@ def run_experiment(run, share=None) -> SteeringResult | None:
     """
     cfg, steer_cfg = run.cfg, run.cfg["steer"]
     steps = tuple(int(t) for t in cfg["record"]["steps"])
-    held = [x for task in TASK_MODALITY for x in task_examples(run, task, "steer")]
+    sentences = cfg["definitions"]["steer_sentences"]
+    if sentences == "identification":
+        # the authors steer the first sentences of the identification files (--seed 1 101)
+        first = set(load_selection(run).identify_ids[:cfg["data"]["n_steer"]])
+        held = [x for task in TASK_MODALITY for x in task_examples(run, task, "identify") if x.sentence_id in first]
+    else:
+        held = [x for task in TASK_MODALITY for x in task_examples(run, task, "steer")]
     ident = [x for task in RECORD_TASKS for x in task_examples(run, task, "identify")]
     rank_dir = run.dir("rank") / "ASR"
     ap = {t: load_ap(run, "ASR", f"decoder_t{t}") for t in steps}
@@ -60,7 +75,9 @@ def run_experiment(run, share=None) -> SteeringResult | None:
         seed=int(steer_cfg.get("seed", 0)), batch_size=int(cfg["model"]["batch_size"]),
         max_new_tokens=steer_cfg.get("max_new_tokens"), fasttext_model=steer_cfg.get("fasttext_model") or None,
         to_input=lambda x: model_inputs(run, [x])[0], separation=separation,
-        checkpoint_dir=run.dir("steer") / CHECKPOINT_SUBDIR, share=share)
+        checkpoint_dir=run.dir("steer") / CHECKPOINT_SUBDIR, share=share, sentences=sentences,
+        pieces=run.model().pieces, by_pieces=cfg["definitions"]["control_rate"] == "sentencepiece",
+        texts={(s.sentence_id, lang): text for s in load_selection(run).sentences for lang, text in s.texts.items()})
 
 
 def write_steering_artifacts(result: SteeringResult, out_dir: Path) -> list[Path]:

@@ -78,7 +78,7 @@ def measure_all(plan: Plan) -> dict:
     return cal
 
 
-def preflight(mcfg) -> tuple:
+def preflight(mcfg, modules: str = "paper_table") -> tuple:
     """``(model, catalog, seconds)``: the model of ``mcfg`` built on the meta device, its neuron
     catalog, and the CPU seconds every stage's process spends on that preflight (loading the
     config, building the catalog on meta). Starts the accounting of ``measure.parallelism``."""
@@ -88,7 +88,7 @@ def preflight(mcfg) -> tuple:
     c0, t0 = cpu_seconds(), time.perf_counter()
     with torch.device("meta"):
         model = model_class(mcfg)(mcfg)
-    cat = build_catalog(model)
+    cat = build_catalog(model, modules=modules)  # definitions.modules: the paper's table or the authors' set
     # every stage's process loads the config and builds the catalog on meta once (preflight)
     seconds = 2 * (cpu_seconds() - c0)
     account(cpu_seconds() - c0, time.perf_counter() - t0)

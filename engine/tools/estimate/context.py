@@ -169,7 +169,7 @@ def measured_context(cfg: dict, nodes: int, gpus_per_node: int) -> Context:
     if mcfg is None:
         raise UserError(f"cannot estimate for model '{cfg['model']['id']}' without its config; "
                         "set model.id to a local directory holding config.json")
-    model, cat, preflight_s = calibrate.preflight(mcfg)
+    model, cat, preflight_s = calibrate.preflight(mcfg, cfg["definitions"]["modules"])
     cal: dict = {"preflight_s": preflight_s, "process_rss_bytes": stage_process_rss()}
     p = plan_run(cfg, nodes, gpus_per_node, mcfg, source, model, cat)
     cal.update(calibrate.measure_all(p))

@@ -96,7 +96,8 @@ def record(ctx: Context) -> dict:
             rec_compute += encode + ctx.decode_s(B, n_new, modality) + ctx.forced_s(B, max(p.steps) + 1, modality)
     store_io = sizes.store_values(p) * ctx.cal["store"]["write_s_per_value"]
     hash_s = p.weight_bytes * ctx.cal["sha256_s_per_byte"]
-    widest_record = p.n_enc["speech"] + 2 * p.S * p.n_dec  # S2T and ASR blocks are recorded together
+    # S2T and ASR blocks are recorded together, each decoder activity a matrix of its own
+    widest_record = p.n_enc["speech"] + 2 * p.S * p.activities * p.n_dec
     block_rows = min(p.rpb, p.n_id)
     # weights stored in another type than the run computes in (a bf16 checkpoint run in fp32)
     # are converted at load: the stored copy is resident beside the converted one at the peak

@@ -17,6 +17,7 @@ from engine.model.catalog import HUB_CONFIGS, config_for
 from engine.model.loader import parse_dtype, read_config
 from engine.model.recorder import ModelInput
 from engine.pipeline import config as config_mod
+from engine.pipeline.definitions import recorded_activities
 from engine.pipeline.inputs.corpus import select_embedded
 from engine.pipeline.store import resolve_store_dtype
 from engine.science.languages import get_language
@@ -162,6 +163,12 @@ class Plan:
         return self.cfg["data"]["n_steer"] * self.L
 
     @property
+    def activities(self) -> int:
+        """Decoder activities recorded per step (position, prefix means, or both:
+        ``definitions.recorded_activities``); each is a decoder matrix of its own."""
+        return len(recorded_activities(self.cfg))
+
+    @property
     def n_dec(self) -> int:
         """Decoder neurons per recorded step."""
         return self.neurons["text_decoder"]
@@ -282,5 +289,7 @@ def plan_run(cfg: dict, nodes: int, gpus_per_node: int, mcfg, source: str, model
                 neurons={"speech_encoder": cat.n_neurons("speech_encoder"), "text_encoder": cat.n_neurons("text_encoder"),
                          "text_decoder": cat.n_neurons("text_decoder"), "total": cat.total},
                 measure_gpu=on_gpu and torch.cuda.is_available(), tdtype=tdtype,
-                sdtype=resolve_store_dtype(cfg["record"]["store_dtype"], tdtype),  # "auto": the model's 16-bit type
+                # "auto": the model's 16-bit type; float32 where the definitions keep the authors' precision
+                sdtype=("float32" if cfg["definitions"]["precision"] == "float32"
+                        else resolve_store_dtype(cfg["record"]["store_dtype"], tdtype)),
                 sel=selection(cfg))

@@ -19,9 +19,9 @@ def audio_bytes(ctx: Context) -> int:
 
 def store_values(plan: Plan) -> int:
     """Values in the activation store: one speech-encoder matrix serves S2T and ASR; decoder
-    matrices per task and step."""
+    matrices per task, step and recorded decoder activity."""
     p = plan
-    return p.n_id * (p.n_enc["speech"] + p.n_enc["text"] + 3 * p.S * p.n_dec)
+    return p.n_id * (p.n_enc["speech"] + p.n_enc["text"] + 3 * p.S * p.activities * p.n_dec)
 
 
 def store_bytes(ctx: Context) -> int:
